@@ -1,0 +1,213 @@
+//! The body of a response the layer handled: a stored body, the handler's own body passed
+//! through, or the part the layer already read followed by the rest.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+/// The response body of [`CacheService`](crate::CacheService).
+///
+/// Yields [`Bytes`]; errors are the inner body's own.
+pub struct ResponseBody<B: Body> {
+    kind: Kind<B>,
+}
+
+enum Kind<B: Body> {
+    Full(Option<Bytes>),
+    // Boxed so the whole body is `Unpin`; only the pass-through and replay paths pay for it.
+    Inner(Pin<Box<B>>),
+    Replay {
+        frames: VecDeque<Frame<Bytes>>,
+        rest: Option<Pin<Box<B>>>,
+        error: Option<B::Error>,
+    },
+}
+
+// Nothing inside is structurally pinned: the inner body is boxed, the rest is plain data.
+impl<B: Body> Unpin for ResponseBody<B> {}
+
+impl<B: Body> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Full(_) => "Full",
+            Kind::Inner(_) => "Inner",
+            Kind::Replay { .. } => "Replay",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B: Body> ResponseBody<B> {
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Full(Some(bytes)),
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+        }
+    }
+
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner(Box::pin(body)),
+        }
+    }
+}
+
+fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Inner(body) => body
+                .as_mut()
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map(to_bytes))),
+            Kind::Replay {
+                frames,
+                rest,
+                error,
+            } => {
+                if let Some(frame) = frames.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if let Some(e) = error.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                match rest {
+                    Some(body) => body
+                        .as_mut()
+                        .poll_frame(cx)
+                        .map(|f| f.map(|r| r.map(to_bytes))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Inner(body) => body.is_end_stream(),
+            Kind::Replay {
+                frames,
+                rest,
+                error,
+            } => {
+                frames.is_empty()
+                    && error.is_none()
+                    && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Inner(body) => body.size_hint(),
+            Kind::Replay { frames, rest, .. } => {
+                let read: u64 = frames
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let mut hint = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+                hint.set_lower(hint.lower() + read);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// What reading a body up to a limit produced.
+pub(crate) enum Collected<B: Body> {
+    /// The whole body, within the limit.
+    Complete(Bytes),
+    /// The body could not be kept; what was read is replayed ahead of the rest.
+    Partial(ResponseBody<B>, PartialReason),
+}
+
+/// Why a body could not be kept whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartialReason {
+    TooLarge,
+    Trailers,
+    Error,
+}
+
+/// Reads `body` to its end, unless it outgrows `limit`, carries trailers, or fails midway; then
+/// nothing is lost: the bytes read so far come first in the returned body.
+pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
+    let mut body = Box::pin(body);
+    let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
+    let mut total = 0usize;
+    loop {
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            None => break,
+            Some(Ok(frame)) => {
+                let frame = to_bytes(frame);
+                let reason = match frame.data_ref() {
+                    Some(d) => {
+                        total += d.len();
+                        (total > limit).then_some(PartialReason::TooLarge)
+                    }
+                    None => Some(PartialReason::Trailers),
+                };
+                frames.push_back(frame);
+                if let Some(reason) = reason {
+                    let replay = Kind::Replay {
+                        frames,
+                        rest: Some(body),
+                        error: None,
+                    };
+                    return Collected::Partial(ResponseBody { kind: replay }, reason);
+                }
+            }
+            Some(Err(e)) => {
+                let replay = Kind::Replay {
+                    frames,
+                    rest: None,
+                    error: Some(e),
+                };
+                return Collected::Partial(ResponseBody { kind: replay }, PartialReason::Error);
+            }
+        }
+    }
+    let bytes = match frames.len() {
+        0 => Bytes::new(),
+        1 => frames
+            .pop_front()
+            .and_then(|f| f.into_data().ok())
+            .unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for f in frames {
+                if let Some(d) = f.data_ref() {
+                    all.extend_from_slice(d);
+                }
+            }
+            all.freeze()
+        }
+    };
+    Collected::Complete(bytes)
+}

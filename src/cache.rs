@@ -1,0 +1,258 @@
+//! The cache handle: one store, one key namespace and one set of metrics, from which the
+//! app-wide and per-route layers are made.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::policy::{RoutePolicy, DEFAULT_MAX_BODY};
+use crate::{CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
+
+/// A response cache: the store, key prefix, namespace version and metrics that its layers share.
+///
+/// Cloning is cheap and shares everything. Make layers from it: [`layer`](Self::layer) for the
+/// app-wide layer that stores what handlers mark cacheable, [`ttl`](Self::ttl) or
+/// [`route`](Self::route) for a route with its own policy.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_response_cache::ResponseCache;
+///
+/// let cache = ResponseCache::builder()
+///     .key_prefix("twiscope")
+///     .default_ttl(Duration::from_secs(300))
+///     .build();
+/// let app: Router = Router::new()
+///     .route("/trending", get(|| async { "top" }).layer(cache.ttl(Duration::from_secs(900))))
+///     .route("/about", get(|| async { "about" }).layer(cache.route()))
+///     .layer(cache.layer());
+/// ```
+#[derive(Clone)]
+pub struct ResponseCache {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) prefix: Arc<str>,
+    pub(crate) name: String,
+    pub(crate) version: AtomicU64,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_body_size: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    /// Routes whose own per-route layer answered; the app-wide layer leaves them alone.
+    pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
+    /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
+    pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
+}
+
+impl fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("ResponseCache")
+            .field("store", &s.store)
+            .field("prefix", &s.prefix)
+            .field("version", &s.version.load(Ordering::Relaxed))
+            .field("default_ttl", &s.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+impl ResponseCache {
+    /// Starts configuring a cache; the default store is a 128 MiB [`MemoryStore`].
+    pub fn builder() -> ResponseCacheBuilder {
+        ResponseCacheBuilder::default()
+    }
+
+    /// The app-wide layer: stores a response only when the handler's `Cache-Control` gives it a
+    /// lifetime (`s-maxage` over `max-age`), and leaves routes with their own layer to it.
+    pub fn layer(&self) -> CacheLayer {
+        CacheLayer::new(
+            self.shared.clone(),
+            RoutePolicy::new(None, self.shared.max_body_size),
+        )
+    }
+
+    /// A per-route layer with the cache's default TTL.
+    pub fn route(&self) -> CacheLayer {
+        self.ttl(self.shared.default_ttl)
+    }
+
+    /// A per-route layer that keeps responses for `ttl`, like Django's `cache_page(ttl)`.
+    pub fn ttl(&self, ttl: Duration) -> CacheLayer {
+        CacheLayer::new(
+            self.shared.clone(),
+            RoutePolicy::new(Some(ttl), self.shared.max_body_size),
+        )
+    }
+
+    /// The per-route counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The store behind this cache.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// The namespace version that is part of every key.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
+    }
+
+    /// Moves to a new namespace version: every entry stored so far stops being found (it expires
+    /// in the store in its own time). Returns the new version.
+    pub fn bump_version(&self) -> u64 {
+        self.shared.vary.invalidate_all();
+        self.shared.version.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Removes every entry under this cache's key prefix from the store.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn clear(&self) -> Result<u64, StoreError> {
+        self.shared.vary.invalidate_all();
+        let prefix = format!("{}:", self.shared.prefix);
+        self.shared.store.clear_prefix(&prefix).await
+    }
+}
+
+/// Configures a [`ResponseCache`].
+#[derive(Debug)]
+#[must_use]
+pub struct ResponseCacheBuilder {
+    store: Option<Arc<dyn Store>>,
+    prefix: String,
+    name: String,
+    version: u64,
+    default_ttl: Duration,
+    max_body_size: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for ResponseCacheBuilder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            prefix: "trc".to_owned(),
+            name: "tower-response-cache".to_owned(),
+            version: 1,
+            default_ttl: Duration::from_secs(300),
+            max_body_size: DEFAULT_MAX_BODY,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// Where entries live (default: a 128 MiB [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A store already shared behind an `Arc`.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts every key (Django's `KEY_PREFIX`; default `trc`). Caches with different prefixes
+    /// never see each other's entries, even in one store.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The cache's name in `Cache-Status` (default `tower-response-cache`). Characters outside
+    /// an RFC 8941 token are replaced by `-`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The namespace version in every key (Django's `VERSION`; default 1).
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The TTL of [`ResponseCache::route`] layers (Django's `TIMEOUT`; default 300 s).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The largest body any layer of this cache stores (default 1 MiB); routes may lower or
+    /// raise it.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Where the cache reads the time (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the cache.
+    #[must_use]
+    pub fn build(self) -> ResponseCache {
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let name = if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '*') {
+            name
+        } else {
+            format!("c{name}")
+        };
+        ResponseCache {
+            shared: Arc::new(Shared {
+                store: self
+                    .store
+                    .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                prefix: Arc::from(self.prefix),
+                name,
+                version: AtomicU64::new(self.version),
+                default_ttl: self.default_ttl,
+                max_body_size: self.max_body_size,
+                clock: self.clock,
+                metrics: Metrics::default(),
+                delegated: RwLock::default(),
+                vary: moka::sync::Cache::new(100_000),
+            }),
+        }
+    }
+}

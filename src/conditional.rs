@@ -1,0 +1,119 @@
+//! Conditional requests against a stored response: `If-None-Match` and `If-Modified-Since`
+//! (RFC 9110 §13), and the strong `ETag` the cache computes when a handler sends none.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
+
+/// A strong validator for `body`: a quoted hex digest.
+pub(crate) fn strong_etag(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let mut s = String::with_capacity(36);
+    s.push('"');
+    for b in &digest[..16] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s.push('"');
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Whether the client's copy is current, so a 304 may answer.
+///
+/// `If-None-Match` takes precedence; it uses the weak comparison and accepts lists and `*`.
+/// `If-Modified-Since` is only considered without it. Malformed headers never match.
+pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
+    if !inm.is_empty() {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let ours = opaque(etag);
+        return inm
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .any(|tag| tag == "*" || (!tag.is_empty() && opaque(tag) == ours));
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s).ok());
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
+/// The opaque part of an entity tag, for the weak comparison.
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// Headers a 304 carries over from the stored 200 (RFC 9110 §15.4.5).
+pub(crate) const NOT_MODIFIED_HEADERS: [header::HeaderName; 6] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_lists_and_star() {
+        let stored = map(&[("etag", "\"abc\"")]);
+        assert!(not_modified(&map(&[("if-none-match", "\"abc\"")]), &stored));
+        assert!(not_modified(
+            &map(&[("if-none-match", "W/\"abc\"")]),
+            &stored
+        ));
+        assert!(not_modified(
+            &map(&[("if-none-match", "\"x\", \"abc\"")]),
+            &stored
+        ));
+        assert!(not_modified(&map(&[("if-none-match", "*")]), &stored));
+        assert!(!not_modified(
+            &map(&[("if-none-match", "\"abcd\"")]),
+            &stored
+        ));
+        assert!(!not_modified(&map(&[("if-none-match", "abc")]), &stored));
+    }
+
+    #[test]
+    fn if_modified_since_compares_dates_and_yields_to_etags() {
+        let stored = map(&[
+            ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("etag", "\"a\""),
+        ]);
+        assert!(not_modified(
+            &map(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &map(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &map(&[("if-modified-since", "yesterday")]),
+            &stored
+        ));
+        let both = map(&[
+            ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("if-none-match", "\"b\""),
+        ]);
+        assert!(!not_modified(&both, &stored));
+    }
+}

@@ -1,0 +1,303 @@
+//! What the cache stores: a response (status, headers, body, when it was stored and for how
+//! long) or a learned `Vary` record, and the versioned binary encoding every store shares.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const MAGIC: &[u8; 3] = b"TRC";
+const VERSION: u8 = 1;
+const KIND_RESPONSE: u8 = 0;
+const KIND_VARY: u8 = 1;
+
+/// One value in a [`Store`](crate::Store).
+///
+/// Cloning is cheap: the response is shared behind an `Arc` and its body is [`Bytes`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Entry {
+    /// A stored response.
+    Response(Arc<CachedResponse>),
+    /// The request headers a resource varies on, stored under the primary key; the responses
+    /// themselves live under the variant keys.
+    Vary(Arc<[HeaderName]>),
+}
+
+/// A response as the cache keeps it.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use tower_response_cache::{CachedResponse, Entry};
+///
+/// let entry = Entry::from(CachedResponse {
+///     status: StatusCode::OK,
+///     headers: HeaderMap::new(),
+///     body: Bytes::from_static(b"hello"),
+///     stored_at_millis: 1_000,
+///     ttl: Duration::from_secs(60),
+/// });
+/// let decoded = Entry::decode(entry.encode()).unwrap();
+/// let Entry::Response(r) = decoded else { panic!() };
+/// assert_eq!(r.body, "hello");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct CachedResponse {
+    /// The response status.
+    pub status: StatusCode,
+    /// The stored headers (credentials-bearing and hop-by-hop headers already removed).
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub stored_at_millis: u64,
+    /// How long it stays fresh.
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for CachedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .field("stored_at_millis", &self.stored_at_millis)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl CachedResponse {
+    /// Milliseconds since it was stored, at `now_millis`.
+    #[must_use]
+    pub fn age_millis(&self, now_millis: u64) -> u64 {
+        now_millis.saturating_sub(self.stored_at_millis)
+    }
+
+    /// Whether it is still fresh at `now_millis`.
+    #[must_use]
+    pub fn is_fresh(&self, now_millis: u64) -> bool {
+        u128::from(self.age_millis(now_millis)) < self.ttl.as_millis()
+    }
+
+    /// Roughly how many bytes it occupies; what the memory store weighs.
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 16)
+            .sum();
+        self.body.len() + headers + 96
+    }
+}
+
+impl From<CachedResponse> for Entry {
+    fn from(r: CachedResponse) -> Self {
+        Entry::Response(Arc::new(r))
+    }
+}
+
+/// Why bytes could not be decoded into an [`Entry`]; the cache treats it as a miss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecodeError {
+    reason: &'static str,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot decode cache entry: {}", self.reason)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn bad(reason: &'static str) -> DecodeError {
+    DecodeError { reason }
+}
+
+impl Entry {
+    /// Roughly how many bytes this entry occupies.
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        match self {
+            Entry::Response(r) => r.weight(),
+            Entry::Vary(names) => names.iter().map(|n| n.as_str().len() + 8).sum::<usize>() + 32,
+        }
+    }
+
+    /// The versioned binary form: `TRC`, a version byte, a kind byte, then the fields.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.weight() + 16);
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        match self {
+            Entry::Response(r) => {
+                out.put_u8(KIND_RESPONSE);
+                out.put_u64(r.stored_at_millis);
+                out.put_u64(u64::try_from(r.ttl.as_millis()).unwrap_or(u64::MAX));
+                out.put_u16(r.status.as_u16());
+                out.put_u32(u32::try_from(r.headers.len()).unwrap_or(u32::MAX));
+                for (name, value) in &r.headers {
+                    put_chunk(&mut out, name.as_str().as_bytes());
+                    put_chunk(&mut out, value.as_bytes());
+                }
+                put_chunk(&mut out, &r.body);
+            }
+            Entry::Vary(names) => {
+                out.put_u8(KIND_VARY);
+                out.put_u32(u32::try_from(names.len()).unwrap_or(u32::MAX));
+                for name in names.iter() {
+                    put_chunk(&mut out, name.as_str().as_bytes());
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes [`Entry::encode`]'s output. The body is a slice of `bytes`, not a copy.
+    ///
+    /// # Errors
+    /// Bytes that are truncated, from another program, or from an unknown encoding version.
+    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
+        let mut buf = bytes;
+        if buf.len() < 5 || &buf[..3] != MAGIC {
+            return Err(bad("not a tower-response-cache entry"));
+        }
+        if buf[3] != VERSION {
+            return Err(bad("unknown encoding version"));
+        }
+        let kind = buf[4];
+        buf.advance(5);
+        let entry = match kind {
+            KIND_RESPONSE => {
+                need(&buf, 8 + 8 + 2 + 4)?;
+                let stored_at_millis = buf.get_u64();
+                let ttl = Duration::from_millis(buf.get_u64());
+                let status = StatusCode::from_u16(buf.get_u16()).map_err(|_| bad("status"))?;
+                let count = buf.get_u32() as usize;
+                let mut headers = HeaderMap::with_capacity(count.min(128));
+                for _ in 0..count {
+                    let name = take_chunk(&mut buf)?;
+                    let value = take_chunk(&mut buf)?;
+                    let name = HeaderName::from_bytes(&name).map_err(|_| bad("header name"))?;
+                    let value =
+                        HeaderValue::from_maybe_shared(value).map_err(|_| bad("header value"))?;
+                    headers.append(name, value);
+                }
+                let body = take_chunk(&mut buf)?;
+                Entry::from(CachedResponse {
+                    status,
+                    headers,
+                    body,
+                    stored_at_millis,
+                    ttl,
+                })
+            }
+            KIND_VARY => {
+                need(&buf, 4)?;
+                let count = buf.get_u32() as usize;
+                let mut names = Vec::with_capacity(count.min(64));
+                for _ in 0..count {
+                    let name = take_chunk(&mut buf)?;
+                    names.push(HeaderName::from_bytes(&name).map_err(|_| bad("vary name"))?);
+                }
+                Entry::Vary(names.into())
+            }
+            _ => return Err(bad("unknown entry kind")),
+        };
+        if buf.has_remaining() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(entry)
+    }
+}
+
+fn put_chunk(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    out.put_slice(bytes);
+}
+
+fn need(buf: &Bytes, n: usize) -> Result<(), DecodeError> {
+    if buf.remaining() < n {
+        Err(bad("truncated"))
+    } else {
+        Ok(())
+    }
+}
+
+fn take_chunk(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
+    need(buf, 4)?;
+    let len = buf.get_u32() as usize;
+    need(buf, len)?;
+    Ok(buf.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.append("x-many", "1".parse().unwrap());
+        headers.append("x-many", "2".parse().unwrap());
+        CachedResponse {
+            status: StatusCode::NOT_FOUND,
+            headers,
+            body: Bytes::from_static(b"{\"a\":1}"),
+            stored_at_millis: 123_456,
+            ttl: Duration::from_millis(60_500),
+        }
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let bytes = Entry::from(sample()).encode();
+        let Entry::Response(r) = Entry::decode(bytes).unwrap() else {
+            panic!("kind changed")
+        };
+        assert_eq!(*r, sample());
+    }
+
+    #[test]
+    fn vary_round_trips() {
+        let names: Arc<[HeaderName]> = vec![HeaderName::from_static("accept-language")].into();
+        let Entry::Vary(back) = Entry::decode(Entry::Vary(names.clone()).encode()).unwrap() else {
+            panic!("kind changed")
+        };
+        assert_eq!(back, names);
+    }
+
+    #[test]
+    fn every_truncation_and_foreign_value_is_an_error() {
+        let bytes = Entry::from(sample()).encode();
+        for len in 0..bytes.len() {
+            assert!(
+                Entry::decode(bytes.slice(..len)).is_err(),
+                "prefix of {len}"
+            );
+        }
+        assert!(Entry::decode(Bytes::from_static(b"hello world")).is_err());
+        let mut future = bytes.to_vec();
+        future[3] = 99;
+        assert!(Entry::decode(future.into()).is_err());
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(Entry::decode(longer.into()).is_err());
+    }
+
+    #[test]
+    fn freshness_follows_ttl() {
+        let r = sample();
+        assert!(r.is_fresh(123_456 + 60_499));
+        assert!(!r.is_fresh(123_456 + 60_500));
+        assert_eq!(r.age_millis(100), 0);
+    }
+}

@@ -1,0 +1,333 @@
+//! Cache keys: which parts of a request name a stored response, canonicalised, length-delimited
+//! and hashed so that two different requests never share a key and keys stay short.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, Method, Uri};
+use sha2::{Digest, Sha256};
+
+/// The key of one stored entry.
+///
+/// A key has a *primary* part, derived from the request line and the configured vary headers,
+/// and optionally a *variant* part, derived from the request headers the response named in its
+/// own `Vary`. Printed, it reads `prefix:{primary-hex}` or `prefix:{primary-hex}:variant-hex`;
+/// the braces are a Redis Cluster hash tag, so an entry and its variants live in one slot.
+///
+/// ```
+/// use tower_response_cache::CacheKey;
+/// let key = CacheKey::from_parts("app", &[b"user", b"42"]);
+/// assert!(key.to_string().starts_with("app:{"));
+/// assert_ne!(key, CacheKey::from_parts("app", &[b"user4", b"2"]));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    prefix: Arc<str>,
+    primary: [u8; 32],
+    variant: Option<[u8; 32]>,
+}
+
+impl CacheKey {
+    /// A key from arbitrary components, each length-delimited before hashing.
+    #[must_use]
+    pub fn from_parts(prefix: &str, parts: &[&[u8]]) -> Self {
+        let mut h = KeyHasher::new(b"trc:custom:v1");
+        h.part(prefix.as_bytes());
+        for p in parts {
+            h.part(p);
+        }
+        Self {
+            prefix: Arc::from(prefix),
+            primary: h.finish(),
+            variant: None,
+        }
+    }
+
+    /// The key prefix this key was made with.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The primary hash.
+    #[must_use]
+    pub fn primary(&self) -> &[u8; 32] {
+        &self.primary
+    }
+
+    /// The variant hash, when this key names one `Vary` variant of a primary key.
+    #[must_use]
+    pub fn variant(&self) -> Option<&[u8; 32]> {
+        self.variant.as_ref()
+    }
+
+    /// The key without its variant part.
+    #[must_use]
+    pub fn without_variant(&self) -> Self {
+        Self {
+            variant: None,
+            ..self.clone()
+        }
+    }
+
+    /// The variant of this key selected by `names` (lower-case header names, sorted) in `headers`.
+    pub(crate) fn with_variant(&self, names: &[HeaderName], headers: &HeaderMap) -> Self {
+        let mut h = KeyHasher::new(b"trc:variant:v1");
+        h.part(&self.primary);
+        for name in names {
+            h.header(name, headers);
+        }
+        Self {
+            prefix: self.prefix.clone(),
+            primary: self.primary,
+            variant: Some(h.finish()),
+        }
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{{{}}}", self.prefix, Hex(&self.primary))?;
+        if let Some(v) = &self.variant {
+            write!(f, ":{}", Hex(v))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which query parameters make up the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueryKey {
+    /// All parameters except tracking ones (unless `keep_tracking`).
+    All { keep_tracking: bool },
+    /// Only these names.
+    Only(Vec<String>),
+}
+
+/// Parameters that identify a visitor's campaign, not the resource; they would split the cache.
+fn is_tracking(name: &str) -> bool {
+    name.starts_with("utm_")
+        || matches!(
+            name,
+            "gclid"
+                | "fbclid"
+                | "msclkid"
+                | "dclid"
+                | "gbraid"
+                | "wbraid"
+                | "yclid"
+                | "mc_cid"
+                | "mc_eid"
+                | "_ga"
+                | "_gl"
+                | "igshid"
+                | "twclid"
+                | "ttclid"
+                | "li_fat_id"
+        )
+}
+
+/// The canonical form of a query string: decoded pairs, filtered, sorted by name then value.
+pub(crate) fn canonical_query(query: Option<&str>, rule: &QueryKey) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| match rule {
+            QueryKey::All { keep_tracking } => *keep_tracking || !is_tracking(k),
+            QueryKey::Only(names) => names.iter().any(|n| n == k),
+        })
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// Everything a primary key is derived from.
+pub(crate) struct KeyInput<'a> {
+    pub(crate) prefix: &'a Arc<str>,
+    pub(crate) version: u64,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) query: &'a QueryKey,
+    pub(crate) vary_headers: &'a [HeaderName],
+    pub(crate) identity: Option<&'a str>,
+}
+
+/// Derives the primary key of a GET/HEAD request (both share one key).
+pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
+    let mut h = KeyHasher::new(b"trc:request:v1");
+    h.part(input.prefix.as_bytes());
+    h.part(&input.version.to_be_bytes());
+    h.part(Method::GET.as_str().as_bytes());
+    h.part(input.uri.scheme_str().unwrap_or("http").as_bytes());
+    let host = input
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| input.headers.get(http::header::HOST).map(|v| v.as_bytes()))
+        .unwrap_or_default();
+    h.part(&host.to_ascii_lowercase());
+    h.part(input.uri.path().as_bytes());
+    let query = canonical_query(input.uri.query(), input.query);
+    h.part(&(query.len() as u64).to_be_bytes());
+    for (k, v) in &query {
+        h.part(k.as_bytes());
+        h.part(v.as_bytes());
+    }
+    h.part(&(input.vary_headers.len() as u64).to_be_bytes());
+    for name in input.vary_headers {
+        h.header(name, input.headers);
+    }
+    match input.identity {
+        // The identity is hashed with the rest: it never appears in the key in clear.
+        Some(id) => {
+            h.part(b"user");
+            h.part(id.as_bytes());
+        }
+        None => h.part(b"shared"),
+    }
+    CacheKey {
+        prefix: input.prefix.clone(),
+        primary: h.finish(),
+        variant: None,
+    }
+}
+
+/// SHA-256 over length-delimited parts: `a|bc` and `ab|c` hash differently.
+struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    fn new(domain: &[u8]) -> Self {
+        let mut h = Self(Sha256::new());
+        h.part(domain);
+        h
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    /// A header's name, whether it is present, and each of its values in order.
+    fn header(&mut self, name: &HeaderName, headers: &HeaderMap) {
+        self.part(name.as_str().as_bytes());
+        let values = headers.get_all(name);
+        let count = values.iter().count();
+        self.part(&(count as u64).to_be_bytes());
+        for v in values {
+            self.part(v.as_bytes());
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(uri: &str, headers: &HeaderMap, query: &QueryKey, vary: &[HeaderName]) -> CacheKey {
+        let prefix: Arc<str> = Arc::from("p");
+        let uri: Uri = uri.parse().unwrap();
+        primary_key(&KeyInput {
+            prefix: &prefix,
+            version: 1,
+            uri: &uri,
+            headers,
+            query,
+            vary_headers: vary,
+            identity: None,
+        })
+    }
+
+    const ALL: QueryKey = QueryKey::All {
+        keep_tracking: false,
+    };
+
+    #[test]
+    fn query_order_and_tracking_do_not_matter() {
+        let h = HeaderMap::new();
+        let a = key("/x?b=2&a=1&utm_source=t&fbclid=9", &h, &ALL, &[]);
+        let b = key("/x?a=1&b=2", &h, &ALL, &[]);
+        assert_eq!(a, b);
+        assert_ne!(a, key("/x?a=1&b=3", &h, &ALL, &[]));
+        assert_ne!(
+            a,
+            key("/X?a=1&b=2", &h, &ALL, &[]),
+            "paths are case-sensitive"
+        );
+    }
+
+    #[test]
+    fn allow_list_keeps_only_named_parameters() {
+        let h = HeaderMap::new();
+        let only = QueryKey::Only(vec!["limit".into()]);
+        assert_eq!(
+            key("/i?limit=5&page=2", &h, &only, &[]),
+            key("/i?page=9&limit=5", &h, &only, &[])
+        );
+        assert_ne!(
+            key("/i?limit=5", &h, &only, &[]),
+            key("/i?limit=6", &h, &only, &[])
+        );
+    }
+
+    #[test]
+    fn delimiting_prevents_collisions() {
+        let h = HeaderMap::new();
+        assert_ne!(key("/x?a=bc", &h, &ALL, &[]), key("/x?ab=c", &h, &ALL, &[]));
+        assert_ne!(
+            key("/x?a=1&b=", &h, &ALL, &[]),
+            key("/x?a=1%26b%3D", &h, &ALL, &[])
+        );
+        assert_ne!(
+            key("/x", &h, &ALL, &[]),
+            key("/x?", &h, &ALL, &[]).with_variant(&[], &h)
+        );
+    }
+
+    #[test]
+    fn header_presence_and_value_vary_the_key() {
+        let name = HeaderName::from_static("accept-language");
+        let mut en = HeaderMap::new();
+        en.insert(&name, "en".parse().unwrap());
+        let mut empty = HeaderMap::new();
+        empty.insert(&name, "".parse().unwrap());
+        let none = HeaderMap::new();
+        let vary = [name];
+        let k = |h: &HeaderMap| key("/s", h, &ALL, &vary);
+        assert_ne!(k(&en), k(&none));
+        assert_ne!(k(&empty), k(&none));
+        assert_eq!(k(&en), key("/s", &en, &ALL, &vary));
+    }
+
+    #[test]
+    fn printable_form_is_prefix_then_tagged_hex() {
+        let h = HeaderMap::new();
+        let k = key("/x", &h, &ALL, &[]);
+        let s = k.to_string();
+        assert!(s.starts_with("p:{") && s.ends_with('}') && s.len() == 2 + 2 + 64);
+        let v = k
+            .with_variant(&[HeaderName::from_static("accept")], &h)
+            .to_string();
+        assert!(v.starts_with(&s) && v.len() == s.len() + 65);
+    }
+}

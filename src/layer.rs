@@ -1,0 +1,193 @@
+//! The layer and its per-route settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{request, HeaderName, StatusCode};
+use tower_layer::Layer;
+
+use crate::cache::Shared;
+use crate::key::QueryKey;
+use crate::policy::{CookieRule, RoutePolicy};
+use crate::CacheService;
+
+/// A tower [`Layer`] that caches responses; made by a [`ResponseCache`](crate::ResponseCache).
+///
+/// Cheap to clone. Settings are builder methods; a per-route setting overrides the app-wide
+/// layer for that route.
+///
+/// The default per-route layer keys on the whole canonical query, stores only `200`s up to the
+/// cache's body limit, bypasses requests with `Authorization` or any cookie, and leaves
+/// `Cache-Control` to the handler:
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_response_cache::ResponseCache;
+///
+/// let cache = ResponseCache::default();
+/// let app: Router = Router::new()
+///     .route("/trending", get(|| async { "[]" }).layer(cache.ttl(Duration::from_secs(900))));
+/// ```
+///
+/// Customised: key only on `limit` and `Accept-Language`, also keep `404`s, tell browsers how
+/// long the copy stays fresh, and ignore a theme cookie:
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use http::{header, StatusCode};
+/// use tower_response_cache::ResponseCache;
+///
+/// let cache = ResponseCache::default();
+/// let layer = cache
+///     .ttl(Duration::from_secs(60))
+///     .vary_query(["limit"])
+///     .vary_headers([header::ACCEPT_LANGUAGE])
+///     .statuses([StatusCode::OK, StatusCode::NOT_FOUND])
+///     .downstream_max_age(true)
+///     .session_cookies(["sessionid"]);
+/// let app: Router = Router::new().route("/top/{platform}", get(|| async { "[]" }).layer(layer));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CacheLayer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) policy: Arc<RoutePolicy>,
+}
+
+impl fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLayer {
+    pub(crate) fn new(shared: Arc<Shared>, policy: RoutePolicy) -> Self {
+        Self {
+            shared,
+            policy: Arc::new(policy),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut RoutePolicy)) -> Self {
+        f(Arc::make_mut(&mut self.policy));
+        self
+    }
+
+    /// Keep responses for `ttl` whatever the handler's `Cache-Control` says of lifetime (it can
+    /// still refuse with `no-store`, `private` or `no-cache`).
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.with(|p| p.ttl = Some(ttl))
+    }
+
+    /// Key on these query parameters only; all others are ignored.
+    pub fn vary_query<I, N>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.with(|p| p.query = QueryKey::Only(names))
+    }
+
+    /// Ignore the query string entirely.
+    pub fn ignore_query(self) -> Self {
+        self.with(|p| p.query = QueryKey::Only(Vec::new()))
+    }
+
+    /// Keep tracking parameters (`utm_*`, `gclid`, `fbclid`, …) in the key; they are dropped by
+    /// default.
+    pub fn keep_tracking_params(self) -> Self {
+        self.with(|p| {
+            p.query = QueryKey::All {
+                keep_tracking: true,
+            }
+        })
+    }
+
+    /// Key on these request headers too (Django's `vary_on_headers`). Headers named by the
+    /// response's own `Vary` are learned without this.
+    pub fn vary_headers(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let mut names: Vec<HeaderName> = names.into_iter().collect();
+        names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        self.with(|p| p.vary_headers = names)
+    }
+
+    /// The statuses that may be stored (default: `200` only).
+    pub fn statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        let statuses = statuses.into_iter().collect();
+        self.with(|p| p.statuses = statuses)
+    }
+
+    /// The largest body stored; larger ones pass through whole.
+    pub fn max_body_size(self, bytes: usize) -> Self {
+        self.with(|p| p.max_body_size = bytes)
+    }
+
+    /// Send `Cache-Control: max-age=<remaining TTL>` downstream, as Django does (default off:
+    /// browser caching is left to the handler).
+    pub fn downstream_max_age(self, on: bool) -> Self {
+        self.with(|p| p.downstream_max_age = on)
+    }
+
+    /// Only these cookies mark a session and make a request bypass the cache; other cookies
+    /// (themes, consent banners) are ignored and do not enter the key.
+    pub fn session_cookies<I, N>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.with(|p| p.cookies = CookieRule::Session(names))
+    }
+
+    /// Declare the route independent of cookies: requests with cookies are served and stored.
+    /// Responses that set cookies are still never stored.
+    pub fn ignore_cookies(self) -> Self {
+        self.with(|p| p.cookies = CookieRule::Ignore)
+    }
+
+    /// Cache per user: `identify` returns the caller's identity (from a verified session, not a
+    /// raw token you have not checked), which is hashed into the key. Requests it returns `None`
+    /// for follow the usual credential rules. Responses marked `private` may then be stored.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.ttl(Duration::from_secs(30)).per_user(|req: &http::request::Parts| {
+    ///     req.extensions.get::<UserId>().map(|u| u.0.to_string())
+    /// });
+    /// #[derive(Clone)] struct UserId(u64);
+    /// # let _ = layer;
+    /// ```
+    pub fn per_user<F>(self, identify: F) -> Self
+    where
+        F: Fn(&request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.with(|p| p.identity = Some(Arc::new(identify)))
+    }
+
+    /// Let a client's `Cache-Control: no-cache` or `Pragma: no-cache` skip the stored copy
+    /// (default off: otherwise any client can force the expensive path).
+    pub fn honor_client_no_cache(self, on: bool) -> Self {
+        self.with(|p| p.honor_client_no_cache = on)
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            shared: self.shared.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}

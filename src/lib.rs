@@ -1,0 +1,77 @@
+//! Full-response caching for [axum] and [tower] services — Django's `cache_page` for Rust —
+//! safe by default, backed by an embedded in-memory store or by Redis.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_response_cache::ResponseCache;
+//!
+//! let cache = ResponseCache::builder()          // embedded in-memory store by default
+//!     .key_prefix("twiscope")
+//!     .default_ttl(Duration::from_secs(300))
+//!     .build();
+//! let app: Router = Router::new()
+//!     .route("/trending", get(|| async { "[]" }).layer(cache.ttl(Duration::from_secs(900))))
+//!     .route(
+//!         "/influencers/{platform}",
+//!         get(|| async { "[]" }).layer(cache.ttl(Duration::from_secs(60)).vary_query(["limit"])),
+//!     )
+//!     .route("/me", get(|| async { "me" }))
+//!     .layer(cache.layer()); // app-wide: stores what handlers mark with Cache-Control
+//! ```
+//!
+//! # How it works
+//!
+//! A GET (or HEAD) request is turned into a [`CacheKey`]: the key prefix, the namespace
+//! version, scheme, host, path, the canonical query (sorted, tracking parameters dropped), the
+//! configured request headers, and — learned from the response's own `Vary` — the headers it
+//! varies on. Components are length-delimited and hashed with SHA-256, so keys never collide and
+//! never contain credentials. A fresh entry answers without calling the handler (a `304` when
+//! the client's validators match); otherwise the handler runs and, if the policy admits the
+//! response, its body is buffered and stored.
+//!
+//! # Safe by default
+//!
+//! | rule | opt-out |
+//! |---|---|
+//! | only GET/HEAD are cached | — |
+//! | `Authorization` or `Cookie` on the request bypasses the cache | [`CacheLayer::session_cookies`], [`CacheLayer::ignore_cookies`], [`CacheLayer::per_user`] |
+//! | `Set-Cookie`, `private`, `no-store`, `no-cache`, `Vary: *` are never stored | — |
+//! | only `200` is stored | [`CacheLayer::statuses`] |
+//! | bodies over 1 MiB and streams pass through whole, unstored | [`CacheLayer::max_body_size`] |
+//! | a client's `no-cache` does not force a miss | [`CacheLayer::honor_client_no_cache`] |
+//! | a store failure is a miss, never an error | — |
+//!
+//! Every response a layer handles carries an RFC 9211 `Cache-Status`
+//! (`tower-response-cache; hit; ttl=42`, `…; fwd=uri-miss; stored`,
+//! `…; fwd=bypass; detail=cookie`); hits carry `Age`.
+//!
+//! [axum]: https://docs.rs/axum
+//! [tower]: https://docs.rs/tower
+
+mod body;
+mod cache;
+mod clock;
+mod conditional;
+mod entry;
+mod future;
+mod key;
+mod layer;
+mod metrics;
+mod policy;
+mod service;
+mod store;
+
+pub use body::ResponseBody;
+pub use cache::{ResponseCache, ResponseCacheBuilder};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::{CachedResponse, DecodeError, Entry};
+pub use future::ResponseFuture;
+pub use key::CacheKey;
+pub use layer::CacheLayer;
+pub use metrics::{Metrics, RouteStats};
+pub use policy::BypassReason;
+pub use service::CacheService;
+pub use store::{MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

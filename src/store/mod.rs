@@ -1,0 +1,92 @@
+//! Where entries live: the [`Store`] trait and the stores that implement it.
+//!
+//! A store maps a [`CacheKey`] to an [`Entry`] for a given time to live. It only stores; what is
+//! cacheable, fresh or varied is the layer's business.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::{CacheKey, Entry};
+
+mod memory;
+pub use memory::MemoryStore;
+
+/// The future a [`Store`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A cache backend.
+///
+/// Methods return boxed futures so a store can sit behind `Arc<dyn Store>`. A `get` must cost a
+/// single round trip to a remote store. Failures are reported, never panicked: the layer turns
+/// any error into a miss and serves the request from the handler.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_response_cache::{CacheKey, Entry, MemoryStore, Store};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new(1 << 20);
+/// let key = CacheKey::from_parts("demo", &[b"k"]);
+/// store.put(&key, Entry::Vary(vec![].into()), Duration::from_secs(5)).await.unwrap();
+/// assert!(store.get(&key).await.unwrap().is_some());
+/// assert!(store.remove(&key).await.unwrap());
+/// assert!(store.get(&key).await.unwrap().is_none());
+/// # });
+/// ```
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The entry under `key`, if any.
+    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>>;
+
+    /// Stores `entry` under `key`; the store drops it after `ttl`.
+    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()>;
+
+    /// Removes the entry under `key`; whether there was one.
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool>;
+
+    /// Removes every entry whose key starts with `prefix`; how many were removed.
+    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64>;
+}
+
+/// A store failure. The layer logs it and treats the request as a miss.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+}
+
+/// What kind of failure a [`StoreError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The backend could not be reached or did not answer in time.
+    Unavailable,
+    /// The backend answered with something that is not an entry of ours.
+    Corrupt,
+    /// Any other backend error.
+    Backend,
+}
+
+impl StoreError {
+    /// A new error of `kind`.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cache store error ({:?}): {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
