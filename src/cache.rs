@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::policy::{RoutePolicy, DEFAULT_MAX_BODY};
-use crate::{CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
+use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
 /// A response cache: the store, key prefix, namespace version and metrics that its layers share.
 ///
@@ -127,6 +127,18 @@ impl ResponseCache {
     pub fn bump_version(&self) -> u64 {
         self.shared.vary.invalidate_all();
         self.shared.version.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Removes the entry under `key` and every `Vary` variant of it; how many were removed.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn invalidate(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        let primary = key.without_variant();
+        self.shared.vary.invalidate(primary.primary());
+        let removed = u64::from(self.shared.store.remove(&primary).await?);
+        let variants = format!("{primary}:");
+        Ok(removed + self.shared.store.clear_prefix(&variants).await?)
     }
 
     /// Removes every entry under this cache's key prefix from the store.

@@ -4,13 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{request, HeaderName, StatusCode};
+use std::sync::atomic::Ordering;
+
+use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
 use crate::cache::Shared;
-use crate::key::QueryKey;
+use crate::key::{primary_key, KeyInput, QueryKey};
 use crate::policy::{CookieRule, RoutePolicy};
-use crate::CacheService;
+use crate::{CacheKey, CacheService};
 
 /// A tower [`Layer`] that caches responses; made by a [`ResponseCache`](crate::ResponseCache).
 ///
@@ -76,6 +78,31 @@ impl CacheLayer {
     fn with(mut self, f: impl FnOnce(&mut RoutePolicy)) -> Self {
         f(Arc::make_mut(&mut self.policy));
         self
+    }
+
+    /// The key this layer looks `req` up under, as a shared (not per-user) entry and before any
+    /// variant learned from the response's `Vary`. Pass it to
+    /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) to drop that URL.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.route().vary_query(["limit"]);
+    /// let a = http::Request::get("/top?limit=5&page=2").body(()).unwrap();
+    /// let b = http::Request::get("/top?limit=5").body(()).unwrap();
+    /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
+    /// ```
+    #[must_use]
+    pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {
+        primary_key(&KeyInput {
+            prefix: &self.shared.prefix,
+            version: self.shared.version.load(Ordering::Acquire),
+            uri: req.uri(),
+            headers: req.headers(),
+            query: &self.policy.query,
+            vary_headers: &self.policy.vary_headers,
+            identity: None,
+        })
     }
 
     /// Keep responses for `ttl` whatever the handler's `Cache-Control` says of lifetime (it can
