@@ -126,13 +126,15 @@ impl<B: Body> Body for ResponseBody<B> {
                     .iter()
                     .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
                     .sum();
-                let mut hint = rest
+                let rest = rest
                     .as_ref()
                     .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
-                hint.set_lower(hint.lower() + read);
-                if let Some(upper) = hint.upper() {
+                let mut hint = SizeHint::new();
+                // Upper first: `set_lower` asserts it stays below the upper bound.
+                if let Some(upper) = rest.upper() {
                     hint.set_upper(upper + read);
                 }
+                hint.set_lower(rest.lower() + read);
                 hint
             }
         }

@@ -160,6 +160,12 @@ where
             return Ok(bypass(&shared, res, reason));
         }
     };
+    if body.size_hint().lower() > policy.max_body_size as u64 {
+        // Known to be too large before reading a byte: pass it through untouched.
+        counters.bypass(BypassReason::TooLarge);
+        let res = Response::from_parts(parts, ResponseBody::inner(body));
+        return Ok(bypass(&shared, res, BypassReason::TooLarge));
+    }
     let bytes = match collect(body, policy.max_body_size).await {
         Collected::Complete(bytes) => bytes,
         Collected::Partial(body, why) => {

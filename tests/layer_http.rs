@@ -1,0 +1,303 @@
+//! HTTP semantics on the way out: HEAD, conditional requests, `Cache-Control` from the handler,
+//! downstream max-age, and the three ways to plug the layer into axum.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get as route_get;
+use axum::Router;
+use common::*;
+use tower_response_cache::{
+    CacheKey, Entry, ResponseCache, Store, StoreError, StoreErrorKind, StoreFuture,
+};
+
+fn app(fx: &Fixture, calls: &Calls) -> Router {
+    let c = calls.clone();
+    Router::new().route(
+        "/doc",
+        route_get(move || {
+            let n = c.bump();
+            async move {
+                (
+                    [(header::LAST_MODIFIED, "Wed, 21 Oct 2015 07:28:00 GMT")],
+                    format!("document {n}"),
+                )
+            }
+        })
+        .layer(fx.cache.route()),
+    )
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_get_entry() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = app(&fx, &calls);
+    let got = send(&app, get("/doc")).await;
+    let head = send(
+        &app,
+        http::Request::head("/doc")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(calls.get(), 1);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert_eq!(head.header("etag"), got.header("etag"));
+    assert_eq!(head.cache_status(), hit(60));
+}
+
+#[tokio::test]
+async fn a_head_miss_never_makes_an_entry() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = app(&fx, &calls);
+    let head = send(
+        &app,
+        http::Request::head("/doc")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.cache_status(), "tower-response-cache; fwd=uri-miss");
+    assert!(head.body.is_empty());
+    assert_eq!(fx.entries(), 0);
+    let got = send(&app, get("/doc")).await;
+    assert_eq!(got.text(), "document 2");
+    assert_eq!(got.cache_status(), MISS);
+}
+
+#[tokio::test]
+async fn if_none_match_gets_a_304_from_the_cache() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = app(&fx, &calls);
+    let first = send(&app, get("/doc")).await;
+    let etag = first.header("etag").unwrap().to_owned();
+    let weak = format!("W/{etag}");
+    let list = format!("\"other\", {etag}");
+    for inm in [etag.as_str(), weak.as_str(), list.as_str(), "*"] {
+        let r = send(&app, get_with("/doc", &[("if-none-match", inm)])).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{inm}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+        assert_eq!(r.cache_status(), hit(60));
+        assert_eq!(r.header("age"), Some("0"));
+    }
+    let r = send(&app, get_with("/doc", &[("if-none-match", "\"stale\"")])).await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "document 1"));
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
+async fn if_modified_since_is_checked_against_last_modified() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = app(&fx, &calls);
+    send(&app, get("/doc")).await;
+    let same = send(
+        &app,
+        get_with(
+            "/doc",
+            &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
+        ),
+    )
+    .await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    let older = send(
+        &app,
+        get_with(
+            "/doc",
+            &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
+        ),
+    )
+    .await;
+    assert_eq!(older.status, StatusCode::OK);
+    let garbage = send(
+        &app,
+        get_with("/doc", &[("if-modified-since", "not a date")]),
+    )
+    .await;
+    assert_eq!(garbage.status, StatusCode::OK);
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
+async fn a_handler_etag_is_kept() {
+    let fx = Fixture::new();
+    let app = Router::new().route(
+        "/tagged",
+        route_get(|| async { ([(header::ETAG, "\"v42\"")], "tagged") }).layer(fx.cache.route()),
+    );
+    assert_eq!(
+        send(&app, get("/tagged")).await.header("etag"),
+        Some("\"v42\"")
+    );
+    let r = send(&app, get_with("/tagged", &[("if-none-match", "W/\"v42\"")])).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+}
+
+fn cc_app(fx: &Fixture, calls: &Calls) -> Router {
+    let c = calls.clone();
+    let handler = move |cc: &'static str| {
+        let c = c.clone();
+        move || {
+            let n = c.bump();
+            async move {
+                let mut res = format!("n{n}").into_response();
+                if !cc.is_empty() {
+                    res.headers_mut()
+                        .insert(header::CACHE_CONTROL, cc.parse().unwrap());
+                }
+                res
+            }
+        }
+    };
+    Router::new()
+        .route(
+            "/shared",
+            route_get(handler("public, max-age=60, s-maxage=600")),
+        )
+        .route("/browser", route_get(handler("max-age=30")))
+        .route("/silent", route_get(handler("")))
+        .route(
+            "/own",
+            route_get(handler("max-age=100")).layer(fx.cache.ttl(Duration::from_secs(10))),
+        )
+        .layer(fx.cache.layer())
+}
+
+#[tokio::test]
+async fn app_wide_layer_takes_the_ttl_from_cache_control() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = cc_app(&fx, &calls);
+    for (path, ttl) in [("/shared", 600), ("/browser", 30)] {
+        assert_eq!(send(&app, get(path)).await.cache_status(), MISS);
+        let r = send(&app, get(path)).await;
+        assert_eq!(r.cache_status(), hit(ttl), "{path}");
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, get("/silent")).await.cache_status(),
+            bypass("no-ttl")
+        );
+    }
+    assert_eq!(calls.get(), 4);
+}
+
+#[tokio::test]
+async fn a_per_route_policy_wins_over_the_app_wide_layer() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = cc_app(&fx, &calls);
+    for _ in 0..3 {
+        send(&app, get("/own")).await;
+    }
+    let r = send(&app, get("/own")).await;
+    assert_eq!(r.cache_status(), hit(10));
+    assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
+    // The handler's browser policy is left alone unless downstream headers are on.
+    assert_eq!(r.header("cache-control"), Some("max-age=100"));
+    assert_eq!(calls.get(), 1);
+    assert_eq!(fx.entries(), 1);
+}
+
+#[tokio::test]
+async fn downstream_max_age_carries_the_remaining_ttl() {
+    let fx = Fixture::new();
+    let app = Router::new().route(
+        "/d",
+        route_get(|| async { ([(header::CACHE_CONTROL, "public, max-age=5")], "d") }).layer(
+            fx.cache
+                .ttl(Duration::from_secs(120))
+                .downstream_max_age(true),
+        ),
+    );
+    let first = send(&app, get("/d")).await;
+    assert_eq!(first.header("cache-control"), Some("public, max-age=120"));
+    fx.clock.advance(Duration::from_secs(20));
+    let later = send(&app, get("/d")).await;
+    assert_eq!(later.header("cache-control"), Some("public, max-age=100"));
+    assert_eq!(later.cache_status(), hit(100));
+}
+
+#[tokio::test]
+async fn plugs_into_router_layer_route_layer_and_method_router_layer() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let counted = |calls: &Calls| {
+        let c = calls.clone();
+        route_get(move || {
+            let n = c.bump();
+            async move { format!("n{n}") }
+        })
+    };
+    let by_router = Router::new()
+        .route("/a", counted(&calls))
+        .layer(fx.cache.route());
+    let by_route_layer = Router::new()
+        .route("/b", counted(&calls))
+        .route_layer(fx.cache.route());
+    let by_method_router = Router::new().route("/c", counted(&calls).layer(fx.cache.route()));
+    for (app, path) in [
+        (&by_router, "/a"),
+        (&by_route_layer, "/b"),
+        (&by_method_router, "/c"),
+    ] {
+        let before = calls.get();
+        assert_eq!(send(app, get(path)).await.cache_status(), MISS);
+        assert_eq!(send(app, get(path)).await.cache_status(), hit(60));
+        assert_eq!(calls.get(), before + 1, "{path}");
+    }
+}
+
+/// A store that is down: every operation fails.
+#[derive(Debug)]
+struct DownStore;
+
+impl Store for DownStore {
+    fn get<'a>(&'a self, _: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
+    }
+    fn put<'a>(&'a self, _: &'a CacheKey, _: Entry, _: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
+    }
+    fn remove<'a>(&'a self, _: &'a CacheKey) -> StoreFuture<'a, bool> {
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
+    }
+    fn clear_prefix<'a>(&'a self, _: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_is_a_miss_never_an_error() {
+    let cache = ResponseCache::builder().store(DownStore).build();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = Router::new().route(
+        "/x",
+        route_get(move || {
+            let n = c.bump();
+            async move { format!("n{n}") }
+        })
+        .layer(cache.route()),
+    );
+    for n in 1..=3 {
+        let r = send(&app, get("/x")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("n{n}"));
+        assert_eq!(
+            r.cache_status(),
+            "tower-response-cache; fwd=uri-miss; detail=store-error"
+        );
+    }
+    let stats = cache.metrics().snapshot();
+    assert_eq!(stats[0].store_errors, 6);
+}
