@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::coalesce::Flights;
 use crate::policy::{RoutePolicy, DEFAULT_MAX_BODY};
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
@@ -50,6 +51,9 @@ pub(crate) struct Shared {
     pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
     /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
     pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
+    pub(crate) flights: Flights,
+    /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
+    pub(crate) coalesce_wait: Duration,
 }
 
 impl fmt::Debug for ResponseCache {
@@ -163,6 +167,7 @@ pub struct ResponseCacheBuilder {
     default_ttl: Duration,
     max_body_size: usize,
     clock: Arc<dyn Clock>,
+    coalesce_wait: Duration,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -175,6 +180,7 @@ impl Default for ResponseCacheBuilder {
             default_ttl: Duration::from_secs(300),
             max_body_size: DEFAULT_MAX_BODY,
             clock: Arc::new(SystemClock),
+            coalesce_wait: Duration::from_secs(10),
         }
     }
 }
@@ -231,6 +237,13 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Stampede protection: how long a miss waits for a concurrent miss of the same key to fill
+    /// the entry before calling the handler itself (default 10 s; zero turns coalescing off).
+    pub fn coalesce_wait(mut self, wait: Duration) -> Self {
+        self.coalesce_wait = wait;
+        self
+    }
+
     /// Builds the cache.
     #[must_use]
     pub fn build(self) -> ResponseCache {
@@ -264,6 +277,8 @@ impl ResponseCacheBuilder {
                 metrics: Metrics::default(),
                 delegated: RwLock::default(),
                 vary: moka::sync::Cache::new(100_000),
+                flights: Flights::new(),
+                coalesce_wait: self.coalesce_wait,
             }),
         }
     }

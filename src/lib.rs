@@ -54,6 +54,7 @@
 mod body;
 mod cache;
 mod clock;
+mod coalesce;
 mod conditional;
 mod entry;
 mod future;

@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use crate::body::{collect, Collected, PartialReason};
 use crate::cache::Shared;
+use crate::coalesce::Turn;
 use crate::conditional::{not_modified, strong_etag, NOT_MODIFIED_HEADERS};
 use crate::key::{primary_key, KeyInput};
 use crate::metrics::RouteCounters;
@@ -125,12 +126,26 @@ where
     });
 
     let forced = policy.client_forces_miss(req.headers());
+    let mut lead = None;
     if !forced {
-        if let Some(found) = lookup(&shared, &counters, &primary, req.headers()).await {
-            let now = shared.clock.now_millis();
-            if found.is_fresh(now) {
-                counters.hit();
-                return Ok(hit(&shared, &policy, &found, now, is_head, req.headers()));
+        let (found, key) = lookup(&shared, &counters, &primary, req.headers()).await;
+        if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
+            return Ok(res);
+        }
+        if !is_head && !shared.coalesce_wait.is_zero() {
+            let layer = Arc::as_ptr(&policy) as usize;
+            match shared.flights.join(layer, &key) {
+                Turn::Lead(l) => lead = Some(l),
+                Turn::Wait(filled) => {
+                    // Whatever happens to the leader, wait no longer than configured.
+                    let _ = tokio::time::timeout(shared.coalesce_wait, filled).await;
+                    let (found, _) = lookup(&shared, &counters, &primary, req.headers()).await;
+                    let res = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers());
+                    if let Some(res) = res {
+                        return Ok(res);
+                    }
+                }
+                Turn::Alone => {}
             }
         }
     }
@@ -144,80 +159,136 @@ where
     let fwd = if forced { "request" } else { "uri-miss" };
     if is_head {
         // A HEAD response has no body to keep; only a GET fills the entry HEAD reads.
-        return Ok(with_status(
-            &shared,
-            res.map(ResponseBody::inner),
-            &format!("fwd={fwd}"),
-        ));
+        let res = res.map(ResponseBody::inner);
+        return Ok(with_status(&shared, res, &format!("fwd={fwd}")));
     }
-
-    let (mut parts, body) = res.into_parts();
-    let plan = match policy.admit_response(&parts, identity.is_some()) {
-        Ok(plan) => plan,
-        Err(reason) => {
-            counters.bypass(reason);
-            let res = Response::from_parts(parts, ResponseBody::inner(body));
-            return Ok(bypass(&shared, res, reason));
-        }
+    let miss = Miss {
+        shared: &shared,
+        policy: &policy,
+        counters: &counters,
+        primary: &primary,
+        per_user: identity.is_some(),
+        req_headers: &req_headers,
+        fwd,
     };
-    if body.size_hint().lower() > policy.max_body_size as u64 {
-        // Known to be too large before reading a byte: pass it through untouched.
-        counters.bypass(BypassReason::TooLarge);
-        let res = Response::from_parts(parts, ResponseBody::inner(body));
-        return Ok(bypass(&shared, res, BypassReason::TooLarge));
+    let (res, stored) = miss.respond(res).await;
+    if let (Some(lead), false) = (&lead, stored) {
+        lead.uncacheable();
     }
-    let bytes = match collect(body, policy.max_body_size).await {
-        Collected::Complete(bytes) => bytes,
-        Collected::Partial(body, why) => {
-            let res = Response::from_parts(parts, body);
-            let reason = match why {
-                PartialReason::TooLarge => BypassReason::TooLarge,
-                PartialReason::Trailers => BypassReason::Stream,
-                PartialReason::Error => {
-                    return Ok(with_status(&shared, res, &format!("fwd={fwd}")));
+    Ok(res)
+}
+
+/// The answer when `found` is fresh.
+fn fresh_hit<B: Body>(
+    shared: &Shared,
+    policy: &RoutePolicy,
+    counters: &RouteCounters,
+    found: Option<Arc<CachedResponse>>,
+    is_head: bool,
+    req_headers: &HeaderMap,
+) -> Option<Response<ResponseBody<B>>> {
+    let found = found?;
+    let now = shared.clock.now_millis();
+    if !found.is_fresh(now) {
+        return None;
+    }
+    counters.hit();
+    Some(hit(shared, policy, &found, now, is_head, req_headers))
+}
+
+/// Everything needed to answer a GET the handler just served.
+struct Miss<'a> {
+    shared: &'a Shared,
+    policy: &'a RoutePolicy,
+    counters: &'a RouteCounters,
+    primary: &'a CacheKey,
+    per_user: bool,
+    req_headers: &'a HeaderMap,
+    fwd: &'static str,
+}
+
+impl Miss<'_> {
+    /// Stores the response if the policy admits it; returns what to send and whether it was
+    /// storable (a store failure still counts as storable).
+    async fn respond<B: Body>(&self, res: Response<B>) -> (Response<ResponseBody<B>>, bool) {
+        let (mut parts, body) = res.into_parts();
+        let refused = self
+            .policy
+            .admit_response(&parts, self.per_user)
+            .and_then(|plan| {
+                // Known to be too large before reading a byte: pass it through untouched.
+                if body.size_hint().lower() > self.policy.max_body_size as u64 {
+                    Err(BypassReason::TooLarge)
+                } else {
+                    Ok(plan)
                 }
-            };
-            counters.bypass(reason);
-            return Ok(bypass(&shared, res, reason));
+            });
+        let plan = match refused {
+            Ok(plan) => plan,
+            Err(reason) => {
+                let res = Response::from_parts(parts, ResponseBody::inner(body));
+                return (self.bypass(res, reason), false);
+            }
+        };
+        let bytes = match collect(body, self.policy.max_body_size).await {
+            Collected::Complete(bytes) => bytes,
+            Collected::Partial(body, why) => {
+                let res = Response::from_parts(parts, body);
+                let reason = match why {
+                    PartialReason::TooLarge => BypassReason::TooLarge,
+                    PartialReason::Trailers => BypassReason::Stream,
+                    PartialReason::Error => {
+                        let fwd = format!("fwd={}", self.fwd);
+                        return (with_status(self.shared, res, &fwd), false);
+                    }
+                };
+                return (self.bypass(res, reason), false);
+            }
+        };
+
+        if !parts.headers.contains_key(header::ETAG) {
+            parts.headers.insert(header::ETAG, strong_etag(&bytes));
         }
-    };
+        let mut stored_headers = parts.headers.clone();
+        strip_unstorable(&mut stored_headers);
+        let entry = CachedResponse {
+            status: parts.status,
+            headers: stored_headers,
+            body: bytes.clone(),
+            stored_at_millis: self.shared.clock.now_millis(),
+            ttl: plan.ttl,
+        };
+        let stored = store(
+            self.shared,
+            self.counters,
+            self.primary,
+            &plan.vary,
+            self.req_headers,
+            entry,
+        )
+        .await;
 
-    if !parts.headers.contains_key(header::ETAG) {
-        parts.headers.insert(header::ETAG, strong_etag(&bytes));
+        if self.policy.downstream_max_age {
+            set_max_age(&mut parts.headers, plan.ttl.as_secs());
+        }
+        let detail = if stored {
+            "; stored"
+        } else {
+            "; detail=store-error"
+        };
+        let res = if not_modified(self.req_headers, &parts.headers) {
+            not_modified_response(&parts.headers)
+        } else {
+            Response::from_parts(parts, ResponseBody::full(bytes))
+        };
+        let status = format!("fwd={}{detail}", self.fwd);
+        (with_status(self.shared, res, &status), true)
     }
-    let mut stored_headers = parts.headers.clone();
-    strip_unstorable(&mut stored_headers);
-    let entry = CachedResponse {
-        status: parts.status,
-        headers: stored_headers,
-        body: bytes.clone(),
-        stored_at_millis: shared.clock.now_millis(),
-        ttl: plan.ttl,
-    };
-    let stored = store(
-        &shared,
-        &counters,
-        &primary,
-        &plan.vary,
-        &req_headers,
-        entry,
-    )
-    .await;
 
-    if policy.downstream_max_age {
-        set_max_age(&mut parts.headers, plan.ttl.as_secs());
+    fn bypass<B>(&self, res: Response<B>, reason: BypassReason) -> Response<B> {
+        self.counters.bypass(reason);
+        bypass(self.shared, res, reason)
     }
-    let detail = if stored {
-        "; stored"
-    } else {
-        "; detail=store-error"
-    };
-    let res = if not_modified(&req_headers, &parts.headers) {
-        not_modified_response(&parts.headers)
-    } else {
-        Response::from_parts(parts, ResponseBody::full(bytes))
-    };
-    Ok(with_status(&shared, res, &format!("fwd={fwd}{detail}")))
 }
 
 /// `Ok` with the inner response untouched when a cache layer inside already handled it; the
@@ -242,35 +313,35 @@ fn is_delegated(shared: &Shared, route: &str) -> bool {
     !set.is_empty() && set.contains(route)
 }
 
+/// The entry for a request, following a learned or stored `Vary`, and the key it was (or would
+/// be) stored under.
 async fn lookup(
     shared: &Shared,
     counters: &RouteCounters,
     primary: &CacheKey,
     headers: &HeaderMap,
-) -> Option<Arc<CachedResponse>> {
+) -> (Option<Arc<CachedResponse>>, CacheKey) {
     let learned = if counters.varies() {
         shared.vary.get(primary.primary())
     } else {
         None
     };
-    let variant;
     let key = match learned {
-        Some(names) => {
-            variant = primary.with_variant(&names, headers);
-            &variant
-        }
-        None => primary,
+        Some(names) => primary.with_variant(&names, headers),
+        None => primary.clone(),
     };
-    match get(shared, counters, key).await? {
-        Entry::Response(r) => Some(r),
-        Entry::Vary(names) => {
+    match get(shared, counters, &key).await {
+        Some(Entry::Response(r)) => (Some(r), key),
+        Some(Entry::Vary(names)) => {
             counters.set_varies();
             shared.vary.insert(*primary.primary(), names.clone());
-            match get(shared, counters, &primary.with_variant(&names, headers)).await? {
-                Entry::Response(r) => Some(r),
-                Entry::Vary(_) => None,
+            let variant = primary.with_variant(&names, headers);
+            match get(shared, counters, &variant).await {
+                Some(Entry::Response(r)) => (Some(r), variant),
+                _ => (None, variant),
             }
         }
+        None => (None, key),
     }
 }
 
