@@ -213,3 +213,62 @@ pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
     };
     Collected::Complete(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// A body of fixed chunks that reports an exact size, like a `Content-Length` body.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
+    fn chunks(n: usize, len: usize) -> Chunks {
+        let all = (0..n)
+            .map(|i| Bytes::from(vec![b'a' + i as u8; len]))
+            .collect();
+        Chunks(all)
+    }
+
+    #[tokio::test]
+    async fn within_the_limit_the_body_is_collected_whole() {
+        let Collected::Complete(bytes) = collect(chunks(3, 4), 12).await else {
+            panic!("expected a complete body")
+        };
+        assert_eq!(bytes, "aaaabbbbcccc");
+    }
+
+    #[tokio::test]
+    async fn an_outgrown_body_replays_every_byte_with_a_consistent_size_hint() {
+        let Collected::Partial(body, reason) = collect(chunks(4, 4), 7).await else {
+            panic!("expected the limit to be exceeded")
+        };
+        assert_eq!(reason, PartialReason::TooLarge);
+        // Two chunks were read, two remain: the hint covers both, exactly.
+        assert_eq!(body.size_hint().exact(), Some(16));
+        let mut body = body;
+        let mut all = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(all, b"aaaabbbbccccdddd");
+        assert!(body.is_end_stream());
+    }
+}
