@@ -1,0 +1,199 @@
+//! The command line: flags, their environment fallbacks, and the usage text. No parser
+//! dependency; four flags do not need one.
+
+use std::fmt;
+
+pub(crate) const USAGE: &str = "\
+twiscope: a social-analytics API cached with tower-response-cache
+
+Usage: twiscope [--listen ADDR] [--cache URL]
+
+Options:
+  --listen ADDR   where to listen (env TWISCOPE_LISTEN; default 127.0.0.1:3000);
+                  port 0 picks a free port, and the start-up line names it
+  --cache URL     the response cache (env CACHE_URL; default memory):
+                    memory   the embedded in-memory store
+                    off      no cache layers at all (the uncached origin)
+                    redis://HOST[:PORT][/DB], rediss://…, redis-cluster://…
+                             a shared Redis store (not in this build yet)
+  -h, --help      print this help
+
+Routes:
+  GET  /trending                     top 20 hashtags; cached 15 min
+  GET  /influencers/{platform}?limit=N
+                                     top N (1..=100, default 10) by engagement; cached 60 s
+  GET  /platforms/{platform}/stats   localised by Accept-Language (en, es, fr, de); cached 10 min
+  GET  /me                           Authorization: Bearer token-<id>; never cached
+  POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N}
+  GET  /metrics                      Prometheus text
+
+Platforms: twitter, mastodon, bluesky.
+";
+
+/// The settings the server starts with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Options {
+    pub(crate) listen: String,
+    pub(crate) cache: String,
+    /// Fraction of the default data set to seed. Hidden (tests seed small to start fast).
+    pub(crate) scale: f64,
+}
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Command {
+    Run(Options),
+    Help,
+}
+
+/// A usage error: the process prints it with a hint and exits with status 2.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses `args` (without the program name); `env` reads an environment variable. Flags win
+/// over the environment.
+pub(crate) fn parse(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, UsageError> {
+    let mut listen = None;
+    let mut cache = None;
+    let mut scale = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let slot = match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--listen" => &mut listen,
+            "--cache" => &mut cache,
+            "--scale" => &mut scale,
+            _ if flag.starts_with('-') => {
+                return Err(UsageError(format!("unknown flag '{flag}'")));
+            }
+            _ => return Err(UsageError(format!("unexpected argument '{arg}'"))),
+        };
+        let value = match inline {
+            Some(v) => v.to_owned(),
+            None => args
+                .next()
+                .filter(|v| !v.starts_with("--"))
+                .ok_or_else(|| UsageError(format!("flag '{flag}' needs a value")))?,
+        };
+        if value.is_empty() {
+            return Err(UsageError(format!("flag '{flag}' needs a value")));
+        }
+        *slot = Some(value);
+    }
+
+    let listen = listen
+        .or_else(|| env("TWISCOPE_LISTEN").filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let cache = cache
+        .or_else(|| env("CACHE_URL").filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "memory".to_owned());
+    let scale = match scale.or_else(|| env("TWISCOPE_SCALE").filter(|v| !v.is_empty())) {
+        None => 1.0,
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|f| *f > 0.0 && *f <= 1.0)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--scale (or TWISCOPE_SCALE) must be a number in (0, 1], got '{s}'"
+                ))
+            })?,
+    };
+    Ok(Command::Run(Options {
+        listen,
+        cache,
+        scale,
+    }))
+}
+
+/// `url` with any password replaced, fit for a log line.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Command, UsageError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        parse(args.iter().map(|a| (*a).to_owned()), |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_env_and_flags() {
+        let Ok(Command::Run(o)) = run(&[], &[]) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.listen.as_str(), o.cache.as_str()),
+            ("127.0.0.1:3000", "memory")
+        );
+        let Ok(Command::Run(o)) = run(&[], &[("CACHE_URL", "off"), ("TWISCOPE_LISTEN", ":1")])
+        else {
+            panic!()
+        };
+        assert_eq!((o.listen.as_str(), o.cache.as_str()), (":1", "off"));
+        let Ok(Command::Run(o)) = run(
+            &["--cache=memory", "--listen", "0.0.0.0:0"],
+            &[("CACHE_URL", "off")],
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.listen.as_str(), o.cache.as_str()),
+            ("0.0.0.0:0", "memory")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert!(run(&["--bogus"], &[]).unwrap_err().0.contains("--bogus"));
+        assert!(run(&["--listen"], &[]).unwrap_err().0.contains("--listen"));
+        assert!(run(&["--cache", "--listen", "x"], &[])
+            .unwrap_err()
+            .0
+            .contains("--cache"));
+        assert!(run(&["--scale", "2"], &[])
+            .unwrap_err()
+            .0
+            .contains("--scale"));
+        assert_eq!(run(&["-h"], &[]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact("redis://u:pw@h"), "redis://u:***@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("memory"), "memory");
+    }
+}

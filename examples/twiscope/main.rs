@@ -1,0 +1,174 @@
+//! twiscope: a small social-analytics API over SQLite, cached with tower-response-cache the way
+//! Django's caching guide caches views.
+//!
+//! ```text
+//! cargo run --release --example twiscope -- --listen 127.0.0.1:3000 --cache memory
+//! curl -i localhost:3000/trending                      # miss, then a hit for 15 min
+//! curl -i 'localhost:3000/influencers/twitter?limit=5' # keyed on `limit` only
+//! curl -i -H 'Accept-Language: es' localhost:3000/platforms/twitter/stats
+//! curl -i -H 'Authorization: Bearer token-42' localhost:3000/me   # never cached
+//! curl -i -X POST -H 'content-type: application/json' \
+//!      -d '{"username":"ada","engagement":7}' localhost:3000/influencers/mastodon
+//! curl -s localhost:3000/metrics                       # cache outcomes per route, SQL count
+//! ```
+//!
+//! The database is in memory and seeded deterministically (10 000 influencers, 200 000 posts
+//! with their hashtags), so responses are identical run to run and the aggregations cost real
+//! milliseconds. `--cache off` serves the same API with no cache layer, for comparison.
+
+mod cli;
+mod db;
+mod i18n;
+mod routes;
+mod seed;
+
+use std::io::Write as _;
+use std::net::ToSocketAddrs as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tower_response_cache::ResponseCache;
+
+use crate::cli::{Command, Options, UsageError};
+use crate::db::Db;
+
+fn main() -> ExitCode {
+    let options = match cli::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(options)) => options,
+        Ok(Command::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return usage_error(&e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("twiscope: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(options))
+}
+
+fn usage_error(e: &UsageError) -> ExitCode {
+    eprintln!("twiscope: {e}\nTry 'twiscope --help'.");
+    ExitCode::from(2)
+}
+
+async fn run(options: Options) -> ExitCode {
+    let cache = match open_cache(&options.cache).await {
+        Ok(cache) => cache,
+        Err(e) => return usage_error(&e),
+    };
+    if options.listen.to_socket_addrs().is_err() {
+        return usage_error(&UsageError(format!(
+            "--listen '{}' is not an address (expected HOST:PORT, e.g. 127.0.0.1:3000)",
+            options.listen
+        )));
+    }
+    // Bind before seeding: a busy port fails at once, not after the seed.
+    let listener = match tokio::net::TcpListener::bind(&options.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("twiscope: --listen {}: cannot listen: {e}", options.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let scale = options.scale;
+    let started = Instant::now();
+    let db = match tokio::task::spawn_blocking(move || Db::seeded(scale)).await {
+        Ok(Ok((db, stats))) => {
+            // A diagnostic on stderr; stdout carries only the start-up line.
+            eprintln!(
+                "twiscope: seeded {} influencers, {} posts, {} post hashtags in {:.2?}",
+                stats.influencers,
+                stats.posts,
+                stats.post_tags,
+                started.elapsed()
+            );
+            db
+        }
+        Ok(Err(e)) => {
+            eprintln!("twiscope: cannot seed the database: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("twiscope: seeding failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("twiscope: cannot read the bound address: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one start-up line; tests and load scripts parse the address out of it.
+    println!(
+        "twiscope listening on http://{addr} (cache: {})",
+        cli::redact(&options.cache)
+    );
+    let _ = std::io::stdout().flush();
+
+    let app = routes::app(db, cache);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+    {
+        eprintln!("twiscope: server error: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The cache a `--cache` URL names; `None` for `off`.
+async fn open_cache(url: &str) -> Result<Option<ResponseCache>, UsageError> {
+    let builder = || {
+        ResponseCache::builder()
+            .key_prefix("twiscope")
+            .name("twiscope")
+            .default_ttl(Duration::from_secs(300))
+    };
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "off" => Ok(None),
+        "memory" => Ok(Some(builder().build())),
+        // With the Redis store this arm becomes:
+        //     let store = RedisStore::from_url(url).await.map_err(|e| UsageError(format!(
+        //         "--cache {}: {e}", cli::redact(url))))?;
+        //     Ok(Some(builder().store(store).build()))
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Err(UsageError(format!(
+            "--cache {}: the Redis store is not available in this build yet; \
+             use --cache memory or --cache off",
+            cli::redact(url)
+        ))),
+        _ => Err(UsageError(format!(
+            "--cache '{}' is not a cache URL (expected memory, off or redis://HOST:PORT)",
+            cli::redact(url)
+        ))),
+    }
+}
+
+/// Resolves on Ctrl-C (or SIGTERM on Unix), for a graceful shutdown.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

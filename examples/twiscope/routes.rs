@@ -1,0 +1,438 @@
+//! The HTTP API: the router with its cache layers, and one handler per route. Bodies are
+//! deterministic JSON for a given database state (stable order, no timestamps).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tower_response_cache::{CacheLayer, ResponseCache};
+
+use crate::db::{platform_id, Db, DbError, Hashtag, Influencer, PLATFORMS};
+use crate::i18n::Lang;
+
+const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
+const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
+const STATS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+struct AppState {
+    db: Db,
+    cache: Option<ResponseCache>,
+}
+
+/// The whole API. With a cache, the expensive routes get their own per-route layer and the
+/// router the app-wide one; without, no cache layer at all (the uncached origin).
+pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
+    let per_route = |make: fn(&ResponseCache) -> CacheLayer| cache.as_ref().map(make);
+    let router = Router::new()
+        .route(
+            "/trending",
+            cached(get(trending), per_route(|c| c.ttl(TRENDING_TTL))),
+        )
+        .route(
+            "/influencers/{platform}",
+            // The key ignores every query parameter but `limit`: `?limit=5&page=2` is `?limit=5`.
+            cached(
+                get(top_influencers),
+                per_route(|c| c.ttl(INFLUENCERS_TTL).vary_query(["limit"])),
+            )
+            // Added after the layer, so the write does not pass through it.
+            .post(record_engagement),
+        )
+        .route(
+            "/platforms/{platform}/stats",
+            // No `vary_headers` needed: the cache learns `Vary: Accept-Language` from the
+            // response and keeps one entry per language.
+            cached(get(platform_stats), per_route(|c| c.ttl(STATS_TTL))),
+        )
+        // Per user: `Authorization` makes the app-wide layer pass it by, and the handler marks
+        // it `private` as well.
+        .route("/me", get(me))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(AppState {
+            db,
+            cache: cache.clone(),
+        });
+    match cache {
+        Some(cache) => router.layer(cache.layer()),
+        None => router,
+    }
+}
+
+fn cached(route: MethodRouter<AppState>, layer: Option<CacheLayer>) -> MethodRouter<AppState> {
+    match layer {
+        Some(layer) => route.layer(layer),
+        None => route,
+    }
+}
+
+/// An error as JSON: `{"error": "…"}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: Cow<'static, str>,
+    www_authenticate: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            www_authenticate: None,
+        }
+    }
+
+    fn unauthorized(message: &'static str, challenge: &'static str) -> Self {
+        Self {
+            www_authenticate: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, message)
+        }
+    }
+
+    fn unknown_platform(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown platform '{name}' (known: {})",
+                PLATFORMS.join(", ")
+            ),
+        )
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        eprintln!("twiscope: {e}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+        }
+        let mut res = (
+            self.status,
+            Json(Body {
+                error: &self.message,
+            }),
+        )
+            .into_response();
+        if let Some(challenge) = self.www_authenticate {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        res
+    }
+}
+
+fn known_platform(name: &str) -> Result<i64, ApiError> {
+    platform_id(name).ok_or_else(|| ApiError::unknown_platform(name))
+}
+
+#[derive(Serialize)]
+struct Trending {
+    hashtags: Vec<Ranked<Hashtag>>,
+}
+
+#[derive(Serialize)]
+struct Ranked<T> {
+    rank: usize,
+    #[serde(flatten)]
+    item: T,
+}
+
+fn ranked<T>(items: Vec<T>) -> Vec<Ranked<T>> {
+    (1..)
+        .zip(items)
+        .map(|(rank, item)| Ranked { rank, item })
+        .collect()
+}
+
+/// `GET /trending`: the 20 most mentioned hashtags.
+async fn trending(State(s): State<AppState>) -> Result<Json<Trending>, ApiError> {
+    let hashtags = s.db.run(|sql| sql.trending()).await?;
+    Ok(Json(Trending {
+        hashtags: ranked(hashtags),
+    }))
+}
+
+#[derive(Deserialize)]
+struct TopParams {
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Top {
+    platform: &'static str,
+    limit: u32,
+    influencers: Vec<Ranked<Influencer>>,
+}
+
+/// `GET /influencers/{platform}?limit=N`: the top `N` (default 10, at most 100) by summed
+/// engagement.
+async fn top_influencers(
+    State(s): State<AppState>,
+    Path(platform): Path<String>,
+    params: Result<Query<TopParams>, QueryRejection>,
+) -> Result<Json<Top>, ApiError> {
+    let id = known_platform(&platform)?;
+    let bad_limit = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit must be an integer from 1 to 100",
+        )
+    };
+    let limit = match params.map_err(|_| bad_limit())?.0.limit {
+        None => 10,
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(bad_limit)?,
+    };
+    let influencers = s.db.run(move |sql| sql.top_influencers(id, limit)).await?;
+    Ok(Json(Top {
+        platform: PLATFORMS[platform_index(id)],
+        limit,
+        influencers: ranked(influencers),
+    }))
+}
+
+fn platform_index(id: i64) -> usize {
+    usize::try_from(id - 1).unwrap_or(0)
+}
+
+#[derive(Serialize)]
+struct Stats {
+    platform: &'static str,
+    language: &'static str,
+    title: String,
+    stats: Vec<Stat>,
+    top_hashtags: Labelled<Vec<Ranked<Hashtag>>>,
+}
+
+#[derive(Serialize)]
+struct Stat {
+    key: &'static str,
+    label: &'static str,
+    value: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct Labelled<T> {
+    label: &'static str,
+    value: T,
+}
+
+/// `GET /platforms/{platform}/stats`: totals with labels in the caller's language.
+async fn platform_stats(
+    State(s): State<AppState>,
+    Path(platform): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = known_platform(&platform)?;
+    let lang = Lang::negotiate(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let stats = s.db.run(move |sql| sql.platform_stats(id)).await?;
+    let name = PLATFORMS[platform_index(id)];
+    let labels = lang.labels();
+    // Two decimals, computed in integers so the text never depends on float formatting.
+    let per_post = if stats.posts == 0 {
+        0
+    } else {
+        (stats.engagement * 100 + stats.posts / 2) / stats.posts
+    };
+    let per_post = serde_json::Number::from_f64(per_post as f64 / 100.0)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number);
+    let body = Stats {
+        platform: name,
+        language: lang.tag(),
+        title: (labels.title)(&capitalised(name)),
+        stats: vec![
+            stat("influencers", labels.influencers, stats.influencers.into()),
+            stat("followers", labels.followers, stats.followers.into()),
+            stat("posts", labels.posts, stats.posts.into()),
+            stat("engagement", labels.engagement, stats.engagement.into()),
+            stat("engagement_per_post", labels.engagement_per_post, per_post),
+        ],
+        top_hashtags: Labelled {
+            label: labels.top_hashtags,
+            value: ranked(stats.top_hashtags),
+        },
+    };
+    Ok((
+        [
+            (header::VARY, HeaderValue::from_static("accept-language")),
+            (
+                header::CONTENT_LANGUAGE,
+                HeaderValue::from_static(lang.tag()),
+            ),
+        ],
+        Json(body),
+    )
+        .into_response())
+}
+
+fn stat(key: &'static str, label: &'static str, value: serde_json::Value) -> Stat {
+    Stat { key, label, value }
+}
+
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_ascii_uppercase().to_string() + chars.as_str()
+    })
+}
+
+/// `GET /me`: the caller's own profile, from `Authorization: Bearer token-<id>`.
+async fn me(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    const CHALLENGE: &str = "Bearer realm=\"twiscope\"";
+    const INVALID: &str = "Bearer realm=\"twiscope\", error=\"invalid_token\"";
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "send Authorization: Bearer token-<user id>",
+            CHALLENGE,
+        ));
+    };
+    let id = auth
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, token)| token.trim().strip_prefix("token-"))
+        .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|id| id.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::unauthorized("invalid token", INVALID))?;
+    let profile =
+        s.db.run(move |sql| sql.profile(id))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid token", INVALID))?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("private"))],
+        Json(profile),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct NewEngagement {
+    username: String,
+    engagement: i64,
+}
+
+#[derive(Serialize)]
+struct Recorded {
+    platform: &'static str,
+    influencer: RecordedInfluencer,
+    post: RecordedPost,
+}
+
+#[derive(Serialize)]
+struct RecordedInfluencer {
+    id: i64,
+    username: String,
+    created: bool,
+}
+
+#[derive(Serialize)]
+struct RecordedPost {
+    id: i64,
+    engagement: i64,
+}
+
+/// `POST /influencers/{platform}`: records one post's engagement, creating the influencer if
+/// new. Cached pages show it once their TTL runs out.
+async fn record_engagement(
+    State(s): State<AppState>,
+    Path(platform): Path<String>,
+    body: Result<Json<NewEngagement>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = known_platform(&platform)?;
+    let Json(new) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let username = new.username.trim().to_ascii_lowercase();
+    if username.is_empty()
+        || username.len() > 32
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "username must be 1 to 32 characters: letters, digits, '_' or '.'",
+        ));
+    }
+    if !(0..=1_000_000_000).contains(&new.engagement) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "engagement must be an integer from 0 to 1000000000",
+        ));
+    }
+    let engagement = new.engagement;
+    let name = username.clone();
+    let recorded =
+        s.db.run(move |sql| sql.record_engagement(id, &name, engagement))
+            .await?;
+    let body = Recorded {
+        platform: PLATFORMS[platform_index(id)],
+        influencer: RecordedInfluencer {
+            id: recorded.influencer_id,
+            username,
+            created: recorded.created_influencer,
+        },
+        post: RecordedPost {
+            id: recorded.post_id,
+            engagement,
+        },
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /metrics`: the cache's per-route counters and the SQL query count. Runs no SQL.
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut text = s
+        .cache
+        .as_ref()
+        .map(|c| c.metrics().render_prometheus("twiscope"))
+        .unwrap_or_default();
+    let _ = write!(
+        text,
+        "# HELP twiscope_db_queries_total SQL queries run by request handlers.\n\
+         # TYPE twiscope_db_queries_total counter\n\
+         twiscope_db_queries_total {}\n",
+        s.db.queries()
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            ),
+            // Counters must never be served stale.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}

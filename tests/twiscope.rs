@@ -1,0 +1,408 @@
+//! Black-box tests of the twiscope example: start the built binary on a free loopback port and
+//! drive it over real HTTP/1.1.
+//!
+//! `cargo test` builds examples before running tests; with a target filter
+//! (`cargo test --test twiscope`) build it first: `cargo build --example twiscope`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running twiscope; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir
+        .join("examples")
+        .join(format!("twiscope{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --example twiscope` (plain `cargo test` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts twiscope with `--cache cache` on a small data set and waits for its start-up line.
+fn start(cache: &str) -> Server {
+    let mut child = Command::new(binary())
+        .args(["--listen", "127.0.0.1:0", "--cache", cache])
+        // A twentieth of the data: the same queries, seeded in a fraction of a second.
+        .env("TWISCOPE_SCALE", "0.05")
+        .env_remove("CACHE_URL")
+        .env_remove("TWISCOPE_LISTEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start twiscope");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the start-up line");
+    let mut server = Server {
+        addr: String::new(),
+        child,
+    };
+    let rest = line
+        .strip_prefix("twiscope listening on http://")
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected start-up line {line:?} (is {} stale? `cargo build --example twiscope`)",
+                binary().display()
+            )
+        });
+    let (addr, store) = rest.trim_end().split_once(' ').expect("address and store");
+    assert_eq!(store, format!("(cache: {cache})"));
+    server.addr = addr.to_owned();
+    server
+}
+
+/// One HTTP/1.1 exchange, `Connection: close`.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+
+    fn is_hit(&self) -> bool {
+        self.cache_status().split(';').any(|p| p.trim() == "hit")
+    }
+}
+
+impl Server {
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("receive");
+        parse(&raw)
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", path, headers, "")
+    }
+
+    fn db_queries(&self) -> u64 {
+        let metrics = self.get("/metrics", &[]);
+        assert_eq!(metrics.status, 200);
+        metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("twiscope_db_queries_total "))
+            .expect("twiscope_db_queries_total in /metrics")
+            .parse()
+            .expect("a number")
+    }
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = std::str::from_utf8(&data[..eol]).expect("hex");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 4 + size..];
+    }
+}
+
+#[test]
+fn trending_second_request_is_a_hit_and_runs_no_sql() {
+    let server = start("memory");
+    let first = server.get("/trending", &[]);
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.cache_status().contains("fwd=uri-miss"), "{first:?}");
+    assert!(first.body.starts_with("{\"hashtags\":[{\"rank\":1,"));
+    let queries = server.db_queries();
+
+    let second = server.get("/trending", &[]);
+    assert!(second.is_hit(), "{second:?}");
+    assert_eq!(second.body, first.body);
+    assert!(second.header("age").is_some());
+    assert_eq!(server.db_queries(), queries, "a hit runs no SQL");
+
+    let metrics = server.get("/metrics", &[]).body;
+    assert!(metrics.contains("twiscope_cache_hits_total{route=\"/trending\"} 1"));
+    assert!(metrics.contains("twiscope_cache_stores_total{route=\"/trending\"} 1"));
+    assert!(metrics.contains("# TYPE twiscope_db_queries_total counter"));
+}
+
+#[test]
+fn influencers_key_on_limit_only() {
+    let server = start("memory");
+    let five = server.get("/influencers/twitter?limit=5", &[]);
+    assert_eq!(five.status, 200, "{five:?}");
+    assert!(!five.is_hit());
+    let ranks = five.body.matches("\"rank\":").count();
+    assert_eq!(ranks, 5, "{}", five.body);
+
+    let same = server.get("/influencers/twitter?limit=5&page=2&utm_source=x", &[]);
+    assert!(same.is_hit(), "other parameters share the entry: {same:?}");
+    assert_eq!(same.body, five.body);
+
+    let six = server.get("/influencers/twitter?limit=6", &[]);
+    assert!(!six.is_hit(), "{six:?}");
+    assert_ne!(six.body, five.body);
+
+    let default = server.get("/influencers/bluesky", &[]);
+    assert_eq!(default.body.matches("\"rank\":").count(), 10);
+
+    for bad in ["0", "101", "abc", ""] {
+        let reply = server.get(&format!("/influencers/twitter?limit={bad}"), &[]);
+        assert_eq!(reply.status, 400, "limit={bad}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{reply:?}"
+        );
+        assert!(reply.body.contains("\"error\""));
+    }
+    assert_eq!(server.get("/influencers/myspace", &[]).status, 404);
+}
+
+#[test]
+fn stats_are_localised_and_cached_per_language() {
+    let server = start("memory");
+    let get = |lang: &str| server.get("/platforms/twitter/stats", &[("Accept-Language", lang)]);
+    let es = get("es");
+    let fr = get("fr");
+    assert_eq!((es.status, fr.status), (200, 200));
+    assert!(!es.is_hit() && !fr.is_hit());
+    assert_ne!(es.body, fr.body);
+    assert!(es.body.contains("Publicaciones"), "{}", es.body);
+    assert!(fr.body.contains("Publications"), "{}", fr.body);
+    assert_eq!(es.header("content-language"), Some("es"));
+    assert_eq!(fr.header("content-language"), Some("fr"));
+    assert!(es
+        .header("vary")
+        .is_some_and(|v| v.eq_ignore_ascii_case("accept-language")));
+
+    let queries = server.db_queries();
+    let es_again = get("es");
+    let fr_again = get("fr");
+    assert!(es_again.is_hit() && fr_again.is_hit());
+    assert_eq!(es_again.body, es.body);
+    assert_eq!(fr_again.body, fr.body);
+    assert_eq!(server.db_queries(), queries);
+
+    let en = server.get("/platforms/twitter/stats", &[]);
+    assert!(en.body.contains("\"language\":\"en\""), "{}", en.body);
+    let weighted = get("de;q=0.2, fr;q=0.8");
+    assert_eq!(weighted.header("content-language"), Some("fr"));
+    assert_eq!(weighted.body, fr.body);
+    assert_eq!(server.get("/platforms/myspace/stats", &[]).status, 404);
+}
+
+#[test]
+fn me_answers_each_user_and_is_never_cached() {
+    let server = start("memory");
+    let one = [("Authorization", "Bearer token-1")];
+    let two = [("Authorization", "Bearer token-2")];
+    for _ in 0..2 {
+        let a = server.get("/me", &one);
+        let b = server.get("/me", &two);
+        assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+        assert!(a.body.starts_with("{\"id\":1,"), "{}", a.body);
+        assert!(b.body.starts_with("{\"id\":2,"), "{}", b.body);
+        assert!(!a.is_hit() && !b.is_hit());
+        assert_eq!(a.header("cache-control"), Some("private"));
+    }
+
+    let anonymous = server.get("/me", &[]);
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    let again = server.get("/me", &[]);
+    assert_eq!(again.status, 401);
+    assert!(!again.is_hit());
+    for bad in ["Bearer token-0", "Bearer nope", "Basic dG9rZW4tMQ=="] {
+        let reply = server.get("/me", &[("Authorization", bad)]);
+        assert_eq!(reply.status, 401, "{bad}: {reply:?}");
+    }
+}
+
+#[test]
+fn post_records_engagement() {
+    let server = start("memory");
+    let post = |user: &str, engagement: u32| {
+        server.request(
+            "POST",
+            "/influencers/mastodon",
+            &[("Content-Type", "application/json")],
+            &format!("{{\"username\":\"{user}\",\"engagement\":{engagement}}}"),
+        )
+    };
+    let created = post("ada_lovelace", 7);
+    assert_eq!(created.status, 201, "{created:?}");
+    assert!(
+        created.body.contains("\"created\":true"),
+        "{}",
+        created.body
+    );
+    let again = post("ada_lovelace", 5);
+    assert_eq!(again.status, 201);
+    assert!(again.body.contains("\"created\":false"), "{}", again.body);
+
+    // The new influencer can sign in with their id.
+    let id = created
+        .body
+        .split("\"influencer\":{\"id\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("influencer id");
+    let me = server.get("/me", &[("Authorization", &format!("Bearer token-{id}"))]);
+    assert_eq!(me.status, 200);
+    assert!(me.body.contains("\"posts\":2,"), "{}", me.body);
+    assert!(me.body.contains("\"engagement\":12}"), "{}", me.body);
+
+    let bad = server.request(
+        "POST",
+        "/influencers/mastodon",
+        &[("Content-Type", "application/json")],
+        "{\"username\":\"\",\"engagement\":1}",
+    );
+    assert_eq!(bad.status, 422, "{bad:?}");
+    assert_eq!(post("x", 1).status, 201);
+    let unknown = server.request(
+        "POST",
+        "/influencers/myspace",
+        &[("Content-Type", "application/json")],
+        "{\"username\":\"x\",\"engagement\":1}",
+    );
+    assert_eq!(unknown.status, 404);
+}
+
+#[test]
+fn without_cache_every_request_runs_sql() {
+    let server = start("off");
+    let first = server.get("/trending", &[]);
+    let before = server.db_queries();
+    let second = server.get("/trending", &[]);
+    assert_eq!(second.body, first.body, "bodies are deterministic");
+    assert!(second.header("cache-status").is_none());
+    assert!(server.db_queries() > before);
+    let metrics = server.get("/metrics", &[]).body;
+    assert!(!metrics.contains("twiscope_cache_hits_total"));
+}
+
+#[test]
+fn bodies_are_the_same_run_to_run() {
+    let (a, b) = (start("memory"), start("off"));
+    for path in [
+        "/trending",
+        "/influencers/bluesky?limit=7",
+        "/platforms/mastodon/stats",
+    ] {
+        assert_eq!(a.get(path, &[]).body, b.get(path, &[]).body, "{path}");
+    }
+}
+
+#[test]
+fn bad_command_lines_exit_2_naming_the_flag() {
+    for (args, needle) in [
+        (&["--bogus"][..], "--bogus"),
+        (&["--listen"][..], "--listen"),
+        (&["--listen", "not-an-address"][..], "--listen"),
+        (&["--cache", "memcached://x"][..], "--cache"),
+    ] {
+        let out = Command::new(binary())
+            .args(args)
+            .env_remove("CACHE_URL")
+            .env_remove("TWISCOPE_LISTEN")
+            .output()
+            .expect("run twiscope");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let help = Command::new(binary())
+        .arg("--help")
+        .output()
+        .expect("run twiscope");
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--cache URL"));
+}
