@@ -12,6 +12,10 @@ use crate::{CacheKey, Entry};
 
 mod memory;
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
 
 /// The future a [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -65,6 +69,8 @@ pub enum StoreErrorKind {
     Corrupt,
     /// Any other backend error.
     Backend,
+    /// The store's settings are invalid (a bad URL, a zero timeout); reported when it is built.
+    Config,
 }
 
 impl StoreError {

@@ -1,0 +1,535 @@
+//! The cache's settings as data — the equivalent of Django's `CACHES` — loaded from TOML or from
+//! environment variables and validated at start-up, with errors that name the bad field.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{MemoryStore, ResponseCache, ResponseCacheBuilder, Store};
+
+/// Where a cache keeps its entries and how it behaves, in one deserialisable value.
+///
+/// Every field has a default, so a file only names what it changes. `url` picks the store:
+/// `memory` (the default), `redis://host:port/db`, `rediss://…` (feature `redis-tls`) or
+/// `redis-cluster://host:port?node=host:port&node=…`.
+///
+/// ```
+/// use tower_response_cache::CacheConfig;
+/// let config = CacheConfig::from_toml_str(r#"
+///     url = "redis://127.0.0.1:6379/0"
+///     key_prefix = "twiscope"
+///     default_ttl_secs = 600
+///     command_timeout_ms = 150
+/// "#).unwrap();
+/// assert_eq!(config.command_timeout_ms, 150);
+/// assert!(config.ignore_errors, "a store failure is a miss by default");
+///
+/// let err = CacheConfig::from_toml_str("command_timeout_ms = 0").unwrap_err();
+/// assert_eq!(err.to_string(), "command_timeout_ms: must be between 1 and 60000, got 0");
+/// ```
+///
+/// Building the cache it describes:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use tower_response_cache::CacheConfig;
+/// let cache = CacheConfig::default().build().await.unwrap(); // a 128 MiB memory store
+/// assert_eq!(cache.key_prefix(), "trc");
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// The store: `memory`, `redis://…`, `rediss://…` or `redis-cluster://…` (default `memory`).
+    pub url: String,
+    /// Starts every key (Django's `KEY_PREFIX`; default `trc`).
+    pub key_prefix: String,
+    /// The namespace version in every key (Django's `VERSION`; default 1).
+    pub version: u64,
+    /// The TTL of routes without their own (Django's `TIMEOUT`; default 300).
+    pub default_ttl_secs: u64,
+    /// The largest body stored, in bytes (default 1 MiB).
+    pub max_body_size: usize,
+    /// The memory store's capacity in bytes (default 128 MiB).
+    pub max_bytes: u64,
+    /// Redis: how long to wait for a connection (default 1000).
+    pub connect_timeout_ms: u64,
+    /// Redis: the most one command may take before it counts as a miss (default 200).
+    pub command_timeout_ms: u64,
+    /// Redis: how many connections (default 4).
+    pub pool_size: usize,
+    /// Whether store failures are misses, even at start-up (default `true`). With `false`, an
+    /// unreachable Redis fails [`build`](Self::build); once running, failures are always misses.
+    pub ignore_errors: bool,
+    /// Redis: consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// Redis: how long the breaker stays open before probing (default 2000).
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            url: "memory".to_owned(),
+            key_prefix: "trc".to_owned(),
+            version: 1,
+            default_ttl_secs: 300,
+            max_body_size: 1024 * 1024,
+            max_bytes: 128 * 1024 * 1024,
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 200,
+            pool_size: 4,
+            ignore_errors: true,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 2000,
+        }
+    }
+}
+
+/// A configuration that cannot be used: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The field (or environment variable) at fault; empty for a TOML syntax error.
+    #[must_use]
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The fields in environment-variable order, for [`CacheConfig::from_vars`].
+const FIELDS: [&str; 12] = [
+    "url",
+    "key_prefix",
+    "version",
+    "default_ttl_secs",
+    "max_body_size",
+    "max_bytes",
+    "connect_timeout_ms",
+    "command_timeout_ms",
+    "pool_size",
+    "ignore_errors",
+    "breaker_failures",
+    "breaker_cooldown_ms",
+];
+
+impl CacheConfig {
+    /// Parses and validates TOML (every field optional).
+    ///
+    /// # Errors
+    /// Syntax errors, unknown fields, wrong types (toml names the key) and invalid values.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(toml)
+            .map_err(|e| ConfigError::new("", format!("invalid cache configuration: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, or as [`from_toml_str`](Self::from_toml_str).
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml_str(&text)
+    }
+
+    /// The defaults overridden by environment variables named `PREFIX_FIELD`, e.g. with prefix
+    /// `CACHE`: `CACHE_URL`, `CACHE_KEY_PREFIX`, `CACHE_COMMAND_TIMEOUT_MS`, …
+    ///
+    /// # Errors
+    /// A value that does not parse (the error names the variable) or is invalid.
+    pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
+        Self::from_vars(prefix, std::env::vars())
+    }
+
+    /// Like [`from_env`](Self::from_env), from any list of variables.
+    ///
+    /// ```
+    /// use tower_response_cache::CacheConfig;
+    /// let vars = [("APP_CACHE_URL", "redis://cache:6379/1"), ("APP_CACHE_POOL_SIZE", "8")];
+    /// let config = CacheConfig::from_vars("APP_CACHE", vars).unwrap();
+    /// assert_eq!((config.url.as_str(), config.pool_size), ("redis://cache:6379/1", 8));
+    ///
+    /// let err = CacheConfig::from_vars("APP_CACHE", [("APP_CACHE_POOL_SIZE", "many")]).unwrap_err();
+    /// assert_eq!(err.field(), "APP_CACHE_POOL_SIZE");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_vars<K, V>(
+        prefix: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let prefix = prefix.trim_end_matches('_');
+        let mut config = Self::default();
+        for (name, value) in vars {
+            let (name, value) = (name.as_ref(), value.as_ref().trim());
+            let Some(field) = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .map(str::to_ascii_lowercase)
+                .filter(|f| FIELDS.contains(&f.as_str()))
+            else {
+                continue;
+            };
+            config
+                .set(&field, value)
+                .map_err(|m| ConfigError::new(name, m))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, field: &str, value: &str) -> Result<(), String> {
+        fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("expected a non-negative integer, got {value:?}"))
+        }
+        match field {
+            "url" => self.url = value.to_owned(),
+            "key_prefix" => self.key_prefix = value.to_owned(),
+            "version" => self.version = num(value)?,
+            "default_ttl_secs" => self.default_ttl_secs = num(value)?,
+            "max_body_size" => self.max_body_size = num(value)?,
+            "max_bytes" => self.max_bytes = num(value)?,
+            "connect_timeout_ms" => self.connect_timeout_ms = num(value)?,
+            "command_timeout_ms" => self.command_timeout_ms = num(value)?,
+            "pool_size" => self.pool_size = num(value)?,
+            "breaker_failures" => self.breaker_failures = num(value)?,
+            "breaker_cooldown_ms" => self.breaker_cooldown_ms = num(value)?,
+            "ignore_errors" => {
+                self.ignore_errors = match value.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => return Err(format!("expected true or false, got {value:?}")),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks every field; the first bad one is reported.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field, the allowed range and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    format!("must be between {min} and {max}, got {value}"),
+                ))
+            }
+        }
+        self.store_kind()?;
+        if self.key_prefix.is_empty()
+            || self.key_prefix.len() > 64
+            || !self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '{' && c != '}')
+        {
+            return Err(ConfigError::new(
+                "key_prefix",
+                format!(
+                    "must be 1 to 64 printable ASCII characters without spaces or braces, got {:?}",
+                    self.key_prefix
+                ),
+            ));
+        }
+        range(
+            "default_ttl_secs",
+            self.default_ttl_secs,
+            1,
+            365 * 24 * 3600,
+        )?;
+        range("max_body_size", self.max_body_size as u64, 1, 512 << 20)?;
+        range("max_bytes", self.max_bytes, 1024, u64::MAX)?;
+        range("connect_timeout_ms", self.connect_timeout_ms, 1, 60_000)?;
+        range("command_timeout_ms", self.command_timeout_ms, 1, 60_000)?;
+        range("pool_size", self.pool_size as u64, 1, 256)?;
+        range(
+            "breaker_failures",
+            u64::from(self.breaker_failures),
+            1,
+            1000,
+        )?;
+        range("breaker_cooldown_ms", self.breaker_cooldown_ms, 1, 60_000)?;
+        Ok(())
+    }
+
+    fn store_kind(&self) -> Result<StoreKind, ConfigError> {
+        let url = self.url.trim();
+        if url.eq_ignore_ascii_case("memory") {
+            return Ok(StoreKind::Memory);
+        }
+        if !is_redis_url(url) {
+            return Err(ConfigError::new(
+                "url",
+                format!(
+                    "expected \"memory\", redis://, rediss:// or redis-cluster://, got {:?}",
+                    redact(url)
+                ),
+            ));
+        }
+        if cfg!(feature = "redis") {
+            Ok(StoreKind::Redis)
+        } else {
+            Err(ConfigError::new(
+                "url",
+                "Redis support is not compiled in (enable the `redis` feature)",
+            ))
+        }
+    }
+
+    /// The store this configuration names, connected.
+    ///
+    /// # Errors
+    /// An invalid configuration; an unreachable Redis only when `ignore_errors` is `false`.
+    pub async fn build_store(&self) -> Result<Arc<dyn Store>, ConfigError> {
+        self.validate()?;
+        match self.store_kind()? {
+            StoreKind::Memory => Ok(Arc::new(MemoryStore::new(self.max_bytes))),
+            #[cfg(feature = "redis")]
+            StoreKind::Redis => Ok(Arc::new(self.redis_store().await?)),
+            #[cfg(not(feature = "redis"))]
+            StoreKind::Redis => unreachable!("store_kind rejects Redis URLs without the feature"),
+        }
+    }
+
+    /// The Redis store this configuration names, connected; keep a clone for its
+    /// [`stats`](crate::RedisStore::stats).
+    ///
+    /// # Errors
+    /// When `url` is not a Redis URL, as [`build_store`](Self::build_store) otherwise.
+    #[cfg(feature = "redis")]
+    pub async fn redis_store(&self) -> Result<crate::RedisStore, ConfigError> {
+        self.validate()?;
+        if !matches!(self.store_kind()?, StoreKind::Redis) {
+            return Err(ConfigError::new("url", "is not a Redis URL"));
+        }
+        crate::RedisStore::builder(self.url.trim())
+            .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .command_timeout(Duration::from_millis(self.command_timeout_ms))
+            .pool_size(self.pool_size)
+            .breaker(
+                self.breaker_failures,
+                Duration::from_millis(self.breaker_cooldown_ms),
+            )
+            .require_connection(!self.ignore_errors)
+            .connect()
+            .await
+            .map_err(|e| ConfigError::new("url", e.to_string()))
+    }
+
+    /// A [`ResponseCache`] builder with this configuration's store and settings applied, for
+    /// further settings (a clock, a name) before [`build`](ResponseCacheBuilder::build).
+    ///
+    /// # Errors
+    /// As [`build_store`](Self::build_store).
+    pub async fn cache_builder(&self) -> Result<ResponseCacheBuilder, ConfigError> {
+        Ok(self.apply(ResponseCache::builder().shared_store(self.build_store().await?)))
+    }
+
+    /// Applies every setting except the store to `builder`.
+    pub fn apply(&self, builder: ResponseCacheBuilder) -> ResponseCacheBuilder {
+        builder
+            .key_prefix(self.key_prefix.clone())
+            .version(self.version)
+            .default_ttl(Duration::from_secs(self.default_ttl_secs))
+            .max_body_size(self.max_body_size)
+    }
+
+    /// The cache this configuration describes.
+    ///
+    /// # Errors
+    /// As [`build_store`](Self::build_store).
+    pub async fn build(&self) -> Result<ResponseCache, ConfigError> {
+        Ok(self.cache_builder().await?.build())
+    }
+}
+
+enum StoreKind {
+    Memory,
+    Redis,
+}
+
+/// Whether `url` has a scheme the Redis store understands.
+pub(crate) fn is_redis_url(url: &str) -> bool {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return false;
+    };
+    matches!(
+        scheme,
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "valkey" | "valkeys"
+    )
+}
+
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(toml: &str) -> String {
+        CacheConfig::from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let c = CacheConfig::from_toml_str("").unwrap();
+        assert_eq!(c, CacheConfig::default());
+        assert!(c.ignore_errors);
+        assert_eq!(c.command_timeout_ms, 200);
+    }
+
+    #[test]
+    fn every_field_reads_from_toml() {
+        let c = CacheConfig::from_toml_str(
+            r#"
+            url = "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001"
+            key_prefix = "app"
+            version = 3
+            default_ttl_secs = 60
+            max_body_size = 2048
+            max_bytes = 4096
+            connect_timeout_ms = 500
+            command_timeout_ms = 100
+            pool_size = 2
+            ignore_errors = false
+            breaker_failures = 7
+            breaker_cooldown_ms = 900
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.url, "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001");
+        assert_eq!((c.key_prefix.as_str(), c.version), ("app", 3));
+        assert_eq!(
+            (c.default_ttl_secs, c.max_body_size, c.max_bytes),
+            (60, 2048, 4096)
+        );
+        assert_eq!(
+            (c.connect_timeout_ms, c.command_timeout_ms, c.pool_size),
+            (500, 100, 2)
+        );
+        assert!(!c.ignore_errors);
+        assert_eq!((c.breaker_failures, c.breaker_cooldown_ms), (7, 900));
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_why() {
+        assert_eq!(
+            err("command_timeout_ms = 0"),
+            "command_timeout_ms: must be between 1 and 60000, got 0"
+        );
+        assert_eq!(
+            err("pool_size = 1000"),
+            "pool_size: must be between 1 and 256, got 1000"
+        );
+        assert!(err("default_ttl_secs = 0").starts_with("default_ttl_secs: "));
+        assert!(err("breaker_failures = 0").starts_with("breaker_failures: "));
+        assert!(err("key_prefix = \"a b\"").starts_with("key_prefix: "));
+        assert!(err("key_prefix = \"\"").starts_with("key_prefix: "));
+        let e = err("url = \"http://user:secret@example.com\"");
+        assert!(e.starts_with("url: ") && !e.contains("secret"), "{e}");
+        // toml itself names unknown and mistyped keys.
+        assert!(err("command_timeout = 5").contains("command_timeout"));
+        assert!(err("pool_size = \"four\"").contains("pool_size"));
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_names_the_variable() {
+        let c = CacheConfig::from_vars(
+            "CACHE_",
+            [
+                ("CACHE_URL", "redis://h:1/2"),
+                ("CACHE_KEY_PREFIX", "env"),
+                ("CACHE_IGNORE_ERRORS", "no"),
+                ("CACHE_COMMAND_TIMEOUT_MS", " 150 "),
+                ("OTHER_POOL_SIZE", "junk"),
+                ("CACHE_UNKNOWN", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.url, "redis://h:1/2");
+        assert_eq!(c.key_prefix, "env");
+        assert!(!c.ignore_errors);
+        assert_eq!(c.command_timeout_ms, 150);
+        assert_eq!(c.pool_size, 4);
+
+        let e = CacheConfig::from_vars("CACHE", [("CACHE_MAX_BYTES", "-1")]).unwrap_err();
+        assert_eq!(e.field(), "CACHE_MAX_BYTES");
+        let e = CacheConfig::from_vars("CACHE", [("CACHE_PORT", "1"), ("CACHE_POOL_SIZE", "0")])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "pool_size: must be between 1 and 256, got 0");
+    }
+
+    #[test]
+    fn reads_a_file() {
+        let path = std::env::temp_dir().join(format!("trc-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "key_prefix = \"file\"\n").unwrap();
+        let c = CacheConfig::from_toml_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.key_prefix, "file");
+        assert!(CacheConfig::from_toml_file("/nonexistent/trc.toml").is_err());
+    }
+
+    #[tokio::test]
+    async fn builds_the_described_cache() {
+        let config = CacheConfig {
+            key_prefix: "built".to_owned(),
+            default_ttl_secs: 42,
+            ..CacheConfig::default()
+        };
+        let cache = config.build().await.unwrap();
+        assert_eq!(cache.key_prefix(), "built");
+        let store = config.build_store().await.unwrap();
+        assert!(format!("{store:?}").contains("MemoryStore"));
+    }
+}

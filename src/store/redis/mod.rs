@@ -1,0 +1,368 @@
+//! The Redis store: entries shared by every process on one Redis or Redis Cluster, through fred,
+//! with a small command timeout and a circuit breaker so Redis trouble only ever costs a miss.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::WithOptions;
+use fred::prelude::*;
+use fred::types::Expiration;
+
+use super::{Store, StoreError, StoreErrorKind, StoreFuture};
+use crate::{CacheKey, Entry};
+
+mod breaker;
+mod builder;
+mod clear;
+mod stats;
+
+use breaker::Breaker;
+pub use breaker::BreakerState;
+pub use builder::RedisStoreBuilder;
+use stats::Counters;
+pub use stats::RedisStats;
+
+/// A store on Redis or Redis Cluster, shared by every process that points at it.
+///
+/// One `GET` per lookup, one `SET … PX ttl` per store, so Redis expires entries itself. Values
+/// are [`Entry::encode`]'s versioned bytes; a value that does not decode (corrupt, from another
+/// program, from a future version) is a miss, counted, and overwritten by the next store. Keys
+/// are [`CacheKey`]'s printable form, so operators can
+/// `redis-cli --scan --pattern 'prefix:*'`.
+///
+/// Fail-open: every Redis failure is a [`StoreError`] (the layer serves the handler's response)
+/// and no call waits longer than the command timeout. After repeated failures the circuit
+/// breaker opens and calls fail fast without touching Redis; after a cool-down one call probes
+/// and a success closes it. Connections come back by themselves after Redis restarts.
+///
+/// Cloning is cheap and shares the connections, breaker and counters.
+///
+/// ```no_run
+/// use tower_response_cache::{RedisStore, ResponseCache};
+/// # async fn demo() -> Result<(), tower_response_cache::StoreError> {
+/// let store = RedisStore::from_url("redis://127.0.0.1:6379/0").await?;
+/// let cache = ResponseCache::builder()
+///     .key_prefix("twiscope")
+///     .store(store.clone())
+///     .build();
+/// // later, for a health endpoint or metrics:
+/// let stats = store.stats();
+/// println!("breaker {:?}, {} errors", stats.breaker, stats.errors);
+/// # let _ = cache; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: Pool,
+    /// The pool with per-command options: the timeout, one attempt, fail fast when disconnected.
+    client: WithOptions<Pool>,
+    /// Whether the store made the pool and so closes it when dropped.
+    owned: bool,
+    command_timeout: Duration,
+    breaker: Breaker,
+    counters: Counters,
+    last_log_second: AtomicU64,
+    suppressed_logs: AtomicU64,
+}
+
+pub(super) struct Parts {
+    pub(super) pool: Pool,
+    pub(super) client: WithOptions<Pool>,
+    pub(super) owned: bool,
+    pub(super) command_timeout: Duration,
+    pub(super) breaker: Breaker,
+}
+
+impl RedisStore {
+    /// Connects with the default settings to `url`: `redis://[user:pass@]host:port/db`,
+    /// `rediss://…` (with the `redis-tls` feature) or
+    /// `redis-cluster://host:port?node=host:port&node=…`.
+    ///
+    /// Returns once connected or after the 1 s connect timeout; when Redis is down the store
+    /// still starts, misses, and connects when Redis comes up.
+    ///
+    /// # Errors
+    /// A [`StoreErrorKind::Config`] error when the URL is invalid.
+    pub async fn from_url(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a store for `url`.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_url(url)
+    }
+
+    /// Starts configuring a store on a fred [`Pool`] the app already has (connected or not);
+    /// the app keeps its connection settings and the store adds its command timeout and breaker.
+    pub fn builder_with_pool(pool: Pool) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_pool(pool)
+    }
+
+    fn new(parts: Parts) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool: parts.pool,
+                client: parts.client,
+                owned: parts.owned,
+                command_timeout: parts.command_timeout,
+                breaker: parts.breaker,
+                counters: Counters::default(),
+                last_log_second: AtomicU64::new(0),
+                suppressed_logs: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    #[must_use]
+    pub fn is_clustered(&self) -> bool {
+        self.shared.pool.is_clustered()
+    }
+
+    /// Whether every connection is up now.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .pool
+            .clients()
+            .iter()
+            .all(ClientLike::is_connected)
+    }
+
+    /// Sends `PING` (through the breaker, like any call): a health check.
+    ///
+    /// # Errors
+    /// When Redis does not answer within the command timeout, or the breaker is open.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call("PING", self.shared.client.ping::<()>(None))
+            .await
+            .map_err(Failure::into_error)
+    }
+
+    /// Runs one Redis call through the breaker and the command timeout.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, Failure> {
+        let shared = &self.shared;
+        let Some(ticket) = shared.breaker.admit() else {
+            shared.counters.rejected.fetch_add(1, Relaxed);
+            return Err(Failure::Store(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("{op} not sent: the circuit breaker is open after repeated Redis failures"),
+            )));
+        };
+        // fred enforces the timeout; this guard only bounds a call fred itself lost track of.
+        let guard = shared.command_timeout * 2 + Duration::from_millis(10);
+        let result = match tokio::time::timeout(guard, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_foreign_type(&e) => Err(Failure::Foreign),
+            Ok(Err(e)) => Err(Failure::Store(self.failed(op, &e))),
+            Err(_) => {
+                shared.counters.timeouts.fetch_add(1, Relaxed);
+                Err(Failure::Store(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("{op} timed out after {guard:?}"),
+                )))
+            }
+        };
+        // Redis answered unless the call itself failed; a foreign value is an answer.
+        let reached = !matches!(result, Err(Failure::Store(_)));
+        if !reached {
+            shared.counters.errors.fetch_add(1, Relaxed);
+        }
+        match ticket.finish(reached) {
+            Some(BreakerState::Open) => {
+                shared.counters.breaker_opened.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    op,
+                    "Redis failed repeatedly: circuit breaker open, the cache misses without calling it"
+                );
+            }
+            Some(BreakerState::Closed) => tracing::info!("Redis answered: circuit breaker closed"),
+            _ => {}
+        }
+        if let Err(Failure::Store(e)) = &result {
+            self.log(
+                |suppressed| tracing::warn!(error = %e, suppressed, "Redis cache call failed"),
+            );
+        }
+        result
+    }
+
+    fn failed(&self, op: &'static str, e: &fred::error::Error) -> StoreError {
+        use fred::error::ErrorKind as K;
+        let kind = match e.kind() {
+            K::Timeout => {
+                self.shared.counters.timeouts.fetch_add(1, Relaxed);
+                StoreErrorKind::Unavailable
+            }
+            K::IO | K::Canceled | K::Cluster | K::Backpressure | K::Routing | K::Auth => {
+                StoreErrorKind::Unavailable
+            }
+            _ => StoreErrorKind::Backend,
+        };
+        StoreError::new(kind, format!("{op}: {:?}: {}", e.kind(), e.details()))
+    }
+
+    /// Runs `emit` unless something was logged this second; it gets how many were skipped.
+    fn log(&self, emit: impl FnOnce(u64)) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.shared.last_log_second.load(Relaxed);
+        if now != last
+            && self
+                .shared
+                .last_log_second
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            emit(self.shared.suppressed_logs.swap(0, Relaxed));
+        } else {
+            self.shared.suppressed_logs.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn corrupt(&self, key: &str, why: &dyn fmt::Display) {
+        self.shared.counters.corrupt.fetch_add(1, Relaxed);
+        self.shared.counters.misses.fetch_add(1, Relaxed);
+        self.log(|suppressed| {
+            tracing::warn!(key, reason = %why, suppressed, "foreign or corrupt value under a cache key; treated as a miss");
+        });
+    }
+
+    async fn get_entry(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
+        let key = key.to_string();
+        let found = self
+            .call(
+                "GET",
+                self.shared.client.get::<Option<Bytes>, _>(key.as_str()),
+            )
+            .await;
+        let counters = &self.shared.counters;
+        match found {
+            Ok(Some(bytes)) => match Entry::decode(bytes) {
+                Ok(entry) => {
+                    counters.hits.fetch_add(1, Relaxed);
+                    Ok(Some(entry))
+                }
+                Err(e) => {
+                    self.corrupt(&key, &e);
+                    Ok(None)
+                }
+            },
+            Ok(None) => {
+                counters.misses.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            Err(Failure::Foreign) => {
+                self.corrupt(&key, &"not a string value");
+                Ok(None)
+            }
+            Err(Failure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn put_entry(
+        &self,
+        key: &CacheKey,
+        entry: &Entry,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if ttl.is_zero() {
+            // Redis rejects `PX 0`; an entry that expires at once is no entry.
+            return self.remove_key(key).await.map(drop);
+        }
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let set = self.shared.client.set::<(), _, _>(
+            key.to_string(),
+            entry.encode(),
+            Some(Expiration::PX(millis)),
+            None,
+            false,
+        );
+        self.call("SET", set).await.map_err(Failure::into_error)
+    }
+
+    async fn remove_key(&self, key: &CacheKey) -> Result<bool, StoreError> {
+        let del = self.shared.client.del::<u64, _>(key.to_string());
+        self.call("DEL", del)
+            .await
+            .map(|n| n > 0)
+            .map_err(Failure::into_error)
+    }
+}
+
+/// A `WRONGTYPE` reply: something other than a string lives under our key.
+fn is_foreign_type(e: &fred::error::Error) -> bool {
+    e.details().starts_with("WRONGTYPE")
+}
+
+/// Why a call produced no value.
+enum Failure {
+    /// Redis answered, with a value of the wrong type.
+    Foreign,
+    /// Redis failed or was not called.
+    Store(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failure::Foreign => StoreError::new(StoreErrorKind::Corrupt, "WRONGTYPE"),
+            Failure::Store(e) => e,
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("clustered", &self.is_clustered())
+            .field("pool_size", &self.shared.pool.size())
+            .field("command_timeout", &self.shared.command_timeout)
+            .field("breaker", &self.shared.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The reconnect policy retries forever: a pool nobody uses must be told to stop.
+        if self.owned {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pool = self.pool.clone();
+                rt.spawn(async move {
+                    let _ = pool.quit().await;
+                });
+            }
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
+        Box::pin(self.get_entry(key))
+    }
+
+    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.put_entry(key, &entry, ttl).await })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
+        Box::pin(self.remove_key(key))
+    }
+
+    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(self.clear(prefix))
+    }
+}

@@ -1,0 +1,301 @@
+//! One suite, every store: `MemoryStore`, `RedisStore` on a single node and on a 3-master
+//! cluster must behave alike for round trips, expiry, removal, prefix clearing and bad values.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
+use tower_response_cache::{CacheKey, CachedResponse, Entry, MemoryStore, RedisStore, Store};
+
+use support::redis_server::{RedisCluster, RedisServer};
+
+/// Runs `redis-cli` arguments against the store's backend; its output.
+type Raw = Box<dyn Fn(&[&str]) -> String>;
+
+/// A store under test, with raw access to its backend when it has one.
+struct Subject {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    /// Runs a raw Redis command (`redis-cli` arguments); `None` for the memory store.
+    raw: Option<Raw>,
+}
+
+fn response(body: &'static [u8], ttl: Duration) -> CachedResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.append("x-many", "1".parse().unwrap());
+    headers.append("x-many", "2".parse().unwrap());
+    CachedResponse {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::from_static(body),
+        stored_at_millis: 1_700_000_000_000,
+        ttl,
+    }
+}
+
+fn key(prefix: &str, name: &str) -> CacheKey {
+    CacheKey::from_parts(prefix, &[name.as_bytes()])
+}
+
+async fn body_of(s: &Subject, k: &CacheKey) -> Option<Bytes> {
+    match s.store.get(k).await.expect("get") {
+        Some(Entry::Response(r)) => Some(r.body.clone()),
+        Some(other) => panic!("{}: expected a response, got {other:?}", s.name),
+        None => None,
+    }
+}
+
+async fn round_trips(s: &Subject) {
+    let k = key("rt", "response");
+    let original = response(b"{\"a\":1}", Duration::from_secs(60));
+    s.store
+        .put(&k, original.clone().into(), Duration::from_secs(60))
+        .await
+        .expect("put");
+    let Some(Entry::Response(back)) = s.store.get(&k).await.expect("get") else {
+        panic!("{}: response did not round-trip", s.name)
+    };
+    assert_eq!(*back, original, "{}", s.name);
+
+    let vk = key("rt", "vary");
+    let names: Arc<[HeaderName]> = vec![HeaderName::from_static("accept-language")].into();
+    s.store
+        .put(&vk, Entry::Vary(names.clone()), Duration::from_secs(60))
+        .await
+        .expect("put vary");
+    let Some(Entry::Vary(back)) = s.store.get(&vk).await.expect("get vary") else {
+        panic!("{}: vary did not round-trip", s.name)
+    };
+    assert_eq!(back, names, "{}", s.name);
+
+    assert!(
+        s.store.get(&key("rt", "absent")).await.unwrap().is_none(),
+        "{}",
+        s.name
+    );
+}
+
+async fn overwrites(s: &Subject) {
+    let k = key("ow", "k");
+    let ttl = Duration::from_secs(60);
+    s.store
+        .put(&k, response(b"one", ttl).into(), ttl)
+        .await
+        .unwrap();
+    s.store
+        .put(&k, response(b"two", ttl).into(), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(s, &k).await.as_deref(),
+        Some(&b"two"[..]),
+        "{}",
+        s.name
+    );
+}
+
+async fn expires(s: &Subject) {
+    let long = key("ttl", "long");
+    let ttl = Duration::from_secs(30);
+    s.store
+        .put(&long, response(b"l", ttl).into(), ttl)
+        .await
+        .unwrap();
+    if let Some(raw) = &s.raw {
+        // Redis keeps the TTL itself: nothing outlives it.
+        let pttl: i64 = raw(&["PTTL", &long.to_string()]).trim().parse().unwrap();
+        assert!((29_000..=30_000).contains(&pttl), "{}: PTTL {pttl}", s.name);
+    }
+    assert!(body_of(s, &long).await.is_some(), "{}", s.name);
+
+    let zero = key("ttl", "zero");
+    s.store
+        .put(&zero, response(b"z", Duration::ZERO).into(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        body_of(s, &zero).await.is_none(),
+        "{}: zero TTL kept",
+        s.name
+    );
+
+    // Real time only here: neither moka nor Redis lets a test move their clock.
+    let short = key("ttl", "short");
+    let ttl = Duration::from_millis(100);
+    s.store
+        .put(&short, response(b"s", ttl).into(), ttl)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        body_of(s, &short).await.is_none(),
+        "{}: outlived its TTL",
+        s.name
+    );
+}
+
+async fn removes(s: &Subject) {
+    let k = key("rm", "k");
+    let ttl = Duration::from_secs(60);
+    s.store
+        .put(&k, response(b"x", ttl).into(), ttl)
+        .await
+        .unwrap();
+    assert!(s.store.remove(&k).await.unwrap(), "{}", s.name);
+    assert!(s.store.get(&k).await.unwrap().is_none(), "{}", s.name);
+    assert!(
+        !s.store.remove(&k).await.unwrap(),
+        "{}: removed twice",
+        s.name
+    );
+}
+
+async fn clears_a_prefix_only(s: &Subject) {
+    let ttl = Duration::from_secs(60);
+    let doomed: Vec<CacheKey> = (0..40).map(|i| key("clr", &i.to_string())).collect();
+    let kept: Vec<CacheKey> = (0..5).map(|i| key("clrx", &i.to_string())).collect();
+    for k in doomed.iter().chain(&kept) {
+        s.store
+            .put(k, response(b"c", ttl).into(), ttl)
+            .await
+            .unwrap();
+    }
+    let removed = s.store.clear_prefix("clr:").await.expect("clear_prefix");
+    assert_eq!(removed, 40, "{}", s.name);
+    for k in &doomed {
+        assert!(
+            s.store.get(k).await.unwrap().is_none(),
+            "{}: {k} survived",
+            s.name
+        );
+    }
+    for k in &kept {
+        assert!(body_of(s, k).await.is_some(), "{}: {k} was cleared", s.name);
+    }
+    assert_eq!(s.store.clear_prefix("clr:").await.unwrap(), 0, "{}", s.name);
+}
+
+async fn bad_values_are_misses_and_get_overwritten(s: &Subject) {
+    let Some(raw) = &s.raw else { return };
+    let ttl = Duration::from_secs(60);
+    let garbage = key("bad", "garbage");
+    let printed = garbage.to_string();
+    assert!(
+        printed.is_ascii() && !printed.contains(' '),
+        "printable key"
+    );
+    raw(&["SET", &printed, "not an entry"]);
+    assert!(s
+        .store
+        .get(&garbage)
+        .await
+        .expect("a miss, not an error")
+        .is_none());
+    s.store
+        .put(&garbage, response(b"ok", ttl).into(), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(s, &garbage).await.as_deref(),
+        Some(&b"ok"[..]),
+        "{}",
+        s.name
+    );
+
+    // Our magic, an encoding version from the future.
+    let future = key("bad", "future");
+    raw(&["SET", &future.to_string(), "TRC9later"]);
+    assert!(
+        s.store.get(&future).await.expect("a miss").is_none(),
+        "{}",
+        s.name
+    );
+
+    let list = key("bad", "list");
+    raw(&["RPUSH", &list.to_string(), "a"]);
+    assert!(s
+        .store
+        .get(&list)
+        .await
+        .expect("WRONGTYPE is a miss")
+        .is_none());
+    s.store
+        .put(&list, response(b"mine", ttl).into(), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        body_of(s, &list).await.as_deref(),
+        Some(&b"mine"[..]),
+        "{}",
+        s.name
+    );
+}
+
+async fn conforms(s: Subject) {
+    round_trips(&s).await;
+    overwrites(&s).await;
+    expires(&s).await;
+    removes(&s).await;
+    clears_a_prefix_only(&s).await;
+    bad_values_are_misses_and_get_overwritten(&s).await;
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    conforms(Subject {
+        name: "memory",
+        store: Arc::new(MemoryStore::new(16 << 20)),
+        raw: None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let Some(server) = RedisServer::start("redis_store_conforms") else {
+        return;
+    };
+    let store = RedisStore::builder(&server.url())
+        .require_connection(true)
+        .connect()
+        .await
+        .expect("connect");
+    assert!(!store.is_clustered());
+    let server = Arc::new(server);
+    let cli = server.clone();
+    conforms(Subject {
+        name: "redis",
+        store: Arc::new(store.clone()),
+        raw: Some(Box::new(move |args| cli.cli(args))),
+    })
+    .await;
+    let stats = store.stats();
+    assert_eq!(stats.corrupt, 3, "{stats:?}");
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn redis_cluster_conforms() {
+    let Some(cluster) = RedisCluster::start("redis_cluster_conforms") else {
+        return;
+    };
+    let store = RedisStore::builder(&cluster.url())
+        .require_connection(true)
+        .connect()
+        .await
+        .expect("connect");
+    assert!(store.is_clustered());
+    let cluster = Arc::new(cluster);
+    let cli = cluster.clone();
+    conforms(Subject {
+        name: "redis-cluster",
+        store: Arc::new(store.clone()),
+        raw: Some(Box::new(move |args| cli.cli(args))),
+    })
+    .await;
+    assert_eq!(store.stats().errors, 0, "{:?}", store.stats());
+}

@@ -1,0 +1,4 @@
+//! Helpers for tests that need real Redis servers.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod redis_server;
