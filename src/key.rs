@@ -182,7 +182,7 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
         .map(|a| a.as_str().as_bytes())
         .or_else(|| input.headers.get(http::header::HOST).map(|v| v.as_bytes()))
         .unwrap_or_default();
-    h.part(&host.to_ascii_lowercase());
+    h.part(&host_name(host).to_ascii_lowercase());
     h.part(input.uri.path().as_bytes());
     let query = canonical_query(input.uri.query(), input.query);
     h.part(&(query.len() as u64).to_be_bytes());
@@ -206,6 +206,26 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
         prefix: input.prefix.clone(),
         primary: h.finish(),
         variant: None,
+    }
+}
+
+/// The host without its port (and without userinfo): a fleet of processes listening on
+/// different ports behind one name serves the same site and shares one set of entries.
+fn host_name(authority: &[u8]) -> &[u8] {
+    let host = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    if host.first() == Some(&b'[') {
+        // An IPv6 literal: keep through the closing bracket.
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
     }
 }
 
@@ -317,6 +337,21 @@ mod tests {
         assert_ne!(k(&en), k(&none));
         assert_ne!(k(&empty), k(&none));
         assert_eq!(k(&en), key("/s", &en, &ALL, &vary));
+    }
+
+    #[test]
+    fn host_is_keyed_by_name_without_port() {
+        let h = |host: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::HOST, host.parse().unwrap());
+            m
+        };
+        let k = |host: &str| key("/x", &h(host), &ALL, &[]);
+        assert_eq!(k("Example.com:8080"), k("example.com"));
+        assert_eq!(k("[::1]:3000"), k("[::1]"));
+        assert_ne!(k("example.com"), k("example.org"));
+        assert_ne!(k("[::1]"), k("[::2]"));
+        assert_eq!(host_name(b"user@h:1"), b"h");
     }
 
     #[test]

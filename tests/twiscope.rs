@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::redis_server::{RedisCluster, RedisServer};
+
+mod support;
+
 /// A running twiscope; killed on drop.
 struct Server {
     child: Child,
@@ -405,4 +409,44 @@ fn bad_command_lines_exit_2_naming_the_flag() {
         .expect("run twiscope");
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--cache URL"));
+}
+
+#[test]
+fn two_processes_on_one_redis_share_entries() {
+    let Some(redis) = RedisServer::start("two_processes_on_one_redis_share_entries") else {
+        return;
+    };
+    let url = redis.url();
+    let first = start(&url);
+    let second = start(&url);
+    let miss = first.get("/influencers/bluesky?limit=7", &[]);
+    assert!(
+        miss.cache_status().contains("fwd=uri-miss; stored"),
+        "{miss:?}"
+    );
+    let queries = second.db_queries();
+    let hit = second.get("/influencers/bluesky?limit=7", &[]);
+    assert!(
+        hit.is_hit(),
+        "the second process reads the first's entry: {hit:?}"
+    );
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(second.db_queries(), queries, "a shared hit runs no SQL");
+    // The entry is in Redis under the printable prefix.
+    let keys = redis.cli(&["--scan", "--pattern", "twiscope:*"]);
+    assert!(keys.lines().count() >= 1, "{keys}");
+}
+
+#[test]
+fn twiscope_runs_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("twiscope_runs_on_a_redis_cluster") else {
+        return;
+    };
+    let server = start(&cluster.url());
+    let stats = [("accept-language", "fr")];
+    let miss = server.get("/platforms/mastodon/stats", &stats);
+    assert!(miss.cache_status().contains("stored"), "{miss:?}");
+    let hit = server.get("/platforms/mastodon/stats", &stats);
+    assert!(hit.is_hit(), "{hit:?}");
+    assert_eq!(hit.body, miss.body);
 }

@@ -27,7 +27,7 @@ use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use tower_response_cache::ResponseCache;
+use tower_response_cache::{RedisStore, ResponseCache};
 
 use crate::cli::{Command, Options, UsageError};
 use crate::db::Db;
@@ -135,15 +135,13 @@ async fn open_cache(url: &str) -> Result<Option<ResponseCache>, UsageError> {
     match scheme {
         "off" => Ok(None),
         "memory" => Ok(Some(builder().build())),
-        // With the Redis store this arm becomes:
-        //     let store = RedisStore::from_url(url).await.map_err(|e| UsageError(format!(
-        //         "--cache {}: {e}", cli::redact(url))))?;
-        //     Ok(Some(builder().store(store).build()))
-        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Err(UsageError(format!(
-            "--cache {}: the Redis store is not available in this build yet; \
-             use --cache memory or --cache off",
-            cli::redact(url)
-        ))),
+        "redis" | "rediss" | "redis-cluster" => {
+            // Fail-open: if Redis is down now, the store starts anyway and connects later.
+            let store = RedisStore::from_url(url)
+                .await
+                .map_err(|e| UsageError(format!("--cache {}: {e}", cli::redact(url))))?;
+            Ok(Some(builder().store(store).build()))
+        }
         _ => Err(UsageError(format!(
             "--cache '{}' is not a cache URL (expected memory, off or redis://HOST:PORT)",
             cli::redact(url)
