@@ -61,8 +61,11 @@ mod entry;
 mod future;
 mod key;
 mod layer;
+mod lookup;
 mod metrics;
+mod miss;
 mod policy;
+mod respond;
 mod service;
 mod store;
 

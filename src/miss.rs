@@ -1,0 +1,113 @@
+//! The miss path: decide from the handler's response whether to store it, read its body up to
+//! the limit, store it, and answer (a 304 when the client's validators already match).
+
+use http::header::{self, HeaderMap};
+use http::Response;
+use http_body::Body;
+
+use crate::body::{collect, Collected, PartialReason};
+use crate::cache::Shared;
+use crate::conditional::{not_modified, strong_etag};
+use crate::lookup::store;
+use crate::metrics::RouteCounters;
+use crate::policy::{strip_unstorable, RoutePolicy};
+use crate::respond::{bypass, not_modified_response, set_max_age, with_status};
+use crate::{BypassReason, CacheKey, CachedResponse, ResponseBody};
+
+/// Everything needed to answer a GET the handler just served.
+pub(crate) struct Miss<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) policy: &'a RoutePolicy,
+    pub(crate) counters: &'a RouteCounters,
+    pub(crate) primary: &'a CacheKey,
+    pub(crate) per_user: bool,
+    pub(crate) req_headers: &'a HeaderMap,
+    pub(crate) fwd: &'static str,
+}
+
+impl Miss<'_> {
+    /// Stores the response if the policy admits it; returns what to send and whether it was
+    /// storable (a store failure still counts as storable).
+    pub(crate) async fn respond<B: Body>(
+        &self,
+        res: Response<B>,
+    ) -> (Response<ResponseBody<B>>, bool) {
+        let (mut parts, body) = res.into_parts();
+        let refused = self
+            .policy
+            .admit_response(&parts, self.per_user)
+            .and_then(|plan| {
+                // Known to be too large before reading a byte: pass it through untouched.
+                if body.size_hint().lower() > self.policy.max_body_size as u64 {
+                    Err(BypassReason::TooLarge)
+                } else {
+                    Ok(plan)
+                }
+            });
+        let plan = match refused {
+            Ok(plan) => plan,
+            Err(reason) => {
+                let res = Response::from_parts(parts, ResponseBody::inner(body));
+                return (self.bypass(res, reason), false);
+            }
+        };
+        let bytes = match collect(body, self.policy.max_body_size).await {
+            Collected::Complete(bytes) => bytes,
+            Collected::Partial(body, why) => {
+                let res = Response::from_parts(parts, body);
+                let reason = match why {
+                    PartialReason::TooLarge => BypassReason::TooLarge,
+                    PartialReason::Trailers => BypassReason::Stream,
+                    PartialReason::Error => {
+                        let fwd = format!("fwd={}", self.fwd);
+                        return (with_status(self.shared, res, &fwd), false);
+                    }
+                };
+                return (self.bypass(res, reason), false);
+            }
+        };
+
+        if !parts.headers.contains_key(header::ETAG) {
+            parts.headers.insert(header::ETAG, strong_etag(&bytes));
+        }
+        let mut stored_headers = parts.headers.clone();
+        strip_unstorable(&mut stored_headers);
+        let entry = CachedResponse {
+            status: parts.status,
+            headers: stored_headers,
+            body: bytes.clone(),
+            stored_at_millis: self.shared.clock.now_millis(),
+            ttl: plan.ttl,
+        };
+        let stored = store(
+            self.shared,
+            self.counters,
+            self.primary,
+            &plan.vary,
+            self.req_headers,
+            entry,
+        )
+        .await;
+
+        if self.policy.downstream_max_age {
+            set_max_age(&mut parts.headers, plan.ttl.as_secs());
+        }
+        let detail = if stored {
+            "; stored"
+        } else {
+            "; detail=store-error"
+        };
+        let res = if not_modified(self.req_headers, &parts.headers) {
+            not_modified_response(&parts.headers)
+        } else {
+            Response::from_parts(parts, ResponseBody::full(bytes))
+        };
+        let status = format!("fwd={}{detail}", self.fwd);
+        (with_status(self.shared, res, &status), true)
+    }
+
+    fn bypass<B>(&self, res: Response<B>, reason: BypassReason) -> Response<B> {
+        self.counters.bypass(reason);
+        bypass(self.shared, res, reason)
+    }
+}
