@@ -48,6 +48,20 @@
 //! (`tower-response-cache; hit; ttl=42`, `…; fwd=uri-miss; stored`,
 //! `…; fwd=bypass; detail=cookie`); hits carry `Age`.
 //!
+//! # Stores
+//!
+//! [`MemoryStore`] (the default) keeps entries in process, bounded by bytes. `RedisStore`
+//! (feature `redis`) shares them between processes on Redis or Redis Cluster, fails open and
+//! trips a circuit breaker when Redis is in trouble. [`CacheConfig`] builds either from TOML or
+//! environment variables, the way Django's `CACHES` setting does.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
+//! | `redis-tls` | no | `rediss://` URLs, through rustls |
+//!
 //! [axum]: https://docs.rs/axum
 //! [tower]: https://docs.rs/tower
 
