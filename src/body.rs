@@ -197,9 +197,12 @@ pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
     }
     let bytes = match frames.len() {
         0 => Bytes::new(),
+        // Copied so the entry holds exactly its bytes, not the handler's spare capacity or a
+        // larger read buffer the frame may be a slice of.
         1 => frames
             .pop_front()
             .and_then(|f| f.into_data().ok())
+            .map(|b| Bytes::copy_from_slice(&b))
             .unwrap_or_default(),
         _ => {
             let mut all = BytesMut::with_capacity(total);

@@ -41,7 +41,8 @@ pub struct ResponseCache {
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) prefix: Arc<str>,
-    pub(crate) name: String,
+    /// `name; `: how this cache's `Cache-Status` member starts.
+    pub(crate) status_prefix: String,
     pub(crate) version: AtomicU64,
     pub(crate) default_ttl: Duration,
     pub(crate) max_body_size: usize,
@@ -269,7 +270,7 @@ impl ResponseCacheBuilder {
                     .store
                     .unwrap_or_else(|| Arc::new(MemoryStore::default())),
                 prefix: Arc::from(self.prefix),
-                name,
+                status_prefix: format!("{name}; "),
                 version: AtomicU64::new(self.version),
                 default_ttl: self.default_ttl,
                 max_body_size: self.max_body_size,

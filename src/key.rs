@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// assert!(key.to_string().starts_with("app:{"));
 /// assert_ne!(key, CacheKey::from_parts("app", &[b"user4", b"2"]));
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CacheKey {
     prefix: Arc<str>,
     primary: [u8; 32],
@@ -81,6 +81,19 @@ impl CacheKey {
             prefix: self.prefix.clone(),
             primary: self.primary,
             variant: Some(h.finish()),
+        }
+    }
+}
+
+impl std::hash::Hash for CacheKey {
+    /// The hashes are already uniform: eight bytes of each are plenty for a hash table, and
+    /// cheaper to feed its hasher than the whole key. Equality still compares everything.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let word =
+            |b: &[u8; 32]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        state.write_u64(word(&self.primary));
+        if let Some(v) = &self.variant {
+            state.write_u64(word(v));
         }
     }
 }
@@ -230,18 +243,42 @@ fn host_name(authority: &[u8]) -> &[u8] {
 }
 
 /// SHA-256 over length-delimited parts: `a|bc` and `ab|c` hash differently.
-struct KeyHasher(Sha256);
+///
+/// Parts are gathered in a stack buffer and hashed in one go: feeding SHA-256 many small
+/// slices costs more than the hashing itself, and this runs on every request.
+struct KeyHasher {
+    sha: Sha256,
+    buf: [u8; 512],
+    len: usize,
+}
 
 impl KeyHasher {
     fn new(domain: &[u8]) -> Self {
-        let mut h = Self(Sha256::new());
+        let mut h = Self {
+            sha: Sha256::new(),
+            buf: [0; 512],
+            len: 0,
+        };
         h.part(domain);
         h
     }
 
+    fn write(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buf.len() {
+            self.sha.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() > self.buf.len() {
+                self.sha.update(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
     fn part(&mut self, bytes: &[u8]) {
-        self.0.update((bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
+        self.write(&(bytes.len() as u64).to_be_bytes());
+        self.write(bytes);
     }
 
     /// A header's name, whether it is present, and each of its values in order.
@@ -255,8 +292,9 @@ impl KeyHasher {
         }
     }
 
-    fn finish(self) -> [u8; 32] {
-        self.0.finalize().into()
+    fn finish(mut self) -> [u8; 32] {
+        self.sha.update(&self.buf[..self.len]);
+        self.sha.finalize().into()
     }
 }
 
@@ -337,6 +375,29 @@ mod tests {
         assert_ne!(k(&en), k(&none));
         assert_ne!(k(&empty), k(&none));
         assert_eq!(k(&en), key("/s", &en, &ALL, &vary));
+    }
+
+    #[test]
+    fn buffering_never_changes_the_hash() {
+        for sizes in [
+            &[3usize, 500, 9][..],
+            &[600],
+            &[511, 1],
+            &[0, 512, 0, 2000, 7],
+        ] {
+            let mut h = KeyHasher::new(b"d");
+            let mut plain = Sha256::new();
+            plain.update(1u64.to_be_bytes());
+            plain.update(b"d");
+            for (i, n) in sizes.iter().enumerate() {
+                let part = vec![i as u8; *n];
+                h.part(&part);
+                plain.update((*n as u64).to_be_bytes());
+                plain.update(&part);
+            }
+            let expected: [u8; 32] = plain.finalize().into();
+            assert_eq!(h.finish(), expected, "{sizes:?}");
+        }
     }
 
     #[test]

@@ -215,6 +215,7 @@ impl<S> Layer<S> for CacheLayer {
             inner,
             shared: self.shared.clone(),
             policy: self.policy.clone(),
+            route: Arc::default(),
         }
     }
 }

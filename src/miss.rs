@@ -10,7 +10,7 @@ use crate::cache::Shared;
 use crate::conditional::{not_modified, strong_etag};
 use crate::lookup::store;
 use crate::metrics::RouteCounters;
-use crate::policy::{strip_unstorable, RoutePolicy};
+use crate::policy::{storable_headers, RoutePolicy};
 use crate::respond::{bypass, not_modified_response, set_max_age, with_status};
 use crate::{BypassReason, CacheKey, CachedResponse, ResponseBody};
 
@@ -59,8 +59,7 @@ impl Miss<'_> {
                     PartialReason::TooLarge => BypassReason::TooLarge,
                     PartialReason::Trailers => BypassReason::Stream,
                     PartialReason::Error => {
-                        let fwd = format!("fwd={}", self.fwd);
-                        return (with_status(self.shared, res, &fwd), false);
+                        return (with_status(self.shared, res, &["fwd=", self.fwd]), false);
                     }
                 };
                 return (self.bypass(res, reason), false);
@@ -70,11 +69,9 @@ impl Miss<'_> {
         if !parts.headers.contains_key(header::ETAG) {
             parts.headers.insert(header::ETAG, strong_etag(&bytes));
         }
-        let mut stored_headers = parts.headers.clone();
-        strip_unstorable(&mut stored_headers);
         let entry = CachedResponse {
             status: parts.status,
-            headers: stored_headers,
+            headers: storable_headers(&parts.headers),
             body: bytes.clone(),
             stored_at_millis: self.shared.clock.now_millis(),
             ttl: plan.ttl,
@@ -102,8 +99,10 @@ impl Miss<'_> {
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))
         };
-        let status = format!("fwd={}{detail}", self.fwd);
-        (with_status(self.shared, res, &status), true)
+        (
+            with_status(self.shared, res, &["fwd=", self.fwd, detail]),
+            true,
+        )
     }
 
     fn bypass<B>(&self, res: Response<B>, reason: BypassReason) -> Response<B> {

@@ -320,8 +320,29 @@ fn is_stream(parts: &response::Parts) -> bool {
             })
 }
 
-/// Headers that must never be persisted: credentials and per-connection headers.
-pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
+/// Headers that must never be persisted: credentials, per-connection headers, and what the
+/// cache itself adds on the way out.
+const UNSTORABLE: [HeaderName; 15] = [
+    header::SET_COOKIE,
+    header::WWW_AUTHENTICATE,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("authentication-info"),
+    HeaderName::from_static("proxy-authentication-info"),
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    header::AGE,
+    HeaderName::from_static("cache-status"),
+];
+
+/// The headers of `headers` that may be persisted, in a map sized to fit them exactly: an entry
+/// lives for its whole TTL, so spare capacity would be paid for on every one.
+pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -330,28 +351,13 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
         .flat_map(|s| s.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
+    let keep = |name: &HeaderName| !UNSTORABLE.contains(name) && !named.contains(name);
+    let count = headers.iter().filter(|(n, _)| keep(n)).count();
+    let mut out = HeaderMap::with_capacity(count);
+    for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
+        out.append(name.clone(), value.clone());
     }
-    for name in [
-        header::SET_COOKIE,
-        header::WWW_AUTHENTICATE,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("authentication-info"),
-        HeaderName::from_static("proxy-authentication-info"),
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::CONTENT_LENGTH,
-        header::AGE,
-        HeaderName::from_static("cache-status"),
-    ] {
-        headers.remove(name);
-    }
+    out
 }
 
 #[cfg(test)]
@@ -454,8 +460,8 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(n), v.parse().unwrap());
         }
-        strip_unstorable(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
+        let kept = storable_headers(&h);
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("content-type"));
     }
 }

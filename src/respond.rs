@@ -13,11 +13,6 @@ use crate::metrics::RouteCounters;
 use crate::policy::{directives, RoutePolicy};
 use crate::{BypassReason, CachedResponse, ResponseBody};
 
-/// Marks a response a cache layer already handled, so an enclosing app-wide layer of the same
-/// cache passes it on untouched: the per-route policy wins.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Handled;
-
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// The answer when `found` is fresh.
@@ -59,9 +54,13 @@ fn hit<B: Body>(
         };
         let mut res = Response::new(body);
         *res.status_mut() = entry.status;
-        *res.headers_mut() = entry.headers.clone();
-        res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        // Room for what a hit adds, so no insert below has to grow the map.
+        let headers = res.headers_mut();
+        headers.reserve(entry.headers.len() + 4);
+        for (name, value) in &entry.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
         res
     };
     res.headers_mut()
@@ -69,7 +68,26 @@ fn hit<B: Body>(
     if policy.downstream_max_age {
         set_max_age(res.headers_mut(), remaining);
     }
-    with_status(shared, res, &format!("hit; ttl={remaining}"))
+    let mut ttl = itoa_buf();
+    with_status(shared, res, &["hit; ttl=", format_u64(&mut ttl, remaining)])
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, without the formatting machinery: this runs on every hit.
+fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 pub(crate) fn not_modified_response<B: Body>(headers: &HeaderMap) -> Response<ResponseBody<B>> {
@@ -84,16 +102,37 @@ pub(crate) fn not_modified_response<B: Body>(headers: &HeaderMap) -> Response<Re
 }
 
 pub(crate) fn bypass<B>(shared: &Shared, res: Response<B>, reason: BypassReason) -> Response<B> {
-    with_status(shared, res, &format!("fwd=bypass; detail={reason}"))
+    with_status(shared, res, &["fwd=bypass; detail=", reason.as_str()])
 }
 
-/// Adds this cache's member to `Cache-Status` (RFC 9211) and marks the response handled.
-pub(crate) fn with_status<B>(shared: &Shared, mut res: Response<B>, params: &str) -> Response<B> {
-    if let Ok(v) = HeaderValue::from_str(&format!("{}; {params}", shared.name)) {
+/// Adds this cache's member (`name; params…`) to `Cache-Status` (RFC 9211).
+///
+/// The member also marks the response as handled: an enclosing layer of the same cache sees it
+/// (see [`handled`]) and passes the response on, so the per-route policy wins.
+pub(crate) fn with_status<B>(
+    shared: &Shared,
+    mut res: Response<B>,
+    params: &[&str],
+) -> Response<B> {
+    let len = shared.status_prefix.len() + params.iter().map(|p| p.len()).sum::<usize>();
+    let mut value = String::with_capacity(len);
+    value.push_str(&shared.status_prefix);
+    for p in params {
+        value.push_str(p);
+    }
+    if let Ok(v) = HeaderValue::try_from(value) {
         res.headers_mut().append(CACHE_STATUS, v);
     }
-    res.extensions_mut().insert(Handled);
     res
+}
+
+/// Whether a layer of this cache already handled `res`: its `Cache-Status` has our member.
+pub(crate) fn handled<B>(shared: &Shared, res: &Response<B>) -> bool {
+    let ours = shared.status_prefix.as_bytes();
+    res.headers()
+        .get_all(CACHE_STATUS)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(ours))
 }
 
 /// Sets `max-age` in `Cache-Control`, keeping the other directives.

@@ -2,7 +2,7 @@
 //! stores what the policy admits on the way back. Every failure inside the cache is a miss.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -14,9 +14,10 @@ use crate::cache::Shared;
 use crate::coalesce::Turn;
 use crate::key::{primary_key, KeyInput};
 use crate::lookup::lookup;
+use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
-use crate::respond::{bypass, fresh_hit, with_status, Handled};
+use crate::respond::{bypass, fresh_hit, handled, with_status};
 use crate::{ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -26,6 +27,9 @@ pub struct CacheService<S> {
     pub(crate) inner: S,
     pub(crate) shared: Arc<Shared>,
     pub(crate) policy: Arc<RoutePolicy>,
+    /// The counters of the route this service last served. axum makes one service per route, so
+    /// this saves a locked map lookup per request; another route still gets its own counters.
+    pub(crate) route: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for CacheService<S> {
@@ -59,7 +63,13 @@ where
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(handle(inner, self.shared.clone(), self.policy.clone(), req))
+        ResponseFuture::new(handle(
+            inner,
+            self.shared.clone(),
+            self.policy.clone(),
+            self.route.clone(),
+            req,
+        ))
     }
 }
 
@@ -67,6 +77,7 @@ async fn handle<S, ReqB, ResB>(
     mut inner: S,
     shared: Arc<Shared>,
     policy: Arc<RoutePolicy>,
+    route_counters: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
     req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -81,7 +92,15 @@ where
     if app_wide && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
     }
-    let counters = shared.metrics.route(route.unwrap_or("*"));
+    let label = route.unwrap_or("*");
+    let counters = match route_counters.get() {
+        Some((known, counters)) if **known == *label => counters.clone(),
+        _ => {
+            let counters = shared.metrics.route(label);
+            let _ = route_counters.set((label.into(), counters.clone()));
+            counters
+        }
+    };
     let delegate_label = route.filter(|_| app_wide).map(str::to_owned);
 
     let (req, identity) = match &policy.identity {
@@ -150,7 +169,7 @@ where
     if is_head {
         // A HEAD response has no body to keep; only a GET fills the entry HEAD reads.
         let res = res.map(ResponseBody::inner);
-        return Ok(with_status(&shared, res, &format!("fwd={fwd}")));
+        return Ok(with_status(&shared, res, &["fwd=", fwd]));
     }
     let miss = Miss {
         shared: &shared,
@@ -175,7 +194,7 @@ fn passed_on<B: Body>(
     delegate_label: Option<String>,
     res: Response<B>,
 ) -> Result<Response<ResponseBody<B>>, Response<B>> {
-    if res.extensions().get::<Handled>().is_none() {
+    if !handled(shared, &res) {
         return Err(res);
     }
     if let Some(label) = delegate_label {
