@@ -192,6 +192,12 @@ impl Entry {
                     headers.append(name, value);
                 }
                 let body = take_chunk(&mut buf)?;
+                // The stored length frames the body on the wire: it must be the body's.
+                if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
+                    if len.as_bytes() != body.len().to_string().as_bytes() {
+                        return Err(bad("content-length does not match the body"));
+                    }
+                }
                 Entry::from(CachedResponse {
                     status,
                     headers,
@@ -291,6 +297,15 @@ mod tests {
         let mut longer = bytes.to_vec();
         longer.push(0);
         assert!(Entry::decode(longer.into()).is_err());
+    }
+
+    #[test]
+    fn a_content_length_that_disagrees_with_the_body_is_corrupt() {
+        let mut r = sample();
+        r.headers.insert("content-length", "7".parse().unwrap());
+        assert!(Entry::decode(Entry::from(r.clone()).encode()).is_ok());
+        r.headers.insert("content-length", "8".parse().unwrap());
+        assert!(Entry::decode(Entry::from(r).encode()).is_err());
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub(crate) async fn lookup(
 }
 
 async fn get(shared: &Shared, counters: &RouteCounters, key: &CacheKey) -> Option<Entry> {
-    match shared.store.get(key).await {
+    let answer = match shared.store.get_now(key) {
+        Some(answer) => answer,
+        None => shared.store.get(key).await,
+    };
+    match answer {
         Ok(found) => found,
         Err(e) => {
             counters.store_error();

@@ -1,7 +1,7 @@
 //! The miss path: decide from the handler's response whether to store it, read its body up to
 //! the limit, store it, and answer (a 304 when the client's validators already match).
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;
 use http_body::Body;
 
@@ -69,9 +69,12 @@ impl Miss<'_> {
         if !parts.headers.contains_key(header::ETAG) {
             parts.headers.insert(header::ETAG, strong_etag(&bytes));
         }
+        let mut headers = storable_headers(&parts.headers);
+        // Stored ready-made, so a hit clones it instead of formatting the length every time.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         let entry = CachedResponse {
             status: parts.status,
-            headers: storable_headers(&parts.headers),
+            headers,
             body: bytes.clone(),
             stored_at_millis: self.shared.clock.now_millis(),
             ttl: plan.ttl,

@@ -352,7 +352,8 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
         .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
     let keep = |name: &HeaderName| !UNSTORABLE.contains(name) && !named.contains(name);
-    let count = headers.iter().filter(|(n, _)| keep(n)).count();
+    // One spare slot: the miss path adds the body's `Content-Length`.
+    let count = headers.iter().filter(|(n, _)| keep(n)).count() + 1;
     let mut out = HeaderMap::with_capacity(count);
     for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
         out.append(name.clone(), value.clone());

@@ -60,11 +60,17 @@ fn hit<B: Body>(
         for (name, value) in &entry.headers {
             headers.append(name.clone(), value.clone());
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        }
         res
     };
-    res.headers_mut()
-        .insert(header::AGE, HeaderValue::from(age_ms / 1000));
+    let mut age = itoa_buf();
+    let age = format_u64(&mut age, age_ms / 1000);
+    // Digits are always a valid header value.
+    if let Ok(age) = HeaderValue::from_str(age) {
+        res.headers_mut().insert(header::AGE, age);
+    }
     if policy.downstream_max_age {
         set_max_age(res.headers_mut(), remaining);
     }

@@ -180,7 +180,9 @@ where
         req_headers: &req_headers,
         fwd,
     };
-    let (res, stored) = miss.respond(res).await;
+    // Boxed: the miss path's state is large, and would otherwise be carried (and copied into
+    // the boxed `ResponseFuture`) by every request, hits included.
+    let (res, stored) = Box::pin(miss.respond(res)).await;
     if let (Some(lead), false) = (&lead, stored) {
         lead.uncacheable();
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Store, StoreFuture};
+use super::{Store, StoreError, StoreFuture};
 use crate::{CacheKey, Entry};
 
 /// An in-process store; the default.
@@ -79,10 +79,6 @@ impl MemoryStore {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
-
-    fn get_now(&self, key: &CacheKey) -> Option<Entry> {
-        self.cache.get(key).map(|stored| stored.entry)
-    }
 }
 
 impl Default for MemoryStore {
@@ -94,8 +90,12 @@ impl Default for MemoryStore {
 
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
-        let found = self.get_now(key);
+        let found = self.cache.get(key).map(|stored| stored.entry);
         Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn get_now(&self, key: &CacheKey) -> Option<Result<Option<Entry>, StoreError>> {
+        Some(Ok(self.cache.get(key).map(|stored| stored.entry)))
     }
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {

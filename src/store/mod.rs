@@ -42,6 +42,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The entry under `key`, if any.
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>>;
 
+    /// The entry under `key` if the store can answer without waiting (an in-process store);
+    /// `None` means "ask [`get`](Self::get)". The layer tries this first on every lookup, which
+    /// spares in-memory hits a boxed future. The default never answers.
+    fn get_now(&self, key: &CacheKey) -> Option<Result<Option<Entry>, StoreError>> {
+        let _ = key;
+        None
+    }
+
     /// Stores `entry` under `key`; the store drops it after `ttl`.
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()>;
 
