@@ -195,7 +195,7 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
         .map(|a| a.as_str().as_bytes())
         .or_else(|| input.headers.get(http::header::HOST).map(|v| v.as_bytes()))
         .unwrap_or_default();
-    h.part(&host_name(host).to_ascii_lowercase());
+    h.part_lowercase(host_name(host));
     h.part(input.uri.path().as_bytes());
     let query = canonical_query(input.uri.query(), input.query);
     h.part(&(query.len() as u64).to_be_bytes());
@@ -279,6 +279,21 @@ impl KeyHasher {
     fn part(&mut self, bytes: &[u8]) {
         self.write(&(bytes.len() as u64).to_be_bytes());
         self.write(bytes);
+    }
+
+    /// Like [`part`](Self::part), ASCII-lower-cased on the way in (no allocation).
+    fn part_lowercase(&mut self, bytes: &[u8]) {
+        if !bytes.iter().any(u8::is_ascii_uppercase) {
+            return self.part(bytes);
+        }
+        self.write(&(bytes.len() as u64).to_be_bytes());
+        for chunk in bytes.chunks(64) {
+            let mut lower = [0u8; 64];
+            for (dst, src) in lower.iter_mut().zip(chunk) {
+                *dst = src.to_ascii_lowercase();
+            }
+            self.write(&lower[..chunk.len()]);
+        }
     }
 
     /// A header's name, whether it is present, and each of its values in order.
@@ -409,6 +424,8 @@ mod tests {
         };
         let k = |host: &str| key("/x", &h(host), &ALL, &[]);
         assert_eq!(k("Example.com:8080"), k("example.com"));
+        let long = "Sub.".repeat(40) + "Example.com";
+        assert_eq!(k(&long), k(&long.to_ascii_lowercase()));
         assert_eq!(k("[::1]:3000"), k("[::1]"));
         assert_ne!(k("example.com"), k("example.org"));
         assert_ne!(k("[::1]"), k("[::2]"));
