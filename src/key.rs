@@ -99,29 +99,37 @@ impl std::hash::Hash for CacheKey {
 }
 
 impl fmt::Display for CacheKey {
+    /// `prefix:{hex}` or `prefix:{hex}:hex`, written in one go: Redis stores print this on
+    /// every call.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{{{}}}", self.prefix, Hex(&self.primary))?;
+        let mut out = [0u8; 2 + 64 + 2 + 64];
+        out[0] = b':';
+        out[1] = b'{';
+        hex(&self.primary, &mut out[2..66]);
+        out[66] = b'}';
+        let mut len = 67;
         if let Some(v) = &self.variant {
-            write!(f, ":{}", Hex(v))?;
+            out[67] = b':';
+            hex(v, &mut out[68..132]);
+            len = 132;
         }
-        Ok(())
+        f.write_str(&self.prefix)?;
+        f.write_str(std::str::from_utf8(&out[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CacheKey({self})")
-    }
-}
-
-struct Hex<'a>(&'a [u8]);
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
     }
 }
 

@@ -243,9 +243,11 @@ impl RedisStore {
     async fn get_entry(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
         let key = key.to_string();
         let found = self
+            // Boxed where it is made: fred's futures are several KiB, and every future that
+            // held this one unboxed would be copied around with it.
             .call(
                 "GET",
-                self.shared.client.get::<Option<Bytes>, _>(key.as_str()),
+                Box::pin(self.shared.client.get::<Option<Bytes>, _>(key.as_str())),
             )
             .await;
         let counters = &self.shared.counters;
@@ -283,18 +285,18 @@ impl RedisStore {
             return self.remove_key(key).await.map(drop);
         }
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let set = self.shared.client.set::<(), _, _>(
+        let set = Box::pin(self.shared.client.set::<(), _, _>(
             key.to_string(),
             entry.encode(),
             Some(Expiration::PX(millis)),
             None,
             false,
-        );
+        ));
         self.call("SET", set).await.map_err(Failure::into_error)
     }
 
     async fn remove_key(&self, key: &CacheKey) -> Result<bool, StoreError> {
-        let del = self.shared.client.del::<u64, _>(key.to_string());
+        let del = Box::pin(self.shared.client.del::<u64, _>(key.to_string()));
         self.call("DEL", del)
             .await
             .map(|n| n > 0)
