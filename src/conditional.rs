@@ -21,6 +21,11 @@ pub(crate) fn strong_etag(body: &[u8]) -> HeaderValue {
 /// `If-None-Match` takes precedence; it uses the weak comparison and accepts lists and `*`.
 /// `If-Modified-Since` is only considered without it. Malformed headers never match.
 pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if !request.contains_key(header::IF_NONE_MATCH)
+        && !request.contains_key(header::IF_MODIFIED_SINCE)
+    {
+        return false;
+    }
     let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
         let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {

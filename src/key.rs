@@ -194,7 +194,7 @@ pub(crate) struct KeyInput<'a> {
 pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
     let mut h = KeyHasher::new(b"trc:request:v1");
     h.part(input.prefix.as_bytes());
-    h.part(&input.version.to_be_bytes());
+    h.write(&input.version.to_be_bytes());
     h.part(Method::GET.as_str().as_bytes());
     h.part(input.uri.scheme_str().unwrap_or("http").as_bytes());
     let host = input
@@ -206,12 +206,12 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
     h.part_lowercase(host_name(host));
     h.part(input.uri.path().as_bytes());
     let query = canonical_query(input.uri.query(), input.query);
-    h.part(&(query.len() as u64).to_be_bytes());
+    h.count(query.len());
     for (k, v) in &query {
         h.part(k.as_bytes());
         h.part(v.as_bytes());
     }
-    h.part(&(input.vary_headers.len() as u64).to_be_bytes());
+    h.count(input.vary_headers.len());
     for name in input.vary_headers {
         h.header(name, input.headers);
     }
@@ -284,8 +284,13 @@ impl KeyHasher {
         self.len += bytes.len();
     }
 
+    /// A length or count: four bytes (no URL, header or query comes near 4 GiB).
+    fn count(&mut self, n: usize) {
+        self.write(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+    }
+
     fn part(&mut self, bytes: &[u8]) {
-        self.write(&(bytes.len() as u64).to_be_bytes());
+        self.count(bytes.len());
         self.write(bytes);
     }
 
@@ -294,7 +299,7 @@ impl KeyHasher {
         if !bytes.iter().any(u8::is_ascii_uppercase) {
             return self.part(bytes);
         }
-        self.write(&(bytes.len() as u64).to_be_bytes());
+        self.count(bytes.len());
         for chunk in bytes.chunks(64) {
             let mut lower = [0u8; 64];
             for (dst, src) in lower.iter_mut().zip(chunk) {
@@ -308,8 +313,7 @@ impl KeyHasher {
     fn header(&mut self, name: &HeaderName, headers: &HeaderMap) {
         self.part(name.as_str().as_bytes());
         let values = headers.get_all(name);
-        let count = values.iter().count();
-        self.part(&(count as u64).to_be_bytes());
+        self.count(values.iter().count());
         for v in values {
             self.part(v.as_bytes());
         }
@@ -410,12 +414,12 @@ mod tests {
         ] {
             let mut h = KeyHasher::new(b"d");
             let mut plain = Sha256::new();
-            plain.update(1u64.to_be_bytes());
+            plain.update(1u32.to_be_bytes());
             plain.update(b"d");
             for (i, n) in sizes.iter().enumerate() {
                 let part = vec![i as u8; *n];
                 h.part(&part);
-                plain.update((*n as u64).to_be_bytes());
+                plain.update((*n as u32).to_be_bytes());
                 plain.update(&part);
             }
             let expected: [u8; 32] = plain.finalize().into();
