@@ -6,7 +6,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
 /// The response body of [`CacheService`](crate::CacheService).
@@ -143,8 +143,8 @@ impl<B: Body> Body for ResponseBody<B> {
 
 /// What reading a body up to a limit produced.
 pub(crate) enum Collected<B: Body> {
-    /// The whole body, within the limit.
-    Complete(Bytes),
+    /// The whole body, within the limit, as the chunks it arrived in.
+    Complete(Vec<Bytes>),
     /// The body could not be kept; what was read is replayed ahead of the rest.
     Partial(ResponseBody<B>, PartialReason),
 }
@@ -195,26 +195,11 @@ pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
             }
         }
     }
-    let bytes = match frames.len() {
-        0 => Bytes::new(),
-        // Copied so the entry holds exactly its bytes, not the handler's spare capacity or a
-        // larger read buffer the frame may be a slice of.
-        1 => frames
-            .pop_front()
-            .and_then(|f| f.into_data().ok())
-            .map(|b| Bytes::copy_from_slice(&b))
-            .unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(total);
-            for f in frames {
-                if let Some(d) = f.data_ref() {
-                    all.extend_from_slice(d);
-                }
-            }
-            all.freeze()
-        }
-    };
-    Collected::Complete(bytes)
+    let chunks = frames
+        .into_iter()
+        .filter_map(|f| f.into_data().ok())
+        .collect();
+    Collected::Complete(chunks)
 }
 
 #[cfg(test)]
@@ -251,10 +236,10 @@ mod tests {
 
     #[tokio::test]
     async fn within_the_limit_the_body_is_collected_whole() {
-        let Collected::Complete(bytes) = collect(chunks(3, 4), 12).await else {
+        let Collected::Complete(chunks) = collect(chunks(3, 4), 12).await else {
             panic!("expected a complete body")
         };
-        assert_eq!(bytes, "aaaabbbbcccc");
+        assert_eq!(chunks, ["aaaa", "bbbb", "cccc"]);
     }
 
     #[tokio::test]

@@ -4,16 +4,20 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
-/// A strong validator for `body`: a quoted hex digest.
-pub(crate) fn strong_etag(body: &[u8]) -> HeaderValue {
-    let digest = Sha256::digest(body);
-    let mut s = String::with_capacity(36);
-    s.push('"');
-    for b in &digest[..16] {
-        s.push_str(&format!("{b:02x}"));
+/// A strong validator for a body given as chunks: 32 hex digits of its SHA-256, quoted.
+pub(crate) fn strong_etag(chunks: &[bytes::Bytes]) -> [u8; 34] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut sha = Sha256::new();
+    for chunk in chunks {
+        sha.update(chunk);
     }
-    s.push('"');
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    let digest = sha.finalize();
+    let mut tag = [b'"'; 34];
+    for (i, b) in digest[..16].iter().enumerate() {
+        tag[1 + 2 * i] = DIGITS[usize::from(b >> 4)];
+        tag[2 + 2 * i] = DIGITS[usize::from(b & 0x0f)];
+    }
+    tag
 }
 
 /// Whether the client's copy is current, so a 304 may answer.

@@ -1,6 +1,7 @@
 //! The miss path: decide from the handler's response whether to store it, read its body up to
 //! the limit, store it, and answer (a 304 when the client's validators already match).
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;
 use http_body::Body;
@@ -51,8 +52,8 @@ impl Miss<'_> {
                 return (self.bypass(res, reason), false);
             }
         };
-        let bytes = match collect(body, self.policy.max_body_size).await {
-            Collected::Complete(bytes) => bytes,
+        let chunks = match collect(body, self.policy.max_body_size).await {
+            Collected::Complete(chunks) => chunks,
             Collected::Partial(body, why) => {
                 let res = Response::from_parts(parts, body);
                 let reason = match why {
@@ -66,12 +67,15 @@ impl Miss<'_> {
             }
         };
 
-        if !parts.headers.contains_key(header::ETAG) {
-            parts.headers.insert(header::ETAG, strong_etag(&bytes));
+        let etag = (!parts.headers.contains_key(header::ETAG)).then(|| strong_etag(&chunks));
+        let stored_body = StoredBody::new(&chunks, etag.as_ref().map(|t| &t[..]));
+        let bytes = stored_body.body;
+        if let Some(etag) = stored_body.etag {
+            parts.headers.insert(header::ETAG, etag);
         }
         let mut headers = storable_headers(&parts.headers);
         // Stored ready-made, so a hit clones it instead of formatting the length every time.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.insert(header::CONTENT_LENGTH, stored_body.content_length);
         let entry = CachedResponse {
             status: parts.status,
             headers,
@@ -111,5 +115,40 @@ impl Miss<'_> {
     fn bypass<B>(&self, res: Response<B>, reason: BypassReason) -> Response<B> {
         self.counters.bypass(reason);
         bypass(self.shared, res, reason)
+    }
+}
+
+/// A body laid out for storage: the bytes, then its `Content-Length` digits and any computed
+/// `ETag`, in one exact-size allocation. The entry then holds exactly its bytes (not the
+/// handler's spare capacity, nor a larger read buffer a frame was a slice of), and the two
+/// header values cost no allocation of their own.
+struct StoredBody {
+    body: Bytes,
+    content_length: HeaderValue,
+    etag: Option<HeaderValue>,
+}
+
+impl StoredBody {
+    fn new(chunks: &[Bytes], etag: Option<&[u8]>) -> Self {
+        let len: usize = chunks.iter().map(Bytes::len).sum();
+        let digits = len.to_string();
+        let etag_len = etag.map_or(0, <[u8]>::len);
+        let mut all = Vec::with_capacity(len + digits.len() + etag_len);
+        for chunk in chunks {
+            all.extend_from_slice(chunk);
+        }
+        all.extend_from_slice(digits.as_bytes());
+        all.extend_from_slice(etag.unwrap_or_default());
+        let all = Bytes::from(all);
+        let value = |range: std::ops::Range<usize>| {
+            // Digits and a hex ETag are always valid header values.
+            HeaderValue::from_maybe_shared(all.slice(range)).ok()
+        };
+        let cl_end = len + digits.len();
+        Self {
+            body: all.slice(..len),
+            content_length: value(len..cl_end).unwrap_or_else(|| HeaderValue::from(len)),
+            etag: etag.and_then(|_| value(cl_end..all.len())),
+        }
     }
 }
