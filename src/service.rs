@@ -84,10 +84,9 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
 {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+    // A clone is an `Arc` increment; it outlives `req`, which the inner service takes.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map(MatchedPath::as_str);
     let app_wide = policy.ttl.is_none();
     if app_wide && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
@@ -101,7 +100,7 @@ where
             counters
         }
     };
-    let delegate_label = route.filter(|_| app_wide).map(str::to_owned);
+    let delegate_label = if app_wide { matched.as_ref() } else { None };
 
     let (req, identity) = match &policy.identity {
         Some(identify) => {
@@ -193,7 +192,7 @@ where
 /// app-wide layer then remembers the route and stops looking it up. `Err` gives it back.
 fn passed_on<B: Body>(
     shared: &Shared,
-    delegate_label: Option<String>,
+    delegate_label: Option<&MatchedPath>,
     res: Response<B>,
 ) -> Result<Response<ResponseBody<B>>, Response<B>> {
     if !handled(shared, &res) {
@@ -201,7 +200,7 @@ fn passed_on<B: Body>(
     }
     if let Some(label) = delegate_label {
         let mut set = shared.delegated.write().unwrap_or_else(|e| e.into_inner());
-        set.insert(Arc::from(label));
+        set.insert(Arc::from(label.as_str()));
     }
     Ok(res.map(ResponseBody::inner))
 }
