@@ -88,7 +88,10 @@ where
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map(MatchedPath::as_str);
     let app_wide = policy.ttl.is_none();
-    if app_wide && route.is_some_and(|r| is_delegated(&shared, r)) {
+    // A route layer handles the methods it wraps, GET and HEAD; other methods on the same
+    // route may be bare and still get their `Cache-Status` here.
+    let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
+    if app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
     }
     let label = route.unwrap_or("*");

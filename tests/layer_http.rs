@@ -209,6 +209,29 @@ async fn a_per_route_policy_wins_over_the_app_wide_layer() {
 }
 
 #[tokio::test]
+async fn other_methods_on_a_route_with_its_own_layer_still_get_cache_status() {
+    let fx = Fixture::new();
+    let app = Router::new()
+        .route(
+            "/items",
+            route_get(|| async { "list" })
+                .layer(fx.cache.route())
+                .post(|| async { (StatusCode::CREATED, "made") }),
+        )
+        .layer(fx.cache.layer());
+    assert_eq!(send(&app, get("/items")).await.cache_status(), MISS);
+    assert_eq!(send(&app, get("/items")).await.cache_status(), hit(60));
+    for _ in 0..2 {
+        let post = http::Request::post("/items")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = send(&app, post).await;
+        assert_eq!((r.status, r.text()), (StatusCode::CREATED, "made"));
+        assert_eq!(r.cache_status(), bypass("method"));
+    }
+}
+
+#[tokio::test]
 async fn downstream_max_age_carries_the_remaining_ttl() {
     let fx = Fixture::new();
     let app = Router::new().route(
