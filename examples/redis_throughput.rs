@@ -293,7 +293,7 @@ async fn run(o: Options) -> Result<(), String> {
     let entry_of = |len: usize| {
         Entry::from(CachedResponse {
             status: StatusCode::OK,
-            headers: headers.clone(),
+            headers: (&headers).into(),
             body: body_of(len),
             stored_at_millis: now_millis(),
             ttl: Duration::from_secs(3600),

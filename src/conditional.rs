@@ -22,9 +22,14 @@ pub(crate) fn strong_etag(chunks: &[bytes::Bytes]) -> [u8; 34] {
 
 /// Whether the client's copy is current, so a 304 may answer.
 ///
-/// `If-None-Match` takes precedence; it uses the weak comparison and accepts lists and `*`.
-/// `If-Modified-Since` is only considered without it. Malformed headers never match.
-pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+/// `etag` and `last_modified` are the stored response's validators. `If-None-Match` takes
+/// precedence; it uses the weak comparison and accepts lists and `*`. `If-Modified-Since` is
+/// only considered without it. Malformed headers never match.
+pub(crate) fn not_modified(
+    request: &HeaderMap,
+    etag: Option<&HeaderValue>,
+    last_modified: Option<&HeaderValue>,
+) -> bool {
     if !request.contains_key(header::IF_NONE_MATCH)
         && !request.contains_key(header::IF_MODIFIED_SINCE)
     {
@@ -32,7 +37,7 @@ pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     }
     let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
-        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        let Some(etag) = etag.and_then(|v| v.to_str().ok()) else {
             return false;
         };
         let ours = opaque(etag);
@@ -47,8 +52,7 @@ pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| httpdate::parse_http_date(s).ok());
-    let modified = stored
-        .get(header::LAST_MODIFIED)
+    let modified = last_modified
         .and_then(|v| v.to_str().ok())
         .and_then(|s| httpdate::parse_http_date(s).ok());
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
@@ -72,6 +76,14 @@ pub(crate) const NOT_MODIFIED_HEADERS: [header::HeaderName; 6] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+        super::not_modified(
+            request,
+            stored.get(header::ETAG),
+            stored.get(header::LAST_MODIFIED),
+        )
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

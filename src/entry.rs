@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::StoredHeaders;
 
 const MAGIC: &[u8; 3] = b"TRC";
 const VERSION: u8 = 1;
@@ -31,12 +33,12 @@ pub enum Entry {
 /// ```
 /// use std::time::Duration;
 /// use bytes::Bytes;
-/// use http::{HeaderMap, StatusCode};
+/// use http::StatusCode;
 /// use tower_response_cache::{CachedResponse, Entry};
 ///
 /// let entry = Entry::from(CachedResponse {
 ///     status: StatusCode::OK,
-///     headers: HeaderMap::new(),
+///     headers: Default::default(),
 ///     body: Bytes::from_static(b"hello"),
 ///     stored_at_millis: 1_000,
 ///     ttl: Duration::from_secs(60),
@@ -50,7 +52,7 @@ pub struct CachedResponse {
     /// The response status.
     pub status: StatusCode,
     /// The stored headers (credentials-bearing and hop-by-hop headers already removed).
-    pub headers: HeaderMap,
+    pub headers: StoredHeaders,
     /// The whole body.
     pub body: Bytes,
     /// When it was stored, in milliseconds since the Unix epoch.
@@ -144,7 +146,7 @@ impl Entry {
                 out.put_u64(u64::try_from(r.ttl.as_millis()).unwrap_or(u64::MAX));
                 out.put_u16(r.status.as_u16());
                 out.put_u32(u32::try_from(r.headers.len()).unwrap_or(u32::MAX));
-                for (name, value) in &r.headers {
+                for (name, value) in r.headers.iter() {
                     put_chunk(&mut out, name.as_str().as_bytes());
                     put_chunk(&mut out, value.as_bytes());
                 }
@@ -182,18 +184,19 @@ impl Entry {
                 let ttl = Duration::from_millis(buf.get_u64());
                 let status = StatusCode::from_u16(buf.get_u16()).map_err(|_| bad("status"))?;
                 let count = buf.get_u32() as usize;
-                let mut headers = HeaderMap::with_capacity(count.min(128));
+                let mut headers = Vec::with_capacity(count.min(128));
                 for _ in 0..count {
                     let name = take_chunk(&mut buf)?;
                     let value = take_chunk(&mut buf)?;
                     let name = HeaderName::from_bytes(&name).map_err(|_| bad("header name"))?;
                     let value =
                         HeaderValue::from_maybe_shared(value).map_err(|_| bad("header value"))?;
-                    headers.append(name, value);
+                    headers.push((name, value));
                 }
+                let headers: StoredHeaders = headers.into_iter().collect();
                 let body = take_chunk(&mut buf)?;
                 // The stored length frames the body on the wire: it must be the body's.
-                if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
+                if let Some(len) = headers.get(&http::header::CONTENT_LENGTH) {
                     if len.as_bytes() != body.len().to_string().as_bytes() {
                         return Err(bad("content-length does not match the body"));
                     }
@@ -250,13 +253,13 @@ mod tests {
     use super::*;
 
     fn sample() -> CachedResponse {
-        let mut headers = HeaderMap::new();
+        let mut headers = http::HeaderMap::new();
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.append("x-many", "1".parse().unwrap());
         headers.append("x-many", "2".parse().unwrap());
         CachedResponse {
             status: StatusCode::NOT_FOUND,
-            headers,
+            headers: headers.into(),
             body: Bytes::from_static(b"{\"a\":1}"),
             stored_at_millis: 123_456,
             ttl: Duration::from_millis(60_500),
@@ -302,9 +305,14 @@ mod tests {
     #[test]
     fn a_content_length_that_disagrees_with_the_body_is_corrupt() {
         let mut r = sample();
-        r.headers.insert("content-length", "7".parse().unwrap());
+        let with_length = |len: &'static str| {
+            let mut map = sample().headers.to_header_map();
+            map.insert("content-length", HeaderValue::from_static(len));
+            StoredHeaders::from(map)
+        };
+        r.headers = with_length("7");
         assert!(Entry::decode(Entry::from(r.clone()).encode()).is_ok());
-        r.headers.insert("content-length", "8".parse().unwrap());
+        r.headers = with_length("8");
         assert!(Entry::decode(Entry::from(r).encode()).is_err());
     }
 

@@ -73,9 +73,11 @@ impl Miss<'_> {
         if let Some(etag) = stored_body.etag {
             parts.headers.insert(header::ETAG, etag);
         }
-        let mut headers = storable_headers(&parts.headers);
-        // Stored ready-made, so a hit clones it instead of formatting the length every time.
-        headers.insert(header::CONTENT_LENGTH, stored_body.content_length);
+        // The length is stored ready-made, so a hit clones it instead of formatting it.
+        let headers = storable_headers(
+            &parts.headers,
+            [(header::CONTENT_LENGTH, stored_body.content_length)],
+        );
         let entry = CachedResponse {
             status: parts.status,
             headers,
@@ -101,8 +103,12 @@ impl Miss<'_> {
         } else {
             "; detail=store-error"
         };
-        let res = if not_modified(self.req_headers, &parts.headers) {
-            not_modified_response(&parts.headers)
+        let validators = (
+            parts.headers.get(header::ETAG),
+            parts.headers.get(header::LAST_MODIFIED),
+        );
+        let res = if not_modified(self.req_headers, validators.0, validators.1) {
+            not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))
         };

@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, StatusCode};
 
 use crate::key::QueryKey;
+use crate::StoredHeaders;
 
 /// Why the cache let a request or response pass without serving or storing it; the `detail` of
 /// `Cache-Status: …; fwd=bypass; detail=<reason>` and a label of the bypass metric.
@@ -340,9 +341,11 @@ const UNSTORABLE: [HeaderName; 15] = [
     HeaderName::from_static("cache-status"),
 ];
 
-/// The headers of `headers` that may be persisted, in a map sized to fit them exactly: an entry
-/// lives for its whole TTL, so spare capacity would be paid for on every one.
-pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
+/// The headers of `headers` that may be persisted, followed by `extra`.
+pub(crate) fn storable_headers(
+    headers: &HeaderMap,
+    extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+) -> StoredHeaders {
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -351,14 +354,12 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
         .flat_map(|s| s.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
-    let keep = |name: &HeaderName| !UNSTORABLE.contains(name) && !named.contains(name);
-    // One spare slot: the miss path adds the body's `Content-Length`.
-    let count = headers.iter().filter(|(n, _)| keep(n)).count() + 1;
-    let mut out = HeaderMap::with_capacity(count);
-    for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
-        out.append(name.clone(), value.clone());
-    }
-    out
+    headers
+        .iter()
+        .filter(|(n, _)| !UNSTORABLE.contains(n) && !named.contains(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .chain(extra)
+        .collect()
 }
 
 #[cfg(test)]
@@ -461,8 +462,8 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(n), v.parse().unwrap());
         }
-        let kept = storable_headers(&h);
+        let kept = storable_headers(&h, []);
         assert_eq!(kept.len(), 1);
-        assert!(kept.contains_key("content-type"));
+        assert!(kept.contains_key(&header::CONTENT_TYPE));
     }
 }

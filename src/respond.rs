@@ -44,8 +44,12 @@ fn hit<B: Body>(
     let age_ms = entry.age_millis(now);
     let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
     let remaining = ttl_ms.saturating_sub(age_ms) / 1000;
-    let mut res = if not_modified(req_headers, &entry.headers) {
-        not_modified_response(&entry.headers)
+    let validators = (
+        entry.headers.get(&header::ETAG),
+        entry.headers.get(&header::LAST_MODIFIED),
+    );
+    let mut res = if not_modified(req_headers, validators.0, validators.1) {
+        not_modified_response(entry.headers.iter())
     } else {
         let body = if is_head {
             ResponseBody::empty()
@@ -57,7 +61,7 @@ fn hit<B: Body>(
         // Room for what a hit adds, so no insert below has to grow the map.
         let headers = res.headers_mut();
         headers.reserve(entry.headers.len() + 4);
-        for (name, value) in &entry.headers {
+        for (name, value) in entry.headers.iter() {
             headers.append(name.clone(), value.clone());
         }
         if !headers.contains_key(header::CONTENT_LENGTH) {
@@ -96,13 +100,14 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
-pub(crate) fn not_modified_response<B: Body>(headers: &HeaderMap) -> Response<ResponseBody<B>> {
+/// A 304 carrying the headers of `headers` that RFC 9110 says it must repeat.
+pub(crate) fn not_modified_response<'a, B: Body>(
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Response<ResponseBody<B>> {
     let mut res = Response::new(ResponseBody::empty());
     *res.status_mut() = StatusCode::NOT_MODIFIED;
-    for name in NOT_MODIFIED_HEADERS {
-        for value in headers.get_all(&name) {
-            res.headers_mut().append(name.clone(), value.clone());
-        }
+    for (name, value) in headers.filter(|(n, _)| NOT_MODIFIED_HEADERS.contains(n)) {
+        res.headers_mut().append(name.clone(), value.clone());
     }
     res
 }

@@ -242,7 +242,7 @@ async fn slow_redis_costs_at_most_the_timeout_and_stays_consistent() {
         let key = CacheKey::from_parts("slow-kv", &[&[i]]);
         let entry = CachedResponse {
             status: StatusCode::OK,
-            headers: http::HeaderMap::new(),
+            headers: http::HeaderMap::new().into(),
             body: Bytes::from(vec![i; 8]),
             stored_at_millis: 0,
             ttl,

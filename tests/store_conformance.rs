@@ -30,7 +30,7 @@ fn response(body: &'static [u8], ttl: Duration) -> CachedResponse {
     headers.append("x-many", "2".parse().unwrap());
     CachedResponse {
         status: StatusCode::OK,
-        headers,
+        headers: headers.into(),
         body: Bytes::from_static(body),
         stored_at_millis: 1_700_000_000_000,
         ttl,
