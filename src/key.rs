@@ -271,6 +271,7 @@ impl KeyHasher {
         h
     }
 
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > self.buf.len() {
             self.sha.update(&self.buf[..self.len]);
@@ -285,10 +286,12 @@ impl KeyHasher {
     }
 
     /// A length or count: four bytes (no URL, header or query comes near 4 GiB).
+    #[inline]
     fn count(&mut self, n: usize) {
         self.write(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
     }
 
+    #[inline]
     fn part(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
         self.write(bytes);

@@ -44,11 +44,14 @@ fn hit<B: Body>(
     let age_ms = entry.age_millis(now);
     let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
     let remaining = ttl_ms.saturating_sub(age_ms) / 1000;
-    let validators = (
-        entry.headers.get(&header::ETAG),
-        entry.headers.get(&header::LAST_MODIFIED),
-    );
-    let mut res = if not_modified(req_headers, validators.0, validators.1) {
+    let conditional = req_headers.contains_key(header::IF_NONE_MATCH)
+        || req_headers.contains_key(header::IF_MODIFIED_SINCE);
+    let mut res = if conditional
+        && not_modified(
+            req_headers,
+            entry.headers.get(&header::ETAG),
+            entry.headers.get(&header::LAST_MODIFIED),
+        ) {
         not_modified_response(entry.headers.iter())
     } else {
         let body = if is_head {
@@ -61,10 +64,12 @@ fn hit<B: Body>(
         // Room for what a hit adds, so no insert below has to grow the map.
         let headers = res.headers_mut();
         headers.reserve(entry.headers.len() + 4);
+        let mut has_length = false;
         for (name, value) in entry.headers.iter() {
+            has_length |= name == header::CONTENT_LENGTH;
             headers.append(name.clone(), value.clone());
         }
-        if !headers.contains_key(header::CONTENT_LENGTH) {
+        if !has_length {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
         }
         res
