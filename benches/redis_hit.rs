@@ -137,7 +137,9 @@ async fn setup(url: &str) -> Setup {
     let app: Router = Router::new()
         .route("/bare", get(handler(body.clone())))
         .route("/memory", get(handler(body.clone())).layer(memory.ttl(ttl)))
-        .route("/redis", get(handler(body.clone())).layer(redis_layer));
+        .route("/redis", get(handler(body.clone())).layer(redis_layer))
+        // As `axum::serve` does: layers applied once, not on every call.
+        .with_state(());
 
     // Fill both entries, then check that the second request of each is a hit.
     for path in ["/memory", "/redis"] {

@@ -252,8 +252,11 @@ async fn filled_router(cache: &ResponseCache, body_len: usize) -> Result<(Router
     let key = layer
         .key_for(&Request::get("/hit").body(()).unwrap())
         .to_string();
-    let app: Router =
-        Router::new().route("/hit", get(json_handler(body_of(body_len))).layer(layer));
+    // `with_state` turns handlers into services once, as `axum::serve` does; without it axum
+    // would apply the cache layer again on every call.
+    let app: Router = Router::new()
+        .route("/hit", get(json_handler(body_of(body_len))).layer(layer))
+        .with_state(());
     for round in 0..2 {
         let res = app
             .clone()
