@@ -15,7 +15,7 @@ Options:
                     memory   the embedded in-memory store
                     off      no cache layers at all (the uncached origin)
                     redis://HOST[:PORT][/DB], rediss://…, redis-cluster://…
-                             a shared Redis store (not in this build yet)
+                             a shared Redis store (fails open: Redis down = misses)
   -h, --help      print this help
 
 Routes:
