@@ -40,6 +40,9 @@ pub struct ResponseCache {
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
+    /// Whether the store answers lookups without waiting (`Store::get_now`), so hits can be
+    /// served while the request is being called.
+    pub(crate) answers_now: bool,
     pub(crate) prefix: Arc<str>,
     /// `name; `: how this cache's `Cache-Status` member starts.
     pub(crate) status_prefix: String,
@@ -264,11 +267,15 @@ impl ResponseCacheBuilder {
         } else {
             format!("c{name}")
         };
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let probe = CacheKey::from_parts(&self.prefix, &[b"probe"]);
+        let answers_now = store.get_now(&probe).is_some();
         ResponseCache {
             shared: Arc::new(Shared {
-                store: self
-                    .store
-                    .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                store,
+                answers_now,
                 prefix: Arc::from(self.prefix),
                 status_prefix: format!("{name}; "),
                 version: AtomicU64::new(self.version),

@@ -10,6 +10,28 @@ use crate::cache::Shared;
 use crate::metrics::RouteCounters;
 use crate::{CacheKey, CachedResponse, Entry, StoreError};
 
+/// Like [`lookup`], for a store that answers without waiting ([`Store::get_now`]); `None` when
+/// it cannot.
+///
+/// [`Store::get_now`]: crate::Store::get_now
+pub(crate) fn lookup_now(
+    shared: &Shared,
+    counters: &RouteCounters,
+    primary: &CacheKey,
+    headers: &HeaderMap,
+) -> Option<(Option<Arc<CachedResponse>>, CacheKey)> {
+    let key = learned_key(shared, counters, primary, headers);
+    let found = match shared.store.get_now(&key)? {
+        Ok(Some(Entry::Vary(names))) => {
+            let variant = learn_vary(shared, counters, primary, headers, names);
+            let found = answered(counters, shared.store.get_now(&variant)?);
+            return Some((found.and_then(response), variant));
+        }
+        answer => answered(counters, answer),
+    };
+    Some((found.and_then(response), key))
+}
+
 /// The entry for a request, following a learned or stored `Vary`, and the key it was (or would
 /// be) stored under.
 pub(crate) async fn lookup(
@@ -18,27 +40,53 @@ pub(crate) async fn lookup(
     primary: &CacheKey,
     headers: &HeaderMap,
 ) -> (Option<Arc<CachedResponse>>, CacheKey) {
+    let key = learned_key(shared, counters, primary, headers);
+    match get(shared, counters, &key).await {
+        Some(Entry::Vary(names)) => {
+            let variant = learn_vary(shared, counters, primary, headers, names);
+            let found = get(shared, counters, &variant).await;
+            (found.and_then(response), variant)
+        }
+        found => (found.and_then(response), key),
+    }
+}
+
+/// The key to look up first: the variant when the route's `Vary` is already known here.
+fn learned_key(
+    shared: &Shared,
+    counters: &RouteCounters,
+    primary: &CacheKey,
+    headers: &HeaderMap,
+) -> CacheKey {
     let learned = if counters.varies() {
         shared.vary.get(primary.primary())
     } else {
         None
     };
-    let key = match learned {
+    match learned {
         Some(names) => primary.with_variant(&names, headers),
         None => primary.clone(),
-    };
-    match get(shared, counters, &key).await {
-        Some(Entry::Response(r)) => (Some(r), key),
-        Some(Entry::Vary(names)) => {
-            counters.set_varies();
-            shared.vary.insert(*primary.primary(), names.clone());
-            let variant = primary.with_variant(&names, headers);
-            match get(shared, counters, &variant).await {
-                Some(Entry::Response(r)) => (Some(r), variant),
-                _ => (None, variant),
-            }
-        }
-        None => (None, key),
+    }
+}
+
+/// Remembers a `Vary` record found in the store; the key of this request's variant.
+fn learn_vary(
+    shared: &Shared,
+    counters: &RouteCounters,
+    primary: &CacheKey,
+    headers: &HeaderMap,
+    names: Arc<[HeaderName]>,
+) -> CacheKey {
+    counters.set_varies();
+    let variant = primary.with_variant(&names, headers);
+    shared.vary.insert(*primary.primary(), names);
+    variant
+}
+
+fn response(entry: Entry) -> Option<Arc<CachedResponse>> {
+    match entry {
+        Entry::Response(r) => Some(r),
+        Entry::Vary(_) => None,
     }
 }
 
@@ -47,6 +95,11 @@ async fn get(shared: &Shared, counters: &RouteCounters, key: &CacheKey) -> Optio
         Some(answer) => answer,
         None => shared.store.get(key).await,
     };
+    answered(counters, answer)
+}
+
+/// The entry in a store's answer; an error is counted, logged and becomes a miss.
+fn answered(counters: &RouteCounters, answer: Result<Option<Entry>, StoreError>) -> Option<Entry> {
     match answer {
         Ok(found) => found,
         Err(e) => {

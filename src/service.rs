@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::cache::Shared;
 use crate::coalesce::Turn;
 use crate::key::{primary_key, KeyInput};
-use crate::lookup::lookup;
+use crate::lookup::{lookup, lookup_now};
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
@@ -60,6 +60,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if let Some(res) = self.hit_now(&req) {
+            return ResponseFuture::ready(res);
+        }
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -73,11 +76,69 @@ where
     }
 }
 
+impl<S> CacheService<S> {
+    /// A fresh hit answered at once, when the store can answer without waiting (the memory
+    /// store): no clone of the inner service, no boxed future. `None` sends the request down
+    /// the full path, which also covers every case skipped here.
+    fn hit_now<ReqB, ResB: Body>(
+        &self,
+        req: &Request<ReqB>,
+    ) -> Option<Response<ResponseBody<ResB>>> {
+        let (shared, policy) = (&*self.shared, &*self.policy);
+        if !shared.answers_now || policy.identity.is_some() {
+            return None;
+        }
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        if policy.ttl.is_none() && route.is_some_and(|r| is_delegated(shared, r)) {
+            return None;
+        }
+        if policy
+            .admit_request(req.method(), req.headers(), None)
+            .is_err()
+            || policy.client_forces_miss(req.headers())
+        {
+            return None;
+        }
+        let counters = route_counters(&self.route, shared, route.unwrap_or("*"));
+        let primary = primary_key(&KeyInput {
+            prefix: &shared.prefix,
+            version: shared.version.load(Ordering::Acquire),
+            uri: req.uri(),
+            headers: req.headers(),
+            query: &policy.query,
+            vary_headers: &policy.vary_headers,
+            identity: None,
+        });
+        let (found, _) = lookup_now(shared, &counters, &primary, req.headers())?;
+        let is_head = req.method() == Method::HEAD;
+        fresh_hit(shared, policy, &counters, found, is_head, req.headers())
+    }
+}
+
+/// The counters of `label`, remembered by the service for its next request.
+fn route_counters(
+    memo: &OnceLock<(Box<str>, Arc<RouteCounters>)>,
+    shared: &Shared,
+    label: &str,
+) -> Arc<RouteCounters> {
+    match memo.get() {
+        Some((known, counters)) if **known == *label => counters.clone(),
+        _ => {
+            let counters = shared.metrics.route(label);
+            let _ = memo.set((label.into(), counters.clone()));
+            counters
+        }
+    }
+}
+
 async fn handle<S, ReqB, ResB>(
     mut inner: S,
     shared: Arc<Shared>,
     policy: Arc<RoutePolicy>,
-    route_counters: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
+    route_memo: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
     req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -94,15 +155,7 @@ where
     if app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
     }
-    let label = route.unwrap_or("*");
-    let counters = match route_counters.get() {
-        Some((known, counters)) if **known == *label => counters.clone(),
-        _ => {
-            let counters = shared.metrics.route(label);
-            let _ = route_counters.set((label.into(), counters.clone()));
-            counters
-        }
-    };
+    let counters = route_counters(&route_memo, &shared, route.unwrap_or("*"));
     let delegate_label = if app_wide { matched.as_ref() } else { None };
 
     let (req, identity) = match &policy.identity {
