@@ -4,14 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
-
 use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
 use crate::cache::Shared;
-use crate::key::{primary_key, KeyInput, QueryKey};
+use crate::key::QueryKey;
 use crate::policy::{CookieRule, RoutePolicy};
+use crate::service::request_key;
 use crate::{CacheKey, CacheService};
 
 /// A tower [`Layer`] that caches responses; made by a [`ResponseCache`](crate::ResponseCache).
@@ -94,15 +93,7 @@ impl CacheLayer {
     /// ```
     #[must_use]
     pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {
-        primary_key(&KeyInput {
-            prefix: &self.shared.prefix,
-            version: self.shared.version.load(Ordering::Acquire),
-            uri: req.uri(),
-            headers: req.headers(),
-            query: &self.policy.query,
-            vary_headers: &self.policy.vary_headers,
-            identity: None,
-        })
+        request_key(&self.shared, &self.policy, req, None)
     }
 
     /// Keep responses for `ttl` whatever the handler's `Cache-Control` says of lifetime (it can

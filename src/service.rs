@@ -18,7 +18,7 @@ use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
 use crate::respond::{bypass, fresh_hit, handled, with_status};
-use crate::{ResponseBody, ResponseFuture};
+use crate::{CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
 /// adds no failure of its own.
@@ -103,19 +103,29 @@ impl<S> CacheService<S> {
             return None;
         }
         let counters = route_counters(&self.route, shared, route.unwrap_or("*"));
-        let primary = primary_key(&KeyInput {
-            prefix: &shared.prefix,
-            version: shared.version.load(Ordering::Acquire),
-            uri: req.uri(),
-            headers: req.headers(),
-            query: &policy.query,
-            vary_headers: &policy.vary_headers,
-            identity: None,
-        });
+        let primary = request_key(shared, policy, req, None);
         let (found, _) = lookup_now(shared, &counters, &primary, req.headers())?;
         let is_head = req.method() == Method::HEAD;
         fresh_hit(shared, policy, &counters, found, is_head, req.headers())
     }
+}
+
+/// The primary key of `req` under `policy`: shared, or per user when `identity` is given.
+pub(crate) fn request_key<B>(
+    shared: &Shared,
+    policy: &RoutePolicy,
+    req: &Request<B>,
+    identity: Option<&str>,
+) -> CacheKey {
+    primary_key(&KeyInput {
+        prefix: &shared.prefix,
+        version: shared.version.load(Ordering::Acquire),
+        uri: req.uri(),
+        headers: req.headers(),
+        query: &policy.query,
+        vary_headers: &policy.vary_headers,
+        identity,
+    })
 }
 
 /// The counters of `label`, remembered by the service for its next request.
@@ -179,15 +189,7 @@ where
     };
 
     let is_head = req.method() == Method::HEAD;
-    let primary = primary_key(&KeyInput {
-        prefix: &shared.prefix,
-        version: shared.version.load(Ordering::Acquire),
-        uri: req.uri(),
-        headers: req.headers(),
-        query: &policy.query,
-        vary_headers: &policy.vary_headers,
-        identity: identity.as_deref(),
-    });
+    let primary = request_key(&shared, &policy, &req, identity.as_deref());
 
     let forced = policy.client_forces_miss(req.headers());
     let mut lead = None;
