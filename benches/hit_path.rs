@@ -16,50 +16,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_response_cache::{CacheLayer, MemoryStore, ResponseCache};
 
-/// A 2 KiB JSON array, the size of a typical cached API page.
-fn json_body() -> Bytes {
-    let mut s = String::from("[");
-    let mut i = 0;
-    while s.len() < 2048 - 64 {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!(
-            "{{\"id\":{i},\"name\":\"user{i:05}\",\"score\":{}}}",
-            i * 7
-        ));
-        i += 1;
-    }
-    s.push(']');
-    Bytes::from(s)
-}
-
-fn handler(
-    body: Bytes,
-) -> impl Fn() -> std::future::Ready<axum::response::Response> + Clone + Send + Sync + 'static {
-    move || {
-        std::future::ready(
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.clone(),
-            )
-                .into_response(),
-        )
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{json_body, json_handler};
 
 fn bench_keys(c: &mut Criterion) {
     let cache = ResponseCache::default();
@@ -118,9 +85,12 @@ fn bench_router(c: &mut Criterion) {
     let cache = ResponseCache::builder().store(store.clone()).build();
     let ttl = Duration::from_secs(3600);
     let app: Router = Router::new()
-        .route("/bare", get(handler(body.clone())))
-        .route("/cached", get(handler(body.clone())).layer(cache.ttl(ttl)))
-        .route("/miss", get(handler(body)).layer(cache.ttl(ttl)))
+        .route("/bare", get(json_handler(body.clone())))
+        .route(
+            "/cached",
+            get(json_handler(body.clone())).layer(cache.ttl(ttl)),
+        )
+        .route("/miss", get(json_handler(body)).layer(cache.ttl(ttl)))
         // As `axum::serve` does: turn handlers into services once, so layers are applied once
         // and not on every call.
         .with_state(());

@@ -23,8 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -35,47 +34,16 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_response_cache::{CacheKey, MemoryStore, RedisStore, ResponseCache, Store};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{json_body, json_handler};
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
 /// The store's default pool size; the raw fred pool uses the same.
 const POOL_SIZE: usize = 4;
-
-/// A 2 KiB JSON array, the size of a typical cached API page (as in `hit_path`).
-fn json_body() -> Bytes {
-    let mut s = String::from("[");
-    let mut i = 0;
-    while s.len() < 2048 - 64 {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!(
-            "{{\"id\":{i},\"name\":\"user{i:05}\",\"score\":{}}}",
-            i * 7
-        ));
-        i += 1;
-    }
-    s.push(']');
-    Bytes::from(s)
-}
-
-fn handler(
-    body: Bytes,
-) -> impl Fn() -> std::future::Ready<axum::response::Response> + Clone + Send + Sync + 'static {
-    move || {
-        std::future::ready(
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.clone(),
-            )
-                .into_response(),
-        )
-    }
-}
 
 /// Sends a GET for `path` through the router and reads the whole body, as a server would.
 async fn send(app: &Router, path: &'static str) -> usize {
@@ -135,9 +103,12 @@ async fn setup(url: &str) -> Setup {
     let key = redis_layer.key_for(&Request::get("/redis").body(()).unwrap());
     let redis_key = key.to_string();
     let app: Router = Router::new()
-        .route("/bare", get(handler(body.clone())))
-        .route("/memory", get(handler(body.clone())).layer(memory.ttl(ttl)))
-        .route("/redis", get(handler(body.clone())).layer(redis_layer))
+        .route("/bare", get(json_handler(body.clone())))
+        .route(
+            "/memory",
+            get(json_handler(body.clone())).layer(memory.ttl(ttl)),
+        )
+        .route("/redis", get(json_handler(body.clone())).layer(redis_layer))
         // As `axum::serve` does: layers applied once, not on every call.
         .with_state(());
 

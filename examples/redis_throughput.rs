@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Request};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -43,6 +42,10 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_response_cache::{CacheKey, CachedResponse, Entry, RedisStore, ResponseCache, Store};
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::json_handler;
 
 #[derive(Debug)]
 struct Options {
@@ -227,23 +230,6 @@ fn body_of(len: usize) -> Bytes {
             .map(|i| b"abcdefghijklmnopqrstuvwxyz"[i % 26])
             .collect::<Vec<u8>>(),
     )
-}
-
-fn json_handler(
-    body: Bytes,
-) -> impl Fn() -> std::future::Ready<axum::response::Response> + Clone + Send + Sync + 'static {
-    move || {
-        std::future::ready(
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.clone(),
-            )
-                .into_response(),
-        )
-    }
 }
 
 /// A router whose `/hit` is cached in `cache`, served `body_len` bytes; filled and checked.
