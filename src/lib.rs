@@ -76,6 +76,7 @@ mod future;
 mod headers;
 mod key;
 mod layer;
+mod log;
 mod lookup;
 mod metrics;
 mod miss;

@@ -1,12 +1,12 @@
 //! Reading and writing entries through the store, following `Vary`: a varying resource keeps a
 //! record of the headers it varies on under its primary key, and one entry per variant.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName};
 
 use crate::cache::Shared;
+use crate::log::RateLimit;
 use crate::metrics::RouteCounters;
 use crate::{CacheKey, CachedResponse, Entry, StoreError};
 
@@ -148,20 +148,8 @@ pub(crate) async fn store(
 
 /// Logs at most one store error a second, saying how many were not logged.
 fn log_store_error(e: &StoreError) {
-    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST_SECOND.load(Ordering::Relaxed);
-    if now != last
-        && LAST_SECOND
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    static LIMIT: RateLimit = RateLimit::new();
+    LIMIT.log(|suppressed| {
         tracing::warn!(error = %e, suppressed, "cache store failed; serving from the handler");
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-    }
+    });
 }

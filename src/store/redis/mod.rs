@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use fred::prelude::*;
 use fred::types::Expiration;
 
 use super::{Store, StoreError, StoreErrorKind, StoreFuture};
+use crate::log::RateLimit;
 use crate::{CacheKey, Entry};
 
 mod breaker;
@@ -68,8 +69,7 @@ struct Shared {
     command_timeout: Duration,
     breaker: Breaker,
     counters: Counters,
-    last_log_second: AtomicU64,
-    suppressed_logs: AtomicU64,
+    log_limit: RateLimit,
 }
 
 pub(super) struct Parts {
@@ -114,8 +114,7 @@ impl RedisStore {
                 command_timeout: parts.command_timeout,
                 breaker: parts.breaker,
                 counters: Counters::default(),
-                last_log_second: AtomicU64::new(0),
-                suppressed_logs: AtomicU64::new(0),
+                log_limit: RateLimit::new(),
             }),
         }
     }
@@ -215,21 +214,7 @@ impl RedisStore {
 
     /// Runs `emit` unless something was logged this second; it gets how many were skipped.
     fn log(&self, emit: impl FnOnce(u64)) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.shared.last_log_second.load(Relaxed);
-        if now != last
-            && self
-                .shared
-                .last_log_second
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            emit(self.shared.suppressed_logs.swap(0, Relaxed));
-        } else {
-            self.shared.suppressed_logs.fetch_add(1, Relaxed);
-        }
+        self.shared.log_limit.log(emit);
     }
 
     fn corrupt(&self, key: &str, why: &dyn fmt::Display) {
