@@ -81,6 +81,12 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn lookup(&self, key: &CacheKey) -> Option<Entry> {
+        self.cache.get(key).map(|stored| stored.entry)
+    }
+}
+
 impl Default for MemoryStore {
     /// 128 MiB.
     fn default() -> Self {
@@ -90,12 +96,11 @@ impl Default for MemoryStore {
 
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
-        let found = self.cache.get(key).map(|stored| stored.entry);
-        Box::pin(std::future::ready(Ok(found)))
+        Box::pin(std::future::ready(Ok(self.lookup(key))))
     }
 
     fn get_now(&self, key: &CacheKey) -> Option<Result<Option<Entry>, StoreError>> {
-        Some(Ok(self.cache.get(key).map(|stored| stored.entry)))
+        Some(Ok(self.lookup(key)))
     }
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
