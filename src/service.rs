@@ -60,9 +60,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if let Some(res) = self.hit_now(&req) {
-            return ResponseFuture::ready(res);
-        }
+        let looked = match self.hit_now(&req) {
+            Now::Hit(res) => return ResponseFuture::ready(res),
+            Now::Miss(looked) => Some(looked),
+            Now::Skipped => None,
+        };
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -71,42 +73,65 @@ where
             self.shared.clone(),
             self.policy.clone(),
             self.route.clone(),
+            looked,
             req,
         ))
     }
 }
 
+/// What [`CacheService::hit_now`] found out.
+enum Now<B: Body> {
+    Hit(Response<ResponseBody<B>>),
+    /// Looked up and not fresh: the full path reuses this instead of looking again.
+    Miss(Looked),
+    Skipped,
+}
+
+/// A lookup already made for a shared (not per-user), admitted, unforced request.
+struct Looked {
+    counters: Arc<RouteCounters>,
+    primary: CacheKey,
+    /// The key looked up last (the variant when the resource varies).
+    key: CacheKey,
+}
+
 impl<S> CacheService<S> {
     /// A fresh hit answered at once, when the store can answer without waiting (the memory
-    /// store): no clone of the inner service, no boxed future. `None` sends the request down
-    /// the full path, which also covers every case skipped here.
-    fn hit_now<ReqB, ResB: Body>(
-        &self,
-        req: &Request<ReqB>,
-    ) -> Option<Response<ResponseBody<ResB>>> {
+    /// store): no clone of the inner service, no boxed future. Anything else goes down the full
+    /// path, which also covers every case skipped here.
+    fn hit_now<ReqB, ResB: Body>(&self, req: &Request<ReqB>) -> Now<ResB> {
         let (shared, policy) = (&*self.shared, &*self.policy);
         if !shared.answers_now || policy.identity.is_some() {
-            return None;
+            return Now::Skipped;
         }
         let route = req
             .extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str);
         if policy.ttl.is_none() && route.is_some_and(|r| is_delegated(shared, r)) {
-            return None;
+            return Now::Skipped;
         }
         if policy
             .admit_request(req.method(), req.headers(), None)
             .is_err()
             || policy.client_forces_miss(req.headers())
         {
-            return None;
+            return Now::Skipped;
         }
         let counters = route_counters(&self.route, shared, route.unwrap_or("*"));
         let primary = request_key(shared, policy, req, None);
-        let (found, _) = lookup_now(shared, &counters, &primary, req.headers())?;
+        let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) else {
+            return Now::Skipped;
+        };
         let is_head = req.method() == Method::HEAD;
-        fresh_hit(shared, policy, &counters, found, is_head, req.headers())
+        match fresh_hit(shared, policy, &counters, found, is_head, req.headers()) {
+            Some(res) => Now::Hit(res),
+            None => Now::Miss(Looked {
+                counters,
+                primary,
+                key,
+            }),
+        }
     }
 }
 
@@ -149,6 +174,7 @@ async fn handle<S, ReqB, ResB>(
     shared: Arc<Shared>,
     policy: Arc<RoutePolicy>,
     route_memo: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
+    looked: Option<Looked>,
     req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -165,7 +191,10 @@ where
     if app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
     }
-    let counters = route_counters(&route_memo, &shared, route.unwrap_or("*"));
+    let counters = match &looked {
+        Some(looked) => looked.counters.clone(),
+        None => route_counters(&route_memo, &shared, route.unwrap_or("*")),
+    };
     let delegate_label = if app_wide { matched.as_ref() } else { None };
 
     let (req, identity) = match &policy.identity {
@@ -189,12 +218,22 @@ where
     };
 
     let is_head = req.method() == Method::HEAD;
-    let primary = request_key(&shared, &policy, &req, identity.as_deref());
+    let (primary, looked_key) = match looked {
+        Some(looked) => (looked.primary, Some(looked.key)),
+        None => (
+            request_key(&shared, &policy, &req, identity.as_deref()),
+            None,
+        ),
+    };
 
     let forced = policy.client_forces_miss(req.headers());
     let mut lead = None;
     if !forced {
-        let (found, key) = lookup(&shared, &counters, &primary, req.headers()).await;
+        let (found, key) = match looked_key {
+            // The fast path in `call` looked already and found nothing fresh.
+            Some(key) => (None, key),
+            None => lookup(&shared, &counters, &primary, req.headers()).await,
+        };
         if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
             return Ok(res);
         }
