@@ -195,7 +195,13 @@ where
         Some(looked) => looked.counters.clone(),
         None => route_counters(&route_memo, &shared, route.unwrap_or("*")),
     };
-    let delegate_label = if app_wide { matched.as_ref() } else { None };
+    // Learn only from GET/HEAD: a route layer wrapping just another method says nothing about
+    // whether GETs on the route are handled inside.
+    let delegate_label = if app_wide && cacheable_method {
+        matched.as_ref()
+    } else {
+        None
+    };
 
     let (req, identity) = match &policy.identity {
         Some(identify) => {

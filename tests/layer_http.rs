@@ -232,6 +232,31 @@ async fn other_methods_on_a_route_with_its_own_layer_still_get_cache_status() {
 }
 
 #[tokio::test]
+async fn a_route_layer_on_another_method_does_not_hide_get_from_the_app_wide_layer() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let get_feed = route_get(move || {
+        c.bump();
+        async { ([(header::CACHE_CONTROL, "max-age=30")], "feed") }
+    });
+    // Only POST has a layer of this cache; GET is left to the app-wide layer.
+    let post_feed = axum::routing::post(|| async { "posted" }).layer(fx.cache.route());
+    let app = Router::new()
+        .route("/feed", get_feed.merge(post_feed))
+        .layer(fx.cache.layer());
+    let post = http::Request::post("/feed")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, post).await.cache_status(), bypass("method"));
+    assert_eq!(send(&app, get("/feed")).await.cache_status(), MISS);
+    let again = send(&app, get("/feed")).await;
+    assert_eq!(again.cache_status(), hit(30));
+    assert_eq!(again.text(), "feed");
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
 async fn downstream_max_age_carries_the_remaining_ttl() {
     let fx = Fixture::new();
     let app = Router::new().route(
