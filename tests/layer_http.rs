@@ -349,3 +349,33 @@ async fn a_failing_store_is_a_miss_never_an_error() {
     let stats = cache.metrics().snapshot();
     assert_eq!(stats[0].store_errors, 6);
 }
+
+#[tokio::test]
+async fn wraps_a_plain_tower_service_outside_axum() {
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let svc = tower::service_fn(move |_req: http::Request<String>| {
+        let n = c.bump();
+        async move { Ok::<_, std::convert::Infallible>(http::Response::new(format!("n{n}"))) }
+    });
+    let mut svc = tower::Layer::layer(&fx.cache.route(), svc);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let req = http::Request::get("http://example.com/a")
+            .body(String::new())
+            .unwrap();
+        let res = svc.ready().await.unwrap().call(req).await.unwrap();
+        let status = res.headers()["cache-status"].to_str().unwrap().to_owned();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        seen.push((status, body));
+    }
+    assert_eq!(seen[0], (MISS.to_owned(), bytes::Bytes::from("n1")));
+    assert_eq!(seen[1], (hit(60), bytes::Bytes::from("n1")));
+    assert_eq!(calls.get(), 1);
+    // Outside axum there is no route template: the counters go under `*`.
+    assert_eq!(fx.cache.metrics().snapshot()[0].route, "*");
+}
