@@ -78,6 +78,7 @@ mod key;
 mod layer;
 mod log;
 mod lookup;
+mod memo;
 mod metrics;
 mod miss;
 mod policy;

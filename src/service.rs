@@ -14,6 +14,7 @@ use crate::cache::Shared;
 use crate::coalesce::Turn;
 use crate::key::{primary_key, KeyInput};
 use crate::lookup::{lookup, lookup_now};
+use crate::memo;
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
@@ -119,7 +120,7 @@ impl<S> CacheService<S> {
             return Now::Skipped;
         }
         let counters = route_counters(&self.route, shared, route.unwrap_or("*"));
-        let primary = request_key(shared, policy, req, None);
+        let primary = shared_key(&self.shared, &self.policy, req);
         let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) else {
             return Now::Skipped;
         };
@@ -150,6 +151,14 @@ pub(crate) fn request_key<B>(
         query: &policy.query,
         vary_headers: &policy.vary_headers,
         identity,
+    })
+}
+
+/// The primary key of a shared request, from this thread's memo of recent keys when it can.
+fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
+    let version = shared.version.load(Ordering::Acquire);
+    memo::shared_key(shared, policy, version, req.uri(), req.headers(), || {
+        request_key(shared, policy, req, None)
     })
 }
 
@@ -226,10 +235,13 @@ where
     let is_head = req.method() == Method::HEAD;
     let (primary, looked_key) = match looked {
         Some(looked) => (looked.primary, Some(looked.key)),
-        None => (
-            request_key(&shared, &policy, &req, identity.as_deref()),
-            None,
-        ),
+        None => {
+            let key = match identity.as_deref() {
+                Some(id) => request_key(&shared, &policy, &req, Some(id)),
+                None => shared_key(&shared, &policy, &req),
+            };
+            (key, None)
+        }
     };
 
     let forced = policy.client_forces_miss(req.headers());

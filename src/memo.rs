@@ -1,0 +1,282 @@
+//! Keys derived recently on this thread, remembered by the raw request parts they came from.
+//!
+//! The requests this crate is for ask one URL thousands of times a second; deriving its key
+//! (canonical query, length-delimited SHA-256) every time costs more than the store lookup. A
+//! small direct-mapped table per thread remembers the last key made from exactly these bytes:
+//! layer, cache, namespace version, URI, `Host` and the values of the route's vary headers. A
+//! memo hit compares all of them byte for byte, so it is the key the derivation would give,
+//! never a neighbour's. Per-user keys are never remembered.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
+use http::{HeaderMap, Uri};
+
+use crate::cache::Shared;
+use crate::policy::RoutePolicy;
+use crate::CacheKey;
+
+/// Slots per thread; a hot set larger than this still works, it just derives more often.
+const SLOTS: usize = 64;
+/// Requests whose raw parts are longer are not remembered (long URLs are rarely hot).
+const MAX_RAW: usize = 384;
+
+struct Slot {
+    /// `Weak`s pin the allocations, so a dropped layer's address cannot come back as another
+    /// layer while this slot still names it.
+    shared: Weak<Shared>,
+    policy: Weak<RoutePolicy>,
+    version: u64,
+    raw: Vec<u8>,
+    key: CacheKey,
+}
+
+thread_local! {
+    static MEMO: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The primary key of a shared (not per-user) request: remembered, or made by `derive` and
+/// remembered.
+pub(crate) fn shared_key(
+    shared: &Arc<Shared>,
+    policy: &Arc<RoutePolicy>,
+    version: u64,
+    uri: &Uri,
+    headers: &HeaderMap,
+    derive: impl FnOnce() -> CacheKey,
+) -> CacheKey {
+    let mut raw = Raw::new();
+    if !raw.request(policy, uri, headers) {
+        return derive();
+    }
+    let raw = raw.bytes();
+    let slot = slot_of(
+        Arc::as_ptr(shared) as usize,
+        Arc::as_ptr(policy) as usize,
+        raw,
+    );
+    let same = |s: &Slot| {
+        s.version == version
+            && std::ptr::eq(s.shared.as_ptr(), Arc::as_ptr(shared))
+            && std::ptr::eq(s.policy.as_ptr(), Arc::as_ptr(policy))
+            && s.raw == raw
+    };
+    let known = MEMO.with_borrow(|memo| {
+        memo.get(slot)
+            .and_then(Option::as_ref)
+            .filter(|s| same(s))
+            .map(|s| s.key.clone())
+    });
+    if let Some(key) = known {
+        return key;
+    }
+    let key = derive();
+    MEMO.with_borrow_mut(|memo| {
+        if memo.is_empty() {
+            memo.resize_with(SLOTS, || None);
+        }
+        match &mut memo[slot] {
+            Some(s) => {
+                s.shared = Arc::downgrade(shared);
+                s.policy = Arc::downgrade(policy);
+                s.version = version;
+                s.raw.clear();
+                s.raw.extend_from_slice(raw);
+                s.key = key.clone();
+            }
+            empty => {
+                *empty = Some(Slot {
+                    shared: Arc::downgrade(shared),
+                    policy: Arc::downgrade(policy),
+                    version,
+                    raw: raw.to_vec(),
+                    key: key.clone(),
+                });
+            }
+        }
+    });
+    key
+}
+
+/// Which slot `raw` of this layer lands in: an FxHash-style mix, enough to spread a hot set.
+fn slot_of(shared: usize, policy: usize, raw: &[u8]) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut h = mix(mix(0, shared as u64), policy as u64);
+    let mut words = raw.chunks_exact(8);
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    for &b in words.remainder() {
+        h = mix(h, u64::from(b));
+    }
+    // The high bits are the well-mixed ones.
+    (h >> 58) as usize % SLOTS
+}
+
+/// The raw parts of a request, length-delimited, in a stack buffer.
+struct Raw {
+    buf: [u8; MAX_RAW],
+    len: usize,
+}
+
+impl Raw {
+    fn new() -> Self {
+        Self {
+            buf: [0; MAX_RAW],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Gathers everything the primary key is made from; `false` when it does not fit.
+    fn request(&mut self, policy: &RoutePolicy, uri: &Uri, headers: &HeaderMap) -> bool {
+        let mut fits = self.part(uri.scheme_str().map(str::as_bytes))
+            && self.part(uri.authority().map(|a| a.as_str().as_bytes()))
+            && self.part(Some(uri.path().as_bytes()))
+            && self.part(uri.query().map(str::as_bytes))
+            && self.part(headers.get(http::header::HOST).map(|v| v.as_bytes()));
+        for name in &policy.vary_headers {
+            for value in headers.get_all(name) {
+                fits = fits && self.tagged(VALUE, value.as_bytes());
+            }
+            // Ends this header's values: `a: [x, y]` and `a: [x], b: [y]` differ.
+            fits = fits && self.tagged(END, &[]);
+        }
+        fits
+    }
+
+    /// An optional part: absent and empty are told apart.
+    fn part(&mut self, bytes: Option<&[u8]>) -> bool {
+        match bytes {
+            Some(b) => self.tagged(VALUE, b),
+            None => self.tagged(ABSENT, &[]),
+        }
+    }
+
+    /// A tag, a length and the bytes.
+    fn tagged(&mut self, tag: u8, bytes: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return false;
+        };
+        let end = self.len + 3 + bytes.len();
+        if end > MAX_RAW {
+            return false;
+        }
+        self.buf[self.len] = tag;
+        self.buf[self.len + 1..self.len + 3].copy_from_slice(&len.to_le_bytes());
+        self.buf[self.len + 3..end].copy_from_slice(bytes);
+        self.len = end;
+        true
+    }
+}
+
+const ABSENT: u8 = 0;
+const VALUE: u8 = 1;
+const END: u8 = 2;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use http::{header, HeaderName, HeaderValue, Request};
+
+    use crate::service::request_key;
+    use crate::{CacheLayer, ResponseCache};
+
+    /// The memo's answer for `req`, and whether it had to derive it.
+    fn memo_key(layer: &CacheLayer, version: u64, req: &Request<()>) -> (crate::CacheKey, bool) {
+        let derived = Cell::new(false);
+        let key = super::shared_key(
+            &layer.shared,
+            &layer.policy,
+            version,
+            req.uri(),
+            req.headers(),
+            || {
+                derived.set(true);
+                request_key(&layer.shared, &layer.policy, req, None)
+            },
+        );
+        (key, derived.get())
+    }
+
+    fn get(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut req = Request::get(uri).body(()).unwrap();
+        for (n, v) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        req
+    }
+
+    #[test]
+    fn a_repeated_request_is_derived_once_and_keyed_the_same() {
+        let layer = ResponseCache::default().ttl(Duration::from_secs(1));
+        let req = get("/trending?b=2&a=1", &[("host", "example.com")]);
+        let (first, derived) = memo_key(&layer, 1, &req);
+        assert!(derived);
+        let (again, derived) = memo_key(&layer, 1, &req);
+        assert!(!derived, "the second ask is answered from the memo");
+        assert_eq!(again, first);
+        assert_eq!(again, layer.key_for(&req));
+    }
+
+    #[test]
+    fn anything_the_key_depends_on_is_derived_again() {
+        let cache = ResponseCache::default();
+        let layer = cache
+            .ttl(Duration::from_secs(1))
+            .vary_headers([header::ACCEPT, header::ACCEPT_LANGUAGE]);
+        let base = get("/s?x=1", &[("host", "h"), ("accept", "a")]);
+        let _ = memo_key(&layer, 1, &base);
+        let others = [
+            get("/s?x=2", &[("host", "h"), ("accept", "a")]),
+            get("/s?x=1", &[("host", "g"), ("accept", "a")]),
+            get("/S?x=1", &[("host", "h"), ("accept", "a")]),
+            get("/s?x=1", &[("host", "h"), ("accept", "b")]),
+            get("/s?x=1", &[("host", "h"), ("accept", "")]),
+            get("/s?x=1", &[("host", "h")]),
+            // The same value under the other vary header.
+            get("/s?x=1", &[("host", "h"), ("accept-language", "a")]),
+            get("/s?x=1", &[("host", "h"), ("accept", "a"), ("accept", "a")]),
+        ];
+        for req in &others {
+            let (key, derived) = memo_key(&layer, 1, req);
+            assert!(derived, "{req:?}");
+            assert_eq!(key, layer.key_for(req), "{req:?}");
+            assert_ne!(key, layer.key_for(&base), "{req:?}");
+        }
+        // Back to the base request, in a new namespace version, then under another layer.
+        assert!(memo_key(&layer, 2, &base).1);
+        let other_layer = cache.ttl(Duration::from_secs(1)).vary_query(["x"]);
+        assert!(memo_key(&other_layer, 2, &base).1);
+    }
+
+    #[test]
+    fn an_empty_value_and_a_missing_header_are_told_apart() {
+        let layer = ResponseCache::default()
+            .ttl(Duration::from_secs(1))
+            .vary_headers([header::ACCEPT, header::ACCEPT_LANGUAGE]);
+        let a = get("/s", &[("accept", "")]);
+        let b = get("/s", &[("accept-language", "")]);
+        let (ka, _) = memo_key(&layer, 1, &a);
+        let (kb, derived) = memo_key(&layer, 1, &b);
+        assert!(derived);
+        assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn long_requests_are_derived_every_time() {
+        let layer = ResponseCache::default().ttl(Duration::from_secs(1));
+        let req = get(&format!("/x?q={}", "a".repeat(super::MAX_RAW)), &[]);
+        assert!(memo_key(&layer, 1, &req).1);
+        assert!(memo_key(&layer, 1, &req).1);
+    }
+}
