@@ -73,6 +73,7 @@ mod conditional;
 mod config;
 mod entry;
 mod future;
+mod head;
 mod headers;
 mod key;
 mod layer;

@@ -9,6 +9,7 @@ use http_body::Body;
 
 use crate::cache::Shared;
 use crate::conditional::{not_modified, NOT_MODIFIED_HEADERS};
+use crate::head::hit_headers;
 use crate::metrics::RouteCounters;
 use crate::policy::{directives, RoutePolicy};
 use crate::{BypassReason, CachedResponse, ResponseBody};
@@ -36,7 +37,7 @@ pub(crate) fn fresh_hit<B: Body>(
 fn hit<B: Body>(
     shared: &Shared,
     policy: &RoutePolicy,
-    entry: &CachedResponse,
+    entry: &Arc<CachedResponse>,
     now: u64,
     is_head: bool,
     req_headers: &HeaderMap,
@@ -46,13 +47,22 @@ fn hit<B: Body>(
     let remaining = ttl_ms.saturating_sub(age_ms) / 1000;
     let conditional = req_headers.contains_key(header::IF_NONE_MATCH)
         || req_headers.contains_key(header::IF_MODIFIED_SINCE);
+    let (age, status) = hit_values(shared, age_ms / 1000, remaining);
     let mut res = if conditional
         && not_modified(
             req_headers,
             entry.headers.get(&header::ETAG),
             entry.headers.get(&header::LAST_MODIFIED),
         ) {
-        not_modified_response(entry.headers.iter())
+        let mut res = not_modified_response(entry.headers.iter());
+        let headers = res.headers_mut();
+        if let Some(age) = age {
+            headers.insert(header::AGE, age);
+        }
+        if let Some(status) = status {
+            headers.append(CACHE_STATUS, status);
+        }
+        res
     } else {
         let body = if is_head {
             ResponseBody::empty()
@@ -61,29 +71,23 @@ fn hit<B: Body>(
         };
         let mut res = Response::new(body);
         *res.status_mut() = entry.status;
-        // Room for what a hit adds, so no insert below has to grow the map.
-        let headers = res.headers_mut();
-        headers.reserve(entry.headers.len() + 4);
-        let mut has_length = false;
-        for (name, value) in entry.headers.iter() {
-            has_length |= name == header::CONTENT_LENGTH;
-            headers.append(name.clone(), value.clone());
-        }
-        if !has_length {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-        }
+        *res.headers_mut() = match (age, status) {
+            (Some(age), Some(status)) => hit_headers(entry, age, status),
+            // Digits and our own sanitised name are always valid values; should one not be,
+            // the hit goes out without it rather than not at all.
+            (age, _) => {
+                let mut headers = entry.headers.to_header_map();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+                if let Some(age) = age {
+                    headers.insert(header::AGE, age);
+                }
+                headers
+            }
+        };
         res
     };
-    let (age, status) = hit_values(shared, age_ms / 1000, remaining);
-    let headers = res.headers_mut();
-    if let Some(age) = age {
-        headers.insert(header::AGE, age);
-    }
     if policy.downstream_max_age {
-        set_max_age(headers, remaining);
-    }
-    if let Some(status) = status {
-        headers.append(CACHE_STATUS, status);
+        set_max_age(res.headers_mut(), remaining);
     }
     res
 }

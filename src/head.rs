@@ -1,0 +1,161 @@
+//! The header block of a hit, built once per hot entry and thread, then cloned.
+//!
+//! Rebuilding a `HeaderMap` from an entry's stored list hashes every header name on every hit;
+//! cloning a finished map copies it instead. The finished map carries an `Age` and a
+//! `Cache-Status` placeholder at its end, so filling in the two per-hit values replaces them in
+//! place and never grows the map. A small table per thread remembers the maps of the entries it
+//! answered last; entries are told apart by address, pinned by a `Weak` so an evicted entry's
+//! address cannot come back as another entry while a slot names it.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
+use http::header::{self, Entry, HeaderMap, HeaderValue};
+
+use crate::respond::CACHE_STATUS;
+use crate::CachedResponse;
+
+const SLOTS: usize = 16;
+
+/// An entry (by address, pinned) and the finished headers of its hits.
+type Slot = Option<(Weak<CachedResponse>, HeaderMap)>;
+
+thread_local! {
+    static HEADS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The headers of a hit on `entry`, with `Age` and this cache's `Cache-Status` member set.
+pub(crate) fn hit_headers(
+    entry: &Arc<CachedResponse>,
+    age: HeaderValue,
+    status: HeaderValue,
+) -> HeaderMap {
+    let ptr = Arc::as_ptr(entry);
+    let slot = ((ptr as usize as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SLOTS;
+    let mut headers = HEADS.with_borrow_mut(|heads| {
+        if heads.is_empty() {
+            heads.resize_with(SLOTS, || None);
+        }
+        if let Some((known, map)) = &heads[slot] {
+            if std::ptr::eq(known.as_ptr(), ptr) {
+                return map.clone();
+            }
+        }
+        let map = template(entry);
+        heads[slot] = Some((Arc::downgrade(entry), map.clone()));
+        map
+    });
+    headers.insert(header::AGE, age);
+    if let Entry::Occupied(mut ours) = headers.entry(CACHE_STATUS) {
+        // The placeholder is the last value: members from caches further in stay before it.
+        if let Some(last) = ours.iter_mut().last() {
+            *last = status;
+        }
+    }
+    headers
+}
+
+/// The stored headers, `Content-Length` when missing, and the two placeholders.
+fn template(entry: &CachedResponse) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(entry.headers.len() + 3);
+    let mut has_length = false;
+    for (name, value) in entry.headers.iter() {
+        has_length |= name == header::CONTENT_LENGTH;
+        map.append(name.clone(), value.clone());
+    }
+    if !has_length {
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    }
+    map.insert(header::AGE, HeaderValue::from_static("0"));
+    map.append(CACHE_STATUS, HeaderValue::from_static("placeholder"));
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    use super::*;
+    use crate::StoredHeaders;
+
+    fn entry(headers: &[(&'static str, &'static str)]) -> Arc<CachedResponse> {
+        let headers: StoredHeaders = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    header::HeaderName::from_static(n),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect();
+        Arc::new(CachedResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(b"hello"),
+            stored_at_millis: 0,
+            ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn lines(map: &HeaderMap) -> Vec<String> {
+        map.iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn per_hit_values_replace_the_placeholders_every_time() {
+        let e = entry(&[
+            ("content-type", "text/plain"),
+            ("age", "7"),
+            ("cache-status", "upstream; hit"),
+        ]);
+        for (age, status) in [("1", "us; hit; ttl=59"), ("2", "us; hit; ttl=58")] {
+            let map = hit_headers(
+                &e,
+                HeaderValue::from_static(age),
+                HeaderValue::from_static(status),
+            );
+            assert_eq!(
+                lines(&map),
+                [
+                    "content-type: text/plain".to_owned(),
+                    format!("age: {age}"),
+                    "cache-status: upstream; hit".into(),
+                    format!("cache-status: {status}"),
+                    "content-length: 5".into(),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_entry_gets_its_own_headers() {
+        let a = entry(&[("content-type", "text/plain")]);
+        let b = entry(&[
+            ("content-type", "application/json"),
+            ("content-length", "5"),
+        ]);
+        let v = |s| HeaderValue::from_static(s);
+        let _ = hit_headers(&a, v("0"), v("x"));
+        let map = hit_headers(&b, v("0"), v("x"));
+        assert_eq!(
+            lines(&map),
+            [
+                "content-type: application/json",
+                "content-length: 5",
+                "age: 0",
+                "cache-status: x"
+            ]
+        );
+        drop(b);
+        // Same slot or not, a later entry never gets an earlier entry's headers.
+        let c = entry(&[("etag", "\"c\"")]);
+        let map = hit_headers(&c, v("0"), v("x"));
+        assert_eq!(map.get(header::ETAG).unwrap(), "\"c\"");
+        assert!(map.get(header::CONTENT_TYPE).is_none());
+    }
+}
