@@ -86,6 +86,9 @@ async fn overwrites(s: &Subject) {
         .put(&k, response(b"one", ttl).into(), ttl)
         .await
         .unwrap();
+    // Read first: a store that remembers hot entries must not answer with the old one.
+    assert_eq!(body_of(s, &k).await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(body_of(s, &k).await.as_deref(), Some(&b"one"[..]));
     s.store
         .put(&k, response(b"two", ttl).into(), ttl)
         .await
@@ -130,6 +133,7 @@ async fn expires(s: &Subject) {
         .put(&short, response(b"s", ttl).into(), ttl)
         .await
         .unwrap();
+    assert!(body_of(s, &short).await.is_some(), "{}", s.name);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         body_of(s, &short).await.is_none(),
@@ -145,6 +149,7 @@ async fn removes(s: &Subject) {
         .put(&k, response(b"x", ttl).into(), ttl)
         .await
         .unwrap();
+    assert!(body_of(s, &k).await.is_some(), "{}", s.name);
     assert!(s.store.remove(&k).await.unwrap(), "{}", s.name);
     assert!(s.store.get(&k).await.unwrap().is_none(), "{}", s.name);
     assert!(
@@ -163,6 +168,7 @@ async fn clears_a_prefix_only(s: &Subject) {
             .put(k, response(b"c", ttl).into(), ttl)
             .await
             .unwrap();
+        assert!(body_of(s, k).await.is_some(), "{}", s.name);
     }
     let removed = s.store.clear_prefix("clr:").await.expect("clear_prefix");
     assert_eq!(removed, 40, "{}", s.name);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::hot::{self, Generation};
 use super::{Store, StoreError, StoreFuture};
 use crate::{CacheKey, Entry};
 
@@ -25,12 +26,16 @@ use crate::{CacheKey, Entry};
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
+    /// Bumped after every write and eviction; see [`hot`].
+    generation: Arc<Generation>,
 }
 
 #[derive(Debug, Clone)]
 struct Stored {
     entry: Entry,
     ttl: Duration,
+    /// When moka expires it; the hot table must not serve it longer.
+    deadline: Instant,
 }
 
 struct PerEntryTtl;
@@ -55,6 +60,8 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
+        let generation = Arc::new(Generation::default());
+        let evicted = generation.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &CacheKey, v: &Stored| {
@@ -62,8 +69,9 @@ impl MemoryStore {
                 u32::try_from(w).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
+            .eviction_listener(move |_, _, _| evicted.bump())
             .build();
-        Self { cache }
+        Self { cache, generation }
     }
 
     /// How many entries it holds (approximate until pending maintenance runs).
@@ -82,8 +90,22 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// A hot entry from this thread's table, else from moka (and remembered).
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        self.cache.get(key).map(|stored| stored.entry)
+        if let Some(entry) = hot::get(&self.generation, key) {
+            return Some(entry);
+        }
+        // Read before the lookup: a write racing with it leaves the remembered entry stale.
+        let generation = self.generation.current();
+        let stored = self.cache.get(key)?;
+        hot::remember(
+            &self.generation,
+            generation,
+            key,
+            &stored.entry,
+            stored.deadline,
+        );
+        Some(stored.entry)
     }
 }
 
@@ -104,12 +126,22 @@ impl Store for MemoryStore {
     }
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.cache.insert(key.clone(), Stored { entry, ttl });
+        let deadline = Instant::now() + ttl;
+        self.cache.insert(
+            key.clone(),
+            Stored {
+                entry,
+                ttl,
+                deadline,
+            },
+        );
+        self.generation.bump();
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
         let removed = self.cache.remove(key).is_some();
+        self.generation.bump();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -123,6 +155,85 @@ impl Store for MemoryStore {
         for k in &victims {
             self.cache.invalidate(k.as_ref());
         }
+        self.generation.bump();
         Box::pin(std::future::ready(Ok(victims.len() as u64)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    use super::*;
+    use crate::CachedResponse;
+
+    fn entry(body: &'static str) -> Entry {
+        Entry::from(CachedResponse {
+            status: StatusCode::OK,
+            headers: crate::StoredHeaders::default(),
+            body: Bytes::from_static(body.as_bytes()),
+            stored_at_millis: 0,
+            ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn body(store: &MemoryStore, key: &CacheKey) -> Option<Bytes> {
+        match store.lookup(key)? {
+            Entry::Response(r) => Some(r.body.clone()),
+            Entry::Vary(_) => None,
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_remembered_entry_gives_way_to_a_write_through_any_clone() {
+        let store = MemoryStore::default();
+        let clone = store.clone();
+        let k = CacheKey::from_parts("t", &[b"k"]);
+        store.put(&k, entry("one"), TTL).await.unwrap();
+        for _ in 0..100 {
+            assert_eq!(body(&store, &k).as_deref(), Some(&b"one"[..]));
+        }
+        clone.put(&k, entry("two"), TTL).await.unwrap();
+        assert_eq!(body(&store, &k).as_deref(), Some(&b"two"[..]));
+        clone.remove(&k).await.unwrap();
+        assert_eq!(body(&store, &k), None);
+    }
+
+    #[tokio::test]
+    async fn two_stores_never_answer_for_each_other() {
+        let (a, b) = (MemoryStore::default(), MemoryStore::default());
+        let k = CacheKey::from_parts("t", &[b"k"]);
+        a.put(&k, entry("a"), TTL).await.unwrap();
+        assert_eq!(body(&a, &k).as_deref(), Some(&b"a"[..]));
+        assert_eq!(body(&b, &k), None);
+        b.put(&k, entry("b"), TTL).await.unwrap();
+        assert_eq!(body(&b, &k).as_deref(), Some(&b"b"[..]));
+        assert_eq!(body(&a, &k).as_deref(), Some(&b"a"[..]));
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_not_remembered() {
+        let store = MemoryStore::default();
+        let k = CacheKey::from_parts("t", &[b"big"]);
+        let big = Bytes::from(vec![b'x'; hot::MAX_WEIGHT + 1]);
+        let e = Entry::from(CachedResponse {
+            status: StatusCode::OK,
+            headers: crate::StoredHeaders::default(),
+            body: big,
+            stored_at_millis: 0,
+            ttl: TTL,
+        });
+        store.put(&k, e, TTL).await.unwrap();
+        assert!(body(&store, &k).is_some());
+        assert!(hot::get(&store.generation, &k).is_none());
+        let small = CacheKey::from_parts("t", &[b"small"]);
+        store.put(&small, entry("s"), TTL).await.unwrap();
+        assert!(body(&store, &small).is_some());
+        assert!(hot::get(&store.generation, &small).is_some());
     }
 }
