@@ -2,17 +2,19 @@
 # HTTP load benchmark on loopback: the server pinned to one core, wrk pinned to the other.
 #
 #   benches/http_load.sh            # everything (~4 min on a 2-core machine)
-#   benches/http_load.sh hit miss   # only some parts: hit, miss, twiscope
+#   benches/http_load.sh hit miss   # only some parts: hit, pair, miss, twiscope
 #
 # 1. hit:      /bare (a handler returning 2 KiB of JSON) against /cached (the same handler behind
 #              cache.ttl), alternating ROUNDS times so drift cancels; prints req/s and cached/bare.
-# 2. miss:     DISTINCT_URLS distinct URLs, each a miss that stores, against the same handler with
+# 2. pair:     the same comparison measured in the same seconds: two servers share the server
+#              cpu, two wrk share the wrk cpu, PAIR_ROUNDS rounds; steadier on a noisy VM.
+# 3. miss:     DISTINCT_URLS distinct URLs, each a miss that stores, against the same handler with
 #              no cache (/origin); throughput from the server's own clock (first to last handler
 #              call), and peak RSS above the after-start-up baseline against the bytes cached.
-# 3. twiscope: --cache off against --cache memory on /trending and /influencers/twitter?limit=10.
+# 4. twiscope: --cache off against --cache memory on /trending and /influencers/twitter?limit=10.
 #              Skipped with a note when the example does not build yet.
 #
-# Settings (environment): DUR (10 s per run), ROUNDS (3), CONNS (32), DISTINCT_URLS (100000),
+# Settings (environment): DUR (10 s per run), ROUNDS (3), PAIR_ROUNDS (8), CONNS (32), DISTINCT_URLS (100000),
 # TW_DUR (10 s), TW_ROUNDS (2), TW_CONNS (8: uncached twiscope answers in hundreds of ms),
 # SERVER_CPU (0), WRK_CPU (1).
 set -euo pipefail
@@ -27,7 +29,8 @@ TW_ROUNDS=${TW_ROUNDS:-2}
 TW_CONNS=${TW_CONNS:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
-PARTS=${*:-hit miss twiscope}
+PARTS=${*:-hit pair miss twiscope}
+PAIR_ROUNDS=${PAIR_ROUNDS:-8}
 export DISTINCT_URLS
 
 WRK=${WRK:-wrk}
@@ -90,6 +93,12 @@ run_wrk() {
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 mean() { awk '{ s += $1; n++ } END { printf "%.0f", s / n }'; }
+# summary: "M (median D, min L, max H)" of a column of ratios.
+summary() {
+    sort -n | awk '{ v[NR] = $1; s += $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.3f (median %.3f, min %.3f, max %.3f, %d rounds)", s / NR, m, v[1], v[NR], NR }'
+}
 
 cargo build --release --example bench_server >&2
 SERVER=target/release/examples/bench_server
@@ -121,11 +130,65 @@ if want hit; then
     echo ""
     echo "hit: mean /bare $b req/s, mean /cached $c req/s," \
         "cached/bare $(awk -v b="$b" -v c="$c" 'BEGIN { printf "%.3f", c / b }')" \
-        "(per round: $(paste -sd' ' "$TMP/ratios"))"
+        "(per round: $(paste -sd' ' "$TMP/ratios"); $(summary <"$TMP/ratios"))"
     b=$(mean <"$TMP/bare.cpu"); c=$(mean <"$TMP/cached.cpu")
     echo "hit per server CPU-second: /bare $b, /cached $c," \
         "cached/bare $(awk -v b="$b" -v c="$c" 'BEGIN { printf "%.3f", c / b }')"
     stop "$PID"
+fi
+
+if want pair; then
+    # The same comparison with both routes measured in the same seconds: two bench_server
+    # processes share the server cpu, two wrk processes share the wrk cpu. Whatever the VM does
+    # to a core during a round, it does to both routes, so the per-round ratio is steady where
+    # the alternating rounds above swing by ±15 %. Each process gets about half a core, so
+    # absolute figures are not comparable with the single-server run.
+    say ""
+    say "## paired: /bare and /cached at once on two servers (${PAIR_ROUNDS} rounds of ${DUR} s)"
+    start bench_server-a "$SERVER" --listen 127.0.0.1:0
+    URL_A=$URL PID_A=$PID
+    start bench_server-b "$SERVER" --listen 127.0.0.1:0
+    URL_B=$URL PID_B=$PID
+    for u in "$URL_A" "$URL_B"; do curl -fsS -o /dev/null "$u/cached"; done
+    echo ""
+    echo "| round | /bare on | /bare req/s | /cached req/s | cached/bare | /bare req per CPU-s | /cached req per CPU-s | cached/bare per CPU-s | cpu$WRK_CPU busy (both wrk) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    : >"$TMP/pair.rps"; : >"$TMP/pair.cpu"
+    for r in $(seq 0 "$PAIR_ROUNDS"); do
+        # Swap which process serves which route, and which wrk starts first, every round.
+        if ((r % 2)); then
+            bu=$URL_A bp=$PID_A cu=$URL_B cp=$PID_B on=a
+        else
+            bu=$URL_B bp=$PID_B cu=$URL_A cp=$PID_A on=b
+        fi
+        secs=$DUR
+        ((r == 0)) && secs=2 # round 0 warms both paths and is not reported
+        b0=$(proc_cpu "$bp"); c0=$(proc_cpu "$cp"); w0=$(cpu_busy "$WRK_CPU"); wa0=$(cpu_all "$WRK_CPU")
+        wrk_b() { taskset -c "$WRK_CPU" "$WRK" -t1 -c"$CONNS" -d"${secs}s" "$bu/bare" >"$TMP/pb.out"; }
+        wrk_c() { taskset -c "$WRK_CPU" "$WRK" -t1 -c"$CONNS" -d"${secs}s" "$cu/cached" >"$TMP/pc.out"; }
+        if ((r % 2)); then
+            wrk_b & wb=$!; wrk_c & wc=$!
+        else
+            wrk_c & wc=$!; wrk_b & wb=$!
+        fi
+        wait "$wb" "$wc"
+        ((r == 0)) && continue
+        b1=$(proc_cpu "$bp"); c1=$(proc_cpu "$cp"); w1=$(cpu_busy "$WRK_CPU"); wa1=$(cpu_all "$WRK_CPU")
+        brps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$TMP/pb.out")
+        crps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$TMP/pc.out")
+        read -r bcpu ccpu ratio cpu_ratio wbusy < <(awk -v b="$brps" -v c="$crps" -v s="$secs" \
+            -v t="$CLK_TCK" -v bp=$((b1 - b0)) -v cp=$((c1 - c0)) -v w=$((w1 - w0)) -v wa=$((wa1 - wa0)) \
+            'BEGIN { bc = b * s * t / bp; cc = c * s * t / cp;
+                     printf "%.0f %.0f %.3f %.3f %.0f\n", bc, cc, c / b, cc / bc, 100 * w / wa }')
+        echo "$ratio" >>"$TMP/pair.rps"
+        echo "$cpu_ratio" >>"$TMP/pair.cpu"
+        echo "| $r | $on | $brps | $crps | $ratio | $bcpu | $ccpu | $cpu_ratio | $wbusy% |"
+    done
+    echo ""
+    echo "paired: cached/bare req/s mean $(summary <"$TMP/pair.rps")," \
+        "per server CPU-second mean $(summary <"$TMP/pair.cpu")"
+    stop "$PID_A"
+    stop "$PID_B"
 fi
 
 if want miss; then
