@@ -150,6 +150,7 @@ impl Raw {
     }
 
     /// An optional part: absent and empty are told apart.
+    #[inline]
     fn part(&mut self, bytes: Option<&[u8]>) -> bool {
         match bytes {
             Some(b) => self.tagged(VALUE, b),
@@ -158,6 +159,7 @@ impl Raw {
     }
 
     /// A tag, a length and the bytes.
+    #[inline]
     fn tagged(&mut self, tag: u8, bytes: &[u8]) -> bool {
         let Ok(len) = u16::try_from(bytes.len()) else {
             return false;
