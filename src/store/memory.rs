@@ -204,6 +204,36 @@ mod tests {
         assert_eq!(body(&store, &k), None);
     }
 
+    #[test]
+    fn a_write_on_one_thread_reaches_readers_on_others() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = MemoryStore::default();
+        let k = CacheKey::from_parts("t", &[b"k"]);
+        rt.block_on(store.put(&k, entry("one"), TTL)).unwrap();
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel::<Option<Bytes>>();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // The reader's thread remembers "one", then must see what the writer did since.
+                for () in asked {
+                    let _ = body(&store, &k);
+                    tell.send(body(&store, &k)).unwrap();
+                }
+            });
+            ask.send(()).unwrap();
+            assert_eq!(told.recv().unwrap().as_deref(), Some(&b"one"[..]));
+            rt.block_on(store.put(&k, entry("two"), TTL)).unwrap();
+            ask.send(()).unwrap();
+            assert_eq!(told.recv().unwrap().as_deref(), Some(&b"two"[..]));
+            rt.block_on(store.remove(&k)).unwrap();
+            ask.send(()).unwrap();
+            assert_eq!(told.recv().unwrap(), None);
+            drop(ask);
+        });
+    }
+
     #[tokio::test]
     async fn two_stores_never_answer_for_each_other() {
         let (a, b) = (MemoryStore::default(), MemoryStore::default());
