@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -11,7 +13,8 @@ use axum::routing::get as route_get;
 use axum::Router;
 use common::*;
 use tower_response_cache::{
-    CacheKey, Entry, ResponseCache, Store, StoreError, StoreErrorKind, StoreFuture,
+    CacheKey, Entry, ManualClock, MemoryStore, ResponseCache, Store, StoreError, StoreErrorKind,
+    StoreFuture,
 };
 
 fn app(fx: &Fixture, calls: &Calls) -> Router {
@@ -378,4 +381,62 @@ async fn wraps_a_plain_tower_service_outside_axum() {
     assert_eq!(calls.get(), 1);
     // Outside axum there is no route template: the counters go under `*`.
     assert_eq!(fx.cache.metrics().snapshot()[0].route, "*");
+}
+
+/// The memory store, counting the lookups it answers.
+#[derive(Debug, Clone, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl Store for CountingStore {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key)
+    }
+    fn get_now(&self, key: &CacheKey) -> Option<Result<Option<Entry>, StoreError>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_now(key)
+    }
+    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
+        self.inner.put(key, entry, ttl)
+    }
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
+        self.inner.remove(key)
+    }
+    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        self.inner.clear_prefix(prefix)
+    }
+}
+
+#[tokio::test]
+async fn the_app_wide_layer_stops_looking_up_a_route_with_its_own_layer() {
+    let store = CountingStore::default();
+    let cache = ResponseCache::builder()
+        .store(store.clone())
+        .clock(ManualClock::new(1_700_000_000_000))
+        .build();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = Router::new()
+        .route(
+            "/own",
+            route_get(move || {
+                c.bump();
+                async { "own" }
+            })
+            // Keyed on `x` only, so the app-wide layer's key (all parameters) is another one.
+            .layer(cache.ttl(Duration::from_secs(60)).vary_query(["x"])),
+        )
+        .layer(cache.layer());
+    assert_eq!(send(&app, get("/own?x=1&y=2")).await.cache_status(), MISS);
+    let before = store.lookups.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let r = send(&app, get("/own?x=1&y=2")).await;
+        assert_eq!((r.cache_status(), r.text()), (hit(60).as_str(), "own"));
+    }
+    // One lookup per request, the route layer's: the app-wide layer learned to step aside.
+    assert_eq!(store.lookups.load(Ordering::SeqCst) - before, 5);
+    assert_eq!(calls.get(), 1);
 }
