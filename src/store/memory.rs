@@ -16,6 +16,11 @@ use crate::{CacheKey, Entry};
 /// useful first. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
 /// shares the same entries.
 ///
+/// Each thread also remembers the entries it read last (bodies up to 64 KiB, 16 per thread):
+/// a remembered entry is answered without asking moka only while nothing has been written to
+/// the store (through any clone, from any thread) since it was read, and never past its TTL.
+/// A write is seen by every thread's next read, exactly as without the table.
+///
 /// ```
 /// use tower_response_cache::{MemoryStore, ResponseCache};
 /// let cache = ResponseCache::builder()
