@@ -31,8 +31,13 @@ pub(crate) fn hit_headers(
     status: HeaderValue,
 ) -> HeaderMap {
     let ptr = Arc::as_ptr(entry);
+    if Arc::strong_count(entry) == 1 {
+        // Nobody else holds it (a store that decodes every read, like Redis): it will not be
+        // answered again, so remembering its headers would only cost.
+        return fill(template(entry), age, status);
+    }
     let slot = ((ptr as usize as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SLOTS;
-    let mut headers = HEADS.with_borrow_mut(|heads| {
+    let headers = HEADS.with_borrow_mut(|heads| {
         if heads.is_empty() {
             heads.resize_with(SLOTS, || None);
         }
@@ -45,6 +50,11 @@ pub(crate) fn hit_headers(
         heads[slot] = Some((Arc::downgrade(entry), map.clone()));
         map
     });
+    fill(headers, age, status)
+}
+
+/// Puts the per-hit values in place of the placeholders.
+fn fill(mut headers: HeaderMap, age: HeaderValue, status: HeaderValue) -> HeaderMap {
     headers.insert(header::AGE, age);
     if let Entry::Occupied(mut ours) = headers.entry(CACHE_STATUS) {
         // The placeholder is the last value: members from caches further in stay before it.
@@ -113,6 +123,7 @@ mod tests {
             ("age", "7"),
             ("cache-status", "upstream; hit"),
         ]);
+        let _in_store = e.clone();
         for (age, status) in [("1", "us; hit; ttl=59"), ("2", "us; hit; ttl=58")] {
             let map = hit_headers(
                 &e,
@@ -133,12 +144,34 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_nobody_else_holds_is_not_remembered() {
+        let e = entry(&[("content-type", "text/plain")]);
+        let v = |s| HeaderValue::from_static(s);
+        let map = hit_headers(&e, v("3"), v("x"));
+        assert_eq!(
+            lines(&map),
+            [
+                "content-type: text/plain",
+                "content-length: 5",
+                "age: 3",
+                "cache-status: x"
+            ]
+        );
+        assert_eq!(Arc::weak_count(&e), 0);
+        let held = e.clone();
+        let _ = hit_headers(&e, v("3"), v("x"));
+        assert_eq!(Arc::weak_count(&held), 1);
+    }
+
+    #[test]
     fn a_new_entry_gets_its_own_headers() {
         let a = entry(&[("content-type", "text/plain")]);
         let b = entry(&[
             ("content-type", "application/json"),
             ("content-length", "5"),
         ]);
+        // Held elsewhere too, as a store holds its entries: these go through the table.
+        let in_store = (a.clone(), b.clone());
         let v = |s| HeaderValue::from_static(s);
         let _ = hit_headers(&a, v("0"), v("x"));
         let map = hit_headers(&b, v("0"), v("x"));
@@ -151,9 +184,11 @@ mod tests {
                 "cache-status: x"
             ]
         );
-        drop(b);
+        assert_eq!(Arc::weak_count(&b), 1, "remembered");
+        drop((b, in_store));
         // Same slot or not, a later entry never gets an earlier entry's headers.
         let c = entry(&[("etag", "\"c\"")]);
+        let _c_in_store = c.clone();
         let map = hit_headers(&c, v("0"), v("x"));
         assert_eq!(map.get(header::ETAG).unwrap(), "\"c\"");
         assert!(map.get(header::CONTENT_TYPE).is_none());
