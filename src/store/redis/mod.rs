@@ -190,8 +190,10 @@ impl RedisStore {
             _ => {}
         }
         if let Err(Failure::Store(e)) = &result {
+            // The caller (the layer) warns about every failed call it gets back; here only the
+            // detail, so one outage is not reported twice at the same level.
             self.log(
-                |suppressed| tracing::warn!(error = %e, suppressed, "Redis cache call failed"),
+                |suppressed| tracing::debug!(error = %e, suppressed, "Redis cache call failed"),
             );
         }
         result
