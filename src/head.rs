@@ -24,11 +24,12 @@ thread_local! {
     static HEADS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The headers of a hit on `entry`, with `Age` and this cache's `Cache-Status` member set.
+/// The headers of a hit on `entry`, with `Age` and this cache's `Cache-Status` member set
+/// (left out when it could not be made).
 pub(crate) fn hit_headers(
     entry: &Arc<CachedResponse>,
     age: HeaderValue,
-    status: HeaderValue,
+    status: Option<HeaderValue>,
 ) -> HeaderMap {
     let ptr = Arc::as_ptr(entry);
     if Arc::strong_count(entry) == 1 {
@@ -54,12 +55,25 @@ pub(crate) fn hit_headers(
 }
 
 /// Puts the per-hit values in place of the placeholders.
-fn fill(mut headers: HeaderMap, age: HeaderValue, status: HeaderValue) -> HeaderMap {
+fn fill(mut headers: HeaderMap, age: HeaderValue, status: Option<HeaderValue>) -> HeaderMap {
     headers.insert(header::AGE, age);
-    if let Entry::Occupied(mut ours) = headers.entry(CACHE_STATUS) {
-        // The placeholder is the last value: members from caches further in stay before it.
-        if let Some(last) = ours.iter_mut().last() {
-            *last = status;
+    let Entry::Occupied(mut ours) = headers.entry(CACHE_STATUS) else {
+        return headers;
+    };
+    // The placeholder is the last value: members from caches further in stay before it.
+    match status {
+        Some(status) => {
+            if let Some(last) = ours.iter_mut().last() {
+                *last = status;
+            }
+        }
+        None => {
+            let (_, values) = ours.remove_entry_mult();
+            let mut values: Vec<HeaderValue> = values.collect();
+            values.pop();
+            for v in values {
+                headers.append(CACHE_STATUS, v);
+            }
         }
     }
     headers
@@ -128,7 +142,7 @@ mod tests {
             let map = hit_headers(
                 &e,
                 HeaderValue::from_static(age),
-                HeaderValue::from_static(status),
+                Some(HeaderValue::from_static(status)),
             );
             assert_eq!(
                 lines(&map),
@@ -144,10 +158,22 @@ mod tests {
     }
 
     #[test]
+    fn without_a_status_value_only_the_placeholder_goes() {
+        let e = entry(&[("cache-status", "upstream; hit")]);
+        let _in_store = e.clone();
+        let map = hit_headers(&e, HeaderValue::from_static("1"), None);
+        assert_eq!(
+            lines(&map),
+            ["age: 1", "content-length: 5", "cache-status: upstream; hit"]
+        );
+    }
+
+    #[test]
     fn an_entry_nobody_else_holds_is_not_remembered() {
         let e = entry(&[("content-type", "text/plain")]);
         let v = |s| HeaderValue::from_static(s);
-        let map = hit_headers(&e, v("3"), v("x"));
+        let some = |s| Some(HeaderValue::from_static(s));
+        let map = hit_headers(&e, v("3"), some("x"));
         assert_eq!(
             lines(&map),
             [
@@ -159,7 +185,7 @@ mod tests {
         );
         assert_eq!(Arc::weak_count(&e), 0);
         let held = e.clone();
-        let _ = hit_headers(&e, v("3"), v("x"));
+        let _ = hit_headers(&e, v("3"), some("x"));
         assert_eq!(Arc::weak_count(&held), 1);
     }
 
@@ -173,8 +199,9 @@ mod tests {
         // Held elsewhere too, as a store holds its entries: these go through the table.
         let in_store = (a.clone(), b.clone());
         let v = |s| HeaderValue::from_static(s);
-        let _ = hit_headers(&a, v("0"), v("x"));
-        let map = hit_headers(&b, v("0"), v("x"));
+        let some = |s| Some(HeaderValue::from_static(s));
+        let _ = hit_headers(&a, v("0"), some("x"));
+        let map = hit_headers(&b, v("0"), some("x"));
         assert_eq!(
             lines(&map),
             [
@@ -189,7 +216,7 @@ mod tests {
         // Same slot or not, a later entry never gets an earlier entry's headers.
         let c = entry(&[("etag", "\"c\"")]);
         let _c_in_store = c.clone();
-        let map = hit_headers(&c, v("0"), v("x"));
+        let map = hit_headers(&c, v("0"), some("x"));
         assert_eq!(map.get(header::ETAG).unwrap(), "\"c\"");
         assert!(map.get(header::CONTENT_TYPE).is_none());
     }

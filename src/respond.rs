@@ -56,9 +56,7 @@ fn hit<B: Body>(
         ) {
         let mut res = not_modified_response(entry.headers.iter());
         let headers = res.headers_mut();
-        if let Some(age) = age {
-            headers.insert(header::AGE, age);
-        }
+        headers.insert(header::AGE, age);
         if let Some(status) = status {
             headers.append(CACHE_STATUS, status);
         }
@@ -71,19 +69,7 @@ fn hit<B: Body>(
         };
         let mut res = Response::new(body);
         *res.status_mut() = entry.status;
-        *res.headers_mut() = match (age, status) {
-            (Some(age), Some(status)) => hit_headers(entry, age, status),
-            // Digits and our own sanitised name are always valid values; should one not be,
-            // the hit goes out without it rather than not at all.
-            (age, _) => {
-                let mut headers = entry.headers.to_header_map();
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-                if let Some(age) = age {
-                    headers.insert(header::AGE, age);
-                }
-                headers
-            }
-        };
+        *res.headers_mut() = hit_headers(entry, age, status);
         res
     };
     if policy.downstream_max_age {
@@ -96,7 +82,7 @@ fn hit<B: Body>(
 struct HitValues {
     age_secs: u64,
     remaining: u64,
-    age: Option<HeaderValue>,
+    age: HeaderValue,
     status: Option<HeaderValue>,
 }
 
@@ -110,7 +96,7 @@ fn hit_values(
     shared: &Shared,
     age_secs: u64,
     remaining: u64,
-) -> (Option<HeaderValue>, Option<HeaderValue>) {
+) -> (HeaderValue, Option<HeaderValue>) {
     let ours = shared.status_prefix.as_bytes();
     let reused = LAST_HIT.with_borrow(|last| {
         let last = last.as_ref()?;
@@ -121,9 +107,7 @@ fn hit_values(
     if let Some(values) = reused {
         return values;
     }
-    let mut buf = itoa_buf();
-    // Digits are always a valid header value.
-    let age = HeaderValue::from_str(format_u64(&mut buf, age_secs)).ok();
+    let age = HeaderValue::from(age_secs);
     let mut buf = itoa_buf();
     let status = status_value(shared, &["hit; ttl=", format_u64(&mut buf, remaining)]);
     LAST_HIT.set(Some(HitValues {
