@@ -143,22 +143,34 @@ pub(crate) fn request_key<B>(
     req: &Request<B>,
     identity: Option<&str>,
 ) -> CacheKey {
+    let version = shared.version.load(Ordering::Acquire);
+    key_at(shared, policy, req, identity, version)
+}
+
+/// The primary key of a shared request, from this thread's memo of recent keys when it can.
+fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
+    // One reading of the version names both the memo slot and the key derived for it.
+    let version = shared.version.load(Ordering::Acquire);
+    memo::shared_key(shared, policy, version, req.uri(), req.headers(), || {
+        key_at(shared, policy, req, None, version)
+    })
+}
+
+fn key_at<B>(
+    shared: &Shared,
+    policy: &RoutePolicy,
+    req: &Request<B>,
+    identity: Option<&str>,
+    version: u64,
+) -> CacheKey {
     primary_key(&KeyInput {
         prefix: &shared.prefix,
-        version: shared.version.load(Ordering::Acquire),
+        version,
         uri: req.uri(),
         headers: req.headers(),
         query: &policy.query,
         vary_headers: &policy.vary_headers,
         identity,
-    })
-}
-
-/// The primary key of a shared request, from this thread's memo of recent keys when it can.
-fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
-    let version = shared.version.load(Ordering::Acquire);
-    memo::shared_key(shared, policy, version, req.uri(), req.headers(), || {
-        request_key(shared, policy, req, None)
     })
 }
 
@@ -194,10 +206,13 @@ where
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map(MatchedPath::as_str);
     let app_wide = policy.ttl.is_none();
+    // The fast path in `call` looked this request up only after finding the route not
+    // delegated, the request admitted and the client not forcing a miss: none is asked again.
+    let checked = looked.is_some();
     // A route layer handles the methods it wraps, GET and HEAD; other methods on the same
     // route may be bare and still get their `Cache-Status` here.
     let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
-    if app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
+    if !checked && app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
         return Ok(inner.call(req).await?.map(ResponseBody::inner));
     }
     let counters = match &looked {
@@ -220,7 +235,12 @@ where
         }
         None => (req, None),
     };
-    let identity = match policy.admit_request(req.method(), req.headers(), identity) {
+    let admitted = if checked {
+        Ok(None)
+    } else {
+        policy.admit_request(req.method(), req.headers(), identity)
+    };
+    let identity = match admitted {
         Ok(identity) => identity,
         Err(reason) => {
             let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
@@ -244,7 +264,7 @@ where
         }
     };
 
-    let forced = policy.client_forces_miss(req.headers());
+    let forced = !checked && policy.client_forces_miss(req.headers());
     let mut lead = None;
     if !forced {
         let (found, key) = match looked_key {
