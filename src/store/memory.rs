@@ -38,26 +38,25 @@ pub struct MemoryStore {
 #[derive(Debug, Clone)]
 struct Stored {
     entry: Entry,
-    ttl: Duration,
-    /// When moka expires it; the hot table must not serve it longer.
+    /// When it expires, in moka and in the hot table alike.
     deadline: Instant,
 }
 
 struct PerEntryTtl;
 
 impl Expiry<CacheKey, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, v: &Stored, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
+    fn expire_after_create(&self, _: &CacheKey, v: &Stored, now: Instant) -> Option<Duration> {
+        Some(v.deadline.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &CacheKey,
         v: &Stored,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(v.ttl)
+        Some(v.deadline.saturating_duration_since(now))
     }
 }
 
@@ -132,14 +131,7 @@ impl Store for MemoryStore {
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
         let deadline = Instant::now() + ttl;
-        self.cache.insert(
-            key.clone(),
-            Stored {
-                entry,
-                ttl,
-                deadline,
-            },
-        );
+        self.cache.insert(key.clone(), Stored { entry, deadline });
         self.generation.bump();
         Box::pin(std::future::ready(Ok(())))
     }
