@@ -75,6 +75,11 @@ async fn entries_expire_at_their_ttl() {
     let again = send(&app, get("/items/1")).await;
     assert_eq!(again.text(), "call 2 query ");
     assert_eq!(calls.get(), 2);
+    // The renewed entry's own headers, not those remembered for the one it replaced.
+    assert_eq!(again.cache_status(), hit(30));
+    assert_eq!(again.header("age"), Some("0"));
+    assert_eq!(again.header("etag"), expired.header("etag"));
+    assert_ne!(again.header("etag"), last_hit.header("etag"));
 }
 
 #[tokio::test]
