@@ -8,7 +8,7 @@ use http_body::Body;
 
 use crate::body::{collect, Collected, PartialReason};
 use crate::cache::Shared;
-use crate::conditional::{not_modified, strong_etag};
+use crate::conditional::{not_modified, strong_etag, Validators};
 use crate::lookup::store;
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy};
@@ -78,11 +78,12 @@ impl Miss<'_> {
             &parts.headers,
             [(header::CONTENT_LENGTH, stored_body.content_length)],
         );
+        let stored_at_millis = self.shared.clock.now_millis();
         let entry = CachedResponse {
             status: parts.status,
             headers,
             body: bytes.clone(),
-            stored_at_millis: self.shared.clock.now_millis(),
+            stored_at_millis,
             ttl: plan.ttl,
         };
         let stored = store(
@@ -103,11 +104,8 @@ impl Miss<'_> {
         } else {
             "; detail=store-error"
         };
-        let validators = (
-            parts.headers.get(header::ETAG),
-            parts.headers.get(header::LAST_MODIFIED),
-        );
-        let res = if not_modified(self.req_headers, validators.0, validators.1) {
+        let validators = Validators::of(|n| parts.headers.get(n), stored_at_millis);
+        let res = if not_modified(self.req_headers, &validators) {
             not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))

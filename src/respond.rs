@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::cache::Shared;
-use crate::conditional::{not_modified, NOT_MODIFIED_HEADERS};
+use crate::conditional::{not_modified, Validators, NOT_MODIFIED_HEADERS};
 use crate::head::hit_headers;
 use crate::metrics::RouteCounters;
 use crate::policy::{directives, RoutePolicy};
@@ -51,8 +51,7 @@ fn hit<B: Body>(
     let mut res = if conditional
         && not_modified(
             req_headers,
-            entry.headers.get(&header::ETAG),
-            entry.headers.get(&header::LAST_MODIFIED),
+            &Validators::of(|n| entry.headers.get(n), entry.stored_at_millis),
         ) {
         let mut res = not_modified_response(entry.headers.iter());
         let headers = res.headers_mut();

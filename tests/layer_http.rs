@@ -440,3 +440,59 @@ async fn the_app_wide_layer_stops_looking_up_a_route_with_its_own_layer() {
     assert_eq!(store.lookups.load(Ordering::SeqCst) - before, 5);
     assert_eq!(calls.get(), 1);
 }
+
+#[tokio::test]
+async fn if_modified_since_falls_back_to_date_then_to_the_time_stored() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let counted = |date: Option<&'static str>| {
+        let c = calls.clone();
+        route_get(move || {
+            let n = c.bump();
+            async move {
+                let mut res = format!("n{n}").into_response();
+                if let Some(date) = date {
+                    res.headers_mut()
+                        .insert(header::DATE, date.parse().unwrap());
+                }
+                res
+            }
+        })
+        .layer(fx.cache.route())
+    };
+    let app = Router::new()
+        .route("/dated", counted(Some("Wed, 21 Oct 2015 07:28:00 GMT")))
+        .route("/bare", counted(None));
+    let ims = |path: &str, date: &str| get_with(path, &[("if-modified-since", date)]);
+
+    // No Last-Modified: the stored response's Date is the validator.
+    assert_eq!(send(&app, get("/dated")).await.cache_status(), MISS);
+    let same = send(&app, ims("/dated", "Wed, 21 Oct 2015 07:28:00 GMT")).await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(same.cache_status(), hit(60));
+    assert!(same.body.is_empty());
+    let before = send(&app, ims("/dated", "Wed, 21 Oct 2015 07:27:59 GMT")).await;
+    assert_eq!((before.status, before.text()), (StatusCode::OK, "n1"));
+    assert_eq!(before.cache_status(), hit(60));
+
+    // Neither Last-Modified nor Date: when the cache stored it (the fixture's clock starts at
+    // Tue, 14 Nov 2023 22:13:20 GMT; half a second later here).
+    fx.clock.advance(Duration::from_millis(500));
+    assert_eq!(send(&app, get("/bare")).await.cache_status(), MISS);
+    let that_second = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:20 GMT")).await;
+    assert_eq!(
+        (that_second.status, that_second.text()),
+        (StatusCode::OK, "n2")
+    );
+    let next_second = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:21 GMT")).await;
+    assert_eq!(next_second.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(next_second.cache_status(), hit(60));
+    assert_eq!(calls.get(), 2);
+
+    // The miss path answers the same way: the response it just stored is not newer.
+    fx.cache.clear().await.unwrap();
+    let first = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:21 GMT")).await;
+    assert_eq!(first.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(first.cache_status(), MISS);
+    assert_eq!(calls.get(), 3);
+}
