@@ -255,6 +255,13 @@ pub(crate) struct StorePlan {
     pub(crate) vary: Vec<HeaderName>,
 }
 
+/// Whether the request says `Cache-Control: only-if-cached`: a stored response or a `504`,
+/// never the handler (RFC 9111 §5.2.1.7).
+pub(crate) fn only_if_cached(headers: &HeaderMap) -> bool {
+    directives(headers.get_all(header::CACHE_CONTROL).iter())
+        .any(|(name, _)| name.eq_ignore_ascii_case("only-if-cached"))
+}
+
 /// `Cache-Control` directives as (name, optional unquoted value); malformed parts are skipped.
 pub(crate) fn directives<'a>(
     values: impl Iterator<Item = &'a http::HeaderValue>,

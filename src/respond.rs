@@ -148,6 +148,17 @@ pub(crate) fn not_modified_response<'a, B: Body>(
     res
 }
 
+/// The answer to `Cache-Control: only-if-cached` when nothing fresh is stored for the request
+/// (or it may not be served from the cache at all): `504`, the handler not called. Its
+/// `Cache-Status` member has no `fwd`, since nothing went forward (RFC 9211 §2.2).
+pub(crate) fn gateway_timeout<B: Body>(shared: &Shared) -> Response<ResponseBody<B>> {
+    let mut res = Response::new(ResponseBody::empty());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    with_status(shared, res, &["detail=only-if-cached"])
+}
+
 pub(crate) fn bypass<B>(shared: &Shared, res: Response<B>, reason: BypassReason) -> Response<B> {
     with_status(shared, res, &["fwd=bypass; detail=", reason.as_str()])
 }

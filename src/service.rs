@@ -17,8 +17,8 @@ use crate::lookup::{lookup, lookup_now};
 use crate::memo;
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
-use crate::policy::RoutePolicy;
-use crate::respond::{bypass, fresh_hit, handled, with_status};
+use crate::policy::{only_if_cached, RoutePolicy};
+use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, with_status};
 use crate::{CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -240,8 +240,14 @@ where
     } else {
         policy.admit_request(req.method(), req.headers(), identity)
     };
+    let only_if_cached = only_if_cached(req.headers());
     let identity = match admitted {
         Ok(identity) => identity,
+        Err(reason) if only_if_cached => {
+            // Nothing that bypasses the cache can be answered from it.
+            counters.bypass(reason);
+            return Ok(gateway_timeout(&shared));
+        }
         Err(reason) => {
             let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
                 Ok(handled) => return Ok(handled),
@@ -275,6 +281,10 @@ where
         if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
             return Ok(res);
         }
+        if only_if_cached {
+            counters.miss();
+            return Ok(gateway_timeout(&shared));
+        }
         if !is_head && !shared.coalesce_wait.is_zero() {
             let layer = Arc::as_ptr(&policy) as usize;
             match shared.flights.join(layer, &key) {
@@ -293,6 +303,11 @@ where
         }
     }
 
+    if forced && only_if_cached {
+        // The client wants no stored copy, and no response from elsewhere either.
+        counters.miss();
+        return Ok(gateway_timeout(&shared));
+    }
     let req_headers = req.headers().clone();
     let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
         Ok(handled) => return Ok(handled),
