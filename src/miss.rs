@@ -28,7 +28,8 @@ pub(crate) struct Miss<'a> {
 
 impl Miss<'_> {
     /// Stores the response if the policy admits it; returns what to send and whether it was
-    /// storable (a store failure still counts as storable).
+    /// storable (a store failure still counts as storable). Counts the request's one outcome:
+    /// a miss, or a bypass when the policy refuses the response.
     pub(crate) async fn respond<B: Body>(
         &self,
         res: Response<B>,
@@ -60,6 +61,7 @@ impl Miss<'_> {
                     PartialReason::TooLarge => BypassReason::TooLarge,
                     PartialReason::Trailers => BypassReason::Stream,
                     PartialReason::Error => {
+                        self.counters.miss();
                         return (with_status(self.shared, res, &["fwd=", self.fwd]), false);
                     }
                 };
@@ -99,6 +101,7 @@ impl Miss<'_> {
         if self.policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
+        self.counters.miss();
         let detail = if stored {
             "; stored"
         } else {

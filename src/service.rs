@@ -313,13 +313,25 @@ where
         Ok(handled) => return Ok(handled),
         Err(res) => res,
     };
-    counters.miss();
     let fwd = if forced { "request" } else { "uri-miss" };
     if is_head {
-        // A HEAD response has no body to keep; only a GET fills the entry HEAD reads.
-        let res = res.map(ResponseBody::inner);
-        return Ok(with_status(&shared, res, &["fwd=", fwd]));
+        // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It counts
+        // as the GET would: a bypass when the policy refuses to store it, else a miss.
+        let (parts, body) = res.into_parts();
+        let refused = policy.admit_response(&parts, identity.is_some()).err();
+        let res = Response::from_parts(parts, ResponseBody::inner(body));
+        return Ok(match refused {
+            Some(reason) => {
+                counters.bypass(reason);
+                bypass(&shared, res, reason)
+            }
+            None => {
+                counters.miss();
+                with_status(&shared, res, &["fwd=", fwd])
+            }
+        });
     }
+    // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
     let miss = Miss {
         shared: &shared,
         policy: &policy,

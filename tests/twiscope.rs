@@ -450,3 +450,31 @@ fn twiscope_runs_on_a_redis_cluster() {
     assert!(hit.is_hit(), "{hit:?}");
     assert_eq!(hit.body, miss.body);
 }
+
+#[test]
+fn metrics_counts_its_own_requests_as_bypasses_not_misses() {
+    let server = start("memory");
+    for _ in 0..2 {
+        let reply = server.get("/metrics", &[]);
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply
+                .cache_status()
+                .ends_with("fwd=bypass; detail=no-store"),
+            "{reply:?}"
+        );
+    }
+    let text = server.get("/metrics", &[]).body;
+    assert!(
+        text.contains("twiscope_cache_misses_total{route=\"/metrics\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("twiscope_cache_bypasses_total{route=\"/metrics\",reason=\"no-store\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("twiscope_cache_hit_ratio{route=\"/metrics\"} 0.000000"),
+        "{text}"
+    );
+}
