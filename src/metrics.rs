@@ -82,7 +82,8 @@ pub struct RouteStats {
     /// Store operations that failed and were treated as misses.
     pub store_errors: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
-    /// when it may not use the cache (its method, credentials) or when the handler's response
+    /// when it may not use the cache (its method, credentials, a
+    /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response
     /// may not be stored (`no-store`, `private`, its status, its size…); it is then not also a
     /// miss.
     pub bypasses: Vec<(BypassReason, u64)>,

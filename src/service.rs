@@ -19,7 +19,7 @@ use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::{only_if_cached, RoutePolicy};
 use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, with_status};
-use crate::{CacheKey, ResponseBody, ResponseFuture};
+use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
 /// adds no failure of its own.
@@ -60,8 +60,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let looked = match self.hit_now(&req) {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        // Without hooks (the common case) the request is not even moved.
+        let mut hooked = None;
+        if !self.policy.bypass_hooks.is_empty() {
+            (req, hooked) = self.policy.hooked(req);
+        }
+        let now = if hooked.is_some() {
+            Now::Skipped
+        } else {
+            self.hit_now(&req)
+        };
+        let looked = match now {
             Now::Hit(res) => return ResponseFuture::ready(res),
             Now::Miss(looked) => Some(looked),
             Now::Skipped => None,
@@ -75,6 +85,7 @@ where
             self.policy.clone(),
             self.route.clone(),
             looked,
+            hooked,
             req,
         ))
     }
@@ -196,6 +207,7 @@ async fn handle<S, ReqB, ResB>(
     policy: Arc<RoutePolicy>,
     route_memo: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
     looked: Option<Looked>,
+    hooked: Option<&'static str>,
     req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -235,7 +247,9 @@ where
         }
         None => (req, None),
     };
-    let admitted = if checked {
+    let admitted = if hooked.is_some() {
+        Err(BypassReason::Custom)
+    } else if checked {
         Ok(None)
     } else {
         policy.admit_request(req.method(), req.headers(), identity)
@@ -254,7 +268,9 @@ where
                 Err(res) => res,
             };
             counters.bypass(reason);
-            return Ok(bypass(&shared, res.map(ResponseBody::inner), reason));
+            let detail = hooked.unwrap_or(reason.as_str());
+            let res = res.map(ResponseBody::inner);
+            return Ok(with_status(&shared, res, &["fwd=bypass; detail=", detail]));
         }
     };
 
