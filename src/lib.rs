@@ -48,7 +48,9 @@
 //!
 //! Every response a layer handles carries an RFC 9211 `Cache-Status`
 //! (`tower-response-cache; hit; ttl=42`, `…; fwd=uri-miss; stored`,
-//! `…; fwd=bypass; detail=cookie`); hits carry `Age`.
+//! `…; fwd=bypass; detail=cookie`); hits carry `Age`. A request's `Cache-Control:
+//! only-if-cached` gets a fresh entry or an empty `504` (`…; detail=only-if-cached`), never the
+//! handler.
 //!
 //! # Stores
 //!
