@@ -208,6 +208,10 @@ impl CacheLayer {
     /// before [`per_user`](Self::per_user) is asked. Metrics count them under
     /// [`BypassReason::Custom`](crate::BypassReason::Custom).
     ///
+    /// A hook covers the requests its layer handles. A route's own layer wins over the app-wide
+    /// layer, so a hook added to the app-wide layer alone does not reach routes with their own
+    /// layer: declare credentials on the builder to cover every layer.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use tower_response_cache::ResponseCache;
