@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::coalesce::Flights;
-use crate::policy::{RoutePolicy, DEFAULT_MAX_BODY};
+use crate::policy::{BypassHook, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
 /// A response cache: the store, key prefix, namespace version and metrics that its layers share.
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) flights: Flights,
     /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
     pub(crate) coalesce_wait: Duration,
+    /// Hooks every layer of this cache starts with.
+    pub(crate) bypass_hooks: Vec<BypassHook>,
 }
 
 impl fmt::Debug for ResponseCache {
@@ -172,6 +174,7 @@ pub struct ResponseCacheBuilder {
     max_body_size: usize,
     clock: Arc<dyn Clock>,
     coalesce_wait: Duration,
+    bypass_hooks: Vec<BypassHook>,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -185,6 +188,7 @@ impl Default for ResponseCacheBuilder {
             max_body_size: DEFAULT_MAX_BODY,
             clock: Arc::new(SystemClock),
             coalesce_wait: Duration::from_secs(10),
+            bypass_hooks: Vec::new(),
         }
     }
 }
@@ -248,6 +252,32 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Bypass the cache, in every layer made from it, for requests `matches` picks out, with
+    /// `Cache-Status: …; fwd=bypass; detail=<reason>`; see [`CacheLayer::bypass_when`], which
+    /// adds a hook to one layer. Use it for credentials the cache cannot see, so no layer
+    /// forgets them:
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::builder()
+    ///     .bypass_when("api-key", |req: &http::request::Parts| {
+    ///         req.headers.contains_key("x-api-key")
+    ///     })
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    ///
+    /// # Panics
+    /// When `reason` is not an RFC 8941 token (a letter, then letters, digits or any of
+    /// ``!#$%&'*+-.^_`|~:/``), as `Cache-Status` requires.
+    pub fn bypass_when<F>(mut self, reason: &'static str, matches: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.bypass_hooks.push(BypassHook::new(reason, matches));
+        self
+    }
+
     /// Builds the cache.
     #[must_use]
     pub fn build(self) -> ResponseCache {
@@ -287,6 +317,7 @@ impl ResponseCacheBuilder {
                 vary: moka::sync::Cache::new(100_000),
                 flights: Flights::new(),
                 coalesce_wait: self.coalesce_wait,
+                bypass_hooks: self.bypass_hooks,
             }),
         }
     }

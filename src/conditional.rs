@@ -1,7 +1,9 @@
 //! Conditional requests against a stored response: `If-None-Match` and `If-Modified-Since`
 //! (RFC 9110 §13), and the strong `ETag` the cache computes when a handler sends none.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
 /// A strong validator for a body given as chunks: 32 hex digits of its SHA-256, quoted.
@@ -20,16 +22,49 @@ pub(crate) fn strong_etag(chunks: &[bytes::Bytes]) -> [u8; 34] {
     tag
 }
 
+/// The validators of a stored (or just stored) response.
+pub(crate) struct Validators<'a> {
+    pub(crate) etag: Option<&'a HeaderValue>,
+    pub(crate) last_modified: Option<&'a HeaderValue>,
+    pub(crate) date: Option<&'a HeaderValue>,
+    /// When the cache stored it, in milliseconds since the Unix epoch.
+    pub(crate) stored_at_millis: u64,
+}
+
+impl<'a> Validators<'a> {
+    /// The validators among `get`'s headers, for a response stored at `stored_at_millis`.
+    pub(crate) fn of(
+        get: impl Fn(&HeaderName) -> Option<&'a HeaderValue>,
+        stored_at_millis: u64,
+    ) -> Self {
+        Self {
+            etag: get(&header::ETAG),
+            last_modified: get(&header::LAST_MODIFIED),
+            date: get(&header::DATE),
+            stored_at_millis,
+        }
+    }
+
+    /// The time `If-Modified-Since` is compared with (RFC 9111 §4.3.2): `Last-Modified`, else
+    /// the response's `Date`, else when the cache stored it. Any of them is no earlier than
+    /// the last change a client could have seen, so a `304` is never sent for a newer copy.
+    fn modified(&self) -> SystemTime {
+        let parse = |v: Option<&HeaderValue>| {
+            v.and_then(|v| v.to_str().ok())
+                .and_then(|s| httpdate::parse_http_date(s).ok())
+        };
+        parse(self.last_modified)
+            .or_else(|| parse(self.date))
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_millis(self.stored_at_millis))
+    }
+}
+
 /// Whether the client's copy is current, so a 304 may answer.
 ///
-/// `etag` and `last_modified` are the stored response's validators. `If-None-Match` takes
-/// precedence; it uses the weak comparison and accepts lists and `*`. `If-Modified-Since` is
-/// only considered without it. Malformed headers never match.
-pub(crate) fn not_modified(
-    request: &HeaderMap,
-    etag: Option<&HeaderValue>,
-    last_modified: Option<&HeaderValue>,
-) -> bool {
+/// `If-None-Match` takes precedence; it uses the weak comparison and accepts lists and `*`.
+/// `If-Modified-Since` is only considered without it, and ignored unless it is exactly one
+/// valid HTTP-date (RFC 9110 §13.1.3). Malformed headers never match.
+pub(crate) fn not_modified(request: &HeaderMap, stored: &Validators<'_>) -> bool {
     if !request.contains_key(header::IF_NONE_MATCH)
         && !request.contains_key(header::IF_MODIFIED_SINCE)
     {
@@ -37,7 +72,7 @@ pub(crate) fn not_modified(
     }
     let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
-        let Some(etag) = etag.and_then(|v| v.to_str().ok()) else {
+        let Some(etag) = stored.etag.and_then(|v| v.to_str().ok()) else {
             return false;
         };
         let ours = opaque(etag);
@@ -48,14 +83,18 @@ pub(crate) fn not_modified(
             .map(str::trim)
             .any(|tag| tag == "*" || (!tag.is_empty() && opaque(tag) == ours));
     }
-    let since = request
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| httpdate::parse_http_date(s).ok());
-    let modified = last_modified
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| httpdate::parse_http_date(s).ok());
-    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+    let mut values = request.get_all(header::IF_MODIFIED_SINCE).iter();
+    let (Some(since), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some(since) = since
+        .to_str()
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+    else {
+        return false;
+    };
+    stored.modified() <= since
 }
 
 /// The opaque part of an entity tag, for the weak comparison.
@@ -77,12 +116,11 @@ pub(crate) const NOT_MODIFIED_HEADERS: [header::HeaderName; 6] = [
 mod tests {
     use super::*;
 
+    /// Stored at 2015-10-21 07:28:00.500 UTC.
+    const STORED_AT: u64 = 1_445_412_480_500;
+
     fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
-        super::not_modified(
-            request,
-            stored.get(header::ETAG),
-            stored.get(header::LAST_MODIFIED),
-        )
+        super::not_modified(request, &Validators::of(|n| stored.get(n), STORED_AT))
     }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -136,5 +174,33 @@ mod tests {
             ("if-none-match", "\"b\""),
         ]);
         assert!(!not_modified(&both, &stored));
+    }
+
+    #[test]
+    fn if_modified_since_falls_back_to_date_then_to_the_store_time() {
+        let at = |t: &'static str| map(&[("if-modified-since", t)]);
+        let dated = map(&[("date", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert!(not_modified(&at("Wed, 21 Oct 2015 07:28:00 GMT"), &dated));
+        assert!(!not_modified(&at("Wed, 21 Oct 2015 07:27:59 GMT"), &dated));
+        // Last-Modified wins over Date.
+        let both = map(&[
+            ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("last-modified", "Tue, 20 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert!(not_modified(&at("Tue, 20 Oct 2015 07:28:00 GMT"), &both));
+        // Neither: the store time, to the millisecond (stored half a second into :00).
+        let bare = HeaderMap::new();
+        assert!(!not_modified(&at("Wed, 21 Oct 2015 07:28:00 GMT"), &bare));
+        assert!(not_modified(&at("Wed, 21 Oct 2015 07:28:01 GMT"), &bare));
+    }
+
+    #[test]
+    fn more_than_one_if_modified_since_is_ignored() {
+        let stored = map(&[("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        let two = map(&[
+            ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert!(!not_modified(&two, &stored));
     }
 }

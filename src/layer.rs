@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::cache::Shared;
 use crate::key::QueryKey;
-use crate::policy::{CookieRule, RoutePolicy};
+use crate::policy::{BypassHook, CookieRule, RoutePolicy};
 use crate::service::request_key;
 use crate::{CacheKey, CacheService};
 
@@ -67,7 +67,8 @@ impl fmt::Debug for CacheLayer {
 }
 
 impl CacheLayer {
-    pub(crate) fn new(shared: Arc<Shared>, policy: RoutePolicy) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, mut policy: RoutePolicy) -> Self {
+        policy.bypass_hooks.clone_from(&shared.bypass_hooks);
         Self {
             shared,
             policy: Arc::new(policy),
@@ -195,6 +196,47 @@ impl CacheLayer {
     /// (default off: otherwise any client can force the expensive path).
     pub fn honor_client_no_cache(self, on: bool) -> Self {
         self.with(|p| p.honor_client_no_cache = on)
+    }
+
+    /// Bypass the cache for requests `matches` picks out, with `Cache-Status: …; fwd=bypass;
+    /// detail=<reason>`: they are neither looked up nor stored, like requests with
+    /// `Authorization`. For credentials the layer cannot see itself: an API-key header, an
+    /// mTLS principal or a user an auth layer put in the request's extensions. Hooks run on
+    /// GET and HEAD requests, the cache's own (see
+    /// [`ResponseCacheBuilder::bypass_when`](crate::ResponseCacheBuilder::bypass_when)) first,
+    /// then the layer's in the order added; the first that matches names the reason. They run
+    /// before [`per_user`](Self::per_user) is asked. Metrics count them under
+    /// [`BypassReason::Custom`](crate::BypassReason::Custom).
+    ///
+    /// A hook covers the requests its layer handles. A route's own layer wins over the app-wide
+    /// layer, so a hook added to the app-wide layer alone does not reach routes with their own
+    /// layer: declare credentials on the builder to cover every layer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    /// # #[derive(Clone)] struct Principal;
+    /// let cache = ResponseCache::default();
+    /// let layer = cache
+    ///     .ttl(Duration::from_secs(60))
+    ///     .bypass_when("api-key", |req: &http::request::Parts| {
+    ///         req.headers.contains_key("x-api-key")
+    ///     })
+    ///     .bypass_when("mtls", |req: &http::request::Parts| {
+    ///         req.extensions.get::<Principal>().is_some()
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    /// When `reason` is not an RFC 8941 token (a letter, then letters, digits or any of
+    /// ``!#$%&'*+-.^_`|~:/``), as `Cache-Status` requires.
+    pub fn bypass_when<F>(self, reason: &'static str, matches: F) -> Self
+    where
+        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    {
+        let hook = BypassHook::new(reason, matches);
+        self.with(|p| p.bypass_hooks.push(hook))
     }
 }
 

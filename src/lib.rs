@@ -38,6 +38,8 @@
 //! |---|---|
 //! | only GET/HEAD are cached | — |
 //! | `Authorization` or `Cookie` on the request bypasses the cache | [`CacheLayer::session_cookies`], [`CacheLayer::ignore_cookies`], [`CacheLayer::per_user`] |
+//! | `Proxy-Authorization` on the request bypasses the cache | [`CacheLayer::per_user`] |
+//! | credentials the cache cannot see (API keys, mTLS, extensions) bypass once declared with [`CacheLayer::bypass_when`] or [`ResponseCacheBuilder::bypass_when`] | — (opt-in) |
 //! | `Set-Cookie`, `private`, `no-store`, `no-cache`, `Vary: *` are never stored | — |
 //! | only `200` is stored | [`CacheLayer::statuses`] |
 //! | bodies over 1 MiB and streams pass through whole, unstored | [`CacheLayer::max_body_size`] |
@@ -46,7 +48,9 @@
 //!
 //! Every response a layer handles carries an RFC 9211 `Cache-Status`
 //! (`tower-response-cache; hit; ttl=42`, `…; fwd=uri-miss; stored`,
-//! `…; fwd=bypass; detail=cookie`); hits carry `Age`.
+//! `…; fwd=bypass; detail=cookie`); hits carry `Age`. A request's `Cache-Control:
+//! only-if-cached` gets a fresh entry or an empty `504` (`…; detail=only-if-cached`), never the
+//! handler.
 //!
 //! # Stores
 //!

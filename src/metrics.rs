@@ -59,25 +59,39 @@ impl RouteCounters {
 }
 
 /// One route's counters at one moment.
+///
+/// Every request a layer of the cache handles counts exactly once, under `hits`, `misses` or
+/// `bypasses` (a route with its own layer inside the app-wide one is counted by its own layer
+/// alone), so [`requests`](Self::requests) is their sum and [`hit_ratio`](Self::hit_ratio) is
+/// the share of cacheable requests served from the cache. `stores` and `store_errors` count
+/// events, not requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouteStats {
     /// The route template, or `*`.
     pub route: String,
-    /// Requests answered from the cache (including 304s).
+    /// Requests answered from a fresh stored response (`200`, `304` or HEAD).
     pub hits: u64,
-    /// Requests looked up and not found (or found expired).
+    /// Requests that could use the cache and were not answered from it: nothing fresh was
+    /// stored (or the client's `no-cache` was honoured) and the handler's response was one the
+    /// policy stores, whether storing it then succeeded or not; and the `504`s answering
+    /// `only-if-cached` when nothing fresh was stored.
     pub misses: u64,
     /// Responses stored.
     pub stores: u64,
     /// Store operations that failed and were treated as misses.
     pub store_errors: u64,
-    /// Requests or responses that bypassed the cache, by reason; only non-zero reasons.
+    /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
+    /// when it may not use the cache (its method, credentials, a
+    /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response
+    /// may not be stored (`no-store`, `private`, its status, its size…); it is then not also a
+    /// miss.
     pub bypasses: Vec<(BypassReason, u64)>,
 }
 
 impl RouteStats {
-    /// Hits over hits plus misses; `0.0` before any lookup.
+    /// Hits over hits plus misses: the share of requests that could be served from the cache
+    /// and were; `0.0` before any.
     #[must_use]
     pub fn hit_ratio(&self) -> f64 {
         let total = self.hits + self.misses;
@@ -88,6 +102,12 @@ impl RouteStats {
             let ratio = self.hits as f64 / total as f64;
             ratio
         }
+    }
+
+    /// Every request counted: hits, misses and bypasses.
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        self.hits + self.misses + self.bypasses.iter().map(|(_, n)| n).sum::<u64>()
     }
 }
 
@@ -146,7 +166,11 @@ impl Metrics {
         let mut out = String::new();
         let counters: [Counter; 4] = [
             ("hits", "Requests answered from the cache.", |s| s.hits),
-            ("misses", "Lookups that found nothing fresh.", |s| s.misses),
+            (
+                "misses",
+                "Cacheable requests not answered from the cache.",
+                |s| s.misses,
+            ),
             ("stores", "Responses stored.", |s| s.stores),
             ("store_errors", "Store failures treated as misses.", |s| {
                 s.store_errors
@@ -166,7 +190,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP {namespace}_cache_bypasses_total Requests that bypassed the cache, by reason."
+            "# HELP {namespace}_cache_bypasses_total Requests not looked up or responses not storable, by reason."
         );
         let _ = writeln!(out, "# TYPE {namespace}_cache_bypasses_total counter");
         for s in &stats {
@@ -180,7 +204,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP {namespace}_cache_hit_ratio Hits over lookups since start."
+            "# HELP {namespace}_cache_hit_ratio Hits over hits plus misses since start."
         );
         let _ = writeln!(out, "# TYPE {namespace}_cache_hit_ratio gauge");
         for s in &stats {

@@ -8,7 +8,7 @@ use http_body::Body;
 
 use crate::body::{collect, Collected, PartialReason};
 use crate::cache::Shared;
-use crate::conditional::{not_modified, strong_etag};
+use crate::conditional::{not_modified, strong_etag, Validators};
 use crate::lookup::store;
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy};
@@ -28,7 +28,8 @@ pub(crate) struct Miss<'a> {
 
 impl Miss<'_> {
     /// Stores the response if the policy admits it; returns what to send and whether it was
-    /// storable (a store failure still counts as storable).
+    /// storable (a store failure still counts as storable). Counts the request's one outcome:
+    /// a miss, or a bypass when the policy refuses the response.
     pub(crate) async fn respond<B: Body>(
         &self,
         res: Response<B>,
@@ -60,6 +61,7 @@ impl Miss<'_> {
                     PartialReason::TooLarge => BypassReason::TooLarge,
                     PartialReason::Trailers => BypassReason::Stream,
                     PartialReason::Error => {
+                        self.counters.miss();
                         return (with_status(self.shared, res, &["fwd=", self.fwd]), false);
                     }
                 };
@@ -78,11 +80,12 @@ impl Miss<'_> {
             &parts.headers,
             [(header::CONTENT_LENGTH, stored_body.content_length)],
         );
+        let stored_at_millis = self.shared.clock.now_millis();
         let entry = CachedResponse {
             status: parts.status,
             headers,
             body: bytes.clone(),
-            stored_at_millis: self.shared.clock.now_millis(),
+            stored_at_millis,
             ttl: plan.ttl,
         };
         let stored = store(
@@ -98,16 +101,14 @@ impl Miss<'_> {
         if self.policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
+        self.counters.miss();
         let detail = if stored {
             "; stored"
         } else {
             "; detail=store-error"
         };
-        let validators = (
-            parts.headers.get(header::ETAG),
-            parts.headers.get(header::LAST_MODIFIED),
-        );
-        let res = if not_modified(self.req_headers, validators.0, validators.1) {
+        let validators = Validators::of(|n| parts.headers.get(n), stored_at_millis);
+        let res = if not_modified(self.req_headers, &validators) {
             not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, response, Method, StatusCode};
+use http::{request, response, Method, Request, StatusCode};
 
 use crate::key::QueryKey;
 use crate::StoredHeaders;
@@ -40,11 +40,16 @@ pub enum BypassReason {
     VaryStar,
     /// Under the app-wide layer, the response says nothing of how long it may be kept.
     NoTtl,
+    /// The request carries `Proxy-Authorization`.
+    ProxyAuthorization,
+    /// A [`bypass_when`](crate::CacheLayer::bypass_when) hook matched the request. Its
+    /// `Cache-Status` detail is the hook's own reason; metrics count all hooks as `custom`.
+    Custom,
 }
 
 impl BypassReason {
     /// All reasons, in a stable order.
-    pub const ALL: [BypassReason; 12] = [
+    pub const ALL: [BypassReason; 14] = [
         Self::Method,
         Self::Authorization,
         Self::Cookie,
@@ -57,6 +62,8 @@ impl BypassReason {
         Self::Stream,
         Self::VaryStar,
         Self::NoTtl,
+        Self::ProxyAuthorization,
+        Self::Custom,
     ];
 
     /// The stable token used in `Cache-Status` and metrics.
@@ -75,6 +82,8 @@ impl BypassReason {
             Self::Stream => "stream",
             Self::VaryStar => "vary-star",
             Self::NoTtl => "no-ttl",
+            Self::ProxyAuthorization => "proxy-authorization",
+            Self::Custom => "custom",
         }
     }
 }
@@ -88,6 +97,47 @@ impl fmt::Display for BypassReason {
 /// Derives the identity a per-user route is keyed on. Returning `None` makes a credentialed
 /// request bypass the cache as usual.
 pub(crate) type IdentityFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
+
+/// A request hook: the requests it matches bypass the cache with `detail=<reason>`.
+#[derive(Clone)]
+pub(crate) struct BypassHook {
+    pub(crate) reason: &'static str,
+    matches: Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>,
+}
+
+impl BypassHook {
+    /// # Panics
+    /// When `reason` is not an RFC 8941 token, which `Cache-Status` needs it to be.
+    pub(crate) fn new<F>(reason: &'static str, matches: F) -> Self
+    where
+        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    {
+        assert!(
+            is_token(reason),
+            "bypass_when reason {reason:?} is not a token: a letter, then letters, digits or \
+             any of !#$%&'*+-.^_`|~:/"
+        );
+        Self {
+            reason,
+            matches: Arc::new(matches),
+        }
+    }
+}
+
+impl fmt::Debug for BypassHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BypassHook").field(&self.reason).finish()
+    }
+}
+
+/// An RFC 8941 token (`sf-token`).
+fn is_token(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+}
 
 /// How request cookies affect caching.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +163,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) cookies: CookieRule,
     pub(crate) identity: Option<IdentityFn>,
     pub(crate) honor_client_no_cache: bool,
+    /// The cache's hooks, then the layer's own.
+    pub(crate) bypass_hooks: Vec<BypassHook>,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -127,6 +179,7 @@ impl fmt::Debug for RoutePolicy {
             .field("cookies", &self.cookies)
             .field("per_user", &self.identity.is_some())
             .field("honor_client_no_cache", &self.honor_client_no_cache)
+            .field("bypass_hooks", &self.bypass_hooks)
             .finish()
     }
 }
@@ -148,7 +201,24 @@ impl RoutePolicy {
             cookies: CookieRule::AnyBypasses,
             identity: None,
             honor_client_no_cache: false,
+            bypass_hooks: Vec::new(),
         }
+    }
+
+    /// The reason of the first bypass hook that matches a GET or HEAD request (other methods
+    /// bypass anyway, as `method`). Hooks read the request as [`request::Parts`], so it is
+    /// taken apart and put together again.
+    pub(crate) fn hooked<B>(&self, req: Request<B>) -> (Request<B>, Option<&'static str>) {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return (req, None);
+        }
+        let (parts, body) = req.into_parts();
+        let reason = self
+            .bypass_hooks
+            .iter()
+            .find(|hook| (hook.matches)(&parts))
+            .map(|hook| hook.reason);
+        (Request::from_parts(parts, body), reason)
     }
 
     /// Whether the request may use the cache. `Ok(None)` for a shared entry, `Ok(Some(id))` for a
@@ -167,6 +237,8 @@ impl RoutePolicy {
         }
         if headers.contains_key(header::AUTHORIZATION) {
             Err(BypassReason::Authorization)
+        } else if headers.contains_key(header::PROXY_AUTHORIZATION) {
+            Err(BypassReason::ProxyAuthorization)
         } else if self.has_session_cookie(headers) {
             Err(BypassReason::Cookie)
         } else {
@@ -253,6 +325,13 @@ pub(crate) struct StorePlan {
     pub(crate) ttl: Duration,
     /// The request headers the response varies on: lower-case, sorted, deduplicated.
     pub(crate) vary: Vec<HeaderName>,
+}
+
+/// Whether the request says `Cache-Control: only-if-cached`: a stored response or a `504`,
+/// never the handler (RFC 9111 §5.2.1.7).
+pub(crate) fn only_if_cached(headers: &HeaderMap) -> bool {
+    directives(headers.get_all(header::CACHE_CONTROL).iter())
+        .any(|(name, _)| name.eq_ignore_ascii_case("only-if-cached"))
 }
 
 /// `Cache-Control` directives as (name, optional unquoted value); malformed parts are skipped.

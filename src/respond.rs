@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::cache::Shared;
-use crate::conditional::{not_modified, NOT_MODIFIED_HEADERS};
+use crate::conditional::{not_modified, Validators, NOT_MODIFIED_HEADERS};
 use crate::head::hit_headers;
 use crate::metrics::RouteCounters;
 use crate::policy::{directives, RoutePolicy};
@@ -51,8 +51,7 @@ fn hit<B: Body>(
     let mut res = if conditional
         && not_modified(
             req_headers,
-            entry.headers.get(&header::ETAG),
-            entry.headers.get(&header::LAST_MODIFIED),
+            &Validators::of(|n| entry.headers.get(n), entry.stored_at_millis),
         ) {
         let mut res = not_modified_response(entry.headers.iter());
         let headers = res.headers_mut();
@@ -147,6 +146,17 @@ pub(crate) fn not_modified_response<'a, B: Body>(
         res.headers_mut().append(name.clone(), value.clone());
     }
     res
+}
+
+/// The answer to `Cache-Control: only-if-cached` when nothing fresh is stored for the request
+/// (or it may not be served from the cache at all): `504`, the handler not called. Its
+/// `Cache-Status` member has no `fwd`, since nothing went forward (RFC 9211 §2.2).
+pub(crate) fn gateway_timeout<B: Body>(shared: &Shared) -> Response<ResponseBody<B>> {
+    let mut res = Response::new(ResponseBody::empty());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    with_status(shared, res, &["detail=only-if-cached"])
 }
 
 pub(crate) fn bypass<B>(shared: &Shared, res: Response<B>, reason: BypassReason) -> Response<B> {

@@ -17,9 +17,9 @@ use crate::lookup::{lookup, lookup_now};
 use crate::memo;
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
-use crate::policy::RoutePolicy;
-use crate::respond::{bypass, fresh_hit, handled, with_status};
-use crate::{CacheKey, ResponseBody, ResponseFuture};
+use crate::policy::{only_if_cached, RoutePolicy};
+use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, with_status};
+use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
 /// adds no failure of its own.
@@ -60,8 +60,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let looked = match self.hit_now(&req) {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        // Without hooks (the common case) the request is not even moved.
+        let mut hooked = None;
+        if !self.policy.bypass_hooks.is_empty() {
+            (req, hooked) = self.policy.hooked(req);
+        }
+        let now = if hooked.is_some() {
+            Now::Skipped
+        } else {
+            self.hit_now(&req)
+        };
+        let looked = match now {
             Now::Hit(res) => return ResponseFuture::ready(res),
             Now::Miss(looked) => Some(looked),
             Now::Skipped => None,
@@ -75,6 +85,7 @@ where
             self.policy.clone(),
             self.route.clone(),
             looked,
+            hooked,
             req,
         ))
     }
@@ -196,6 +207,7 @@ async fn handle<S, ReqB, ResB>(
     policy: Arc<RoutePolicy>,
     route_memo: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
     looked: Option<Looked>,
+    hooked: Option<&'static str>,
     req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -235,20 +247,30 @@ where
         }
         None => (req, None),
     };
-    let admitted = if checked {
+    let admitted = if hooked.is_some() {
+        Err(BypassReason::Custom)
+    } else if checked {
         Ok(None)
     } else {
         policy.admit_request(req.method(), req.headers(), identity)
     };
+    let only_if_cached = only_if_cached(req.headers());
     let identity = match admitted {
         Ok(identity) => identity,
+        Err(reason) if only_if_cached => {
+            // Nothing that bypasses the cache can be answered from it.
+            counters.bypass(reason);
+            return Ok(gateway_timeout(&shared));
+        }
         Err(reason) => {
             let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
                 Ok(handled) => return Ok(handled),
                 Err(res) => res,
             };
             counters.bypass(reason);
-            return Ok(bypass(&shared, res.map(ResponseBody::inner), reason));
+            let detail = hooked.unwrap_or(reason.as_str());
+            let res = res.map(ResponseBody::inner);
+            return Ok(with_status(&shared, res, &["fwd=bypass; detail=", detail]));
         }
     };
 
@@ -275,6 +297,10 @@ where
         if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
             return Ok(res);
         }
+        if only_if_cached {
+            counters.miss();
+            return Ok(gateway_timeout(&shared));
+        }
         if !is_head && !shared.coalesce_wait.is_zero() {
             let layer = Arc::as_ptr(&policy) as usize;
             match shared.flights.join(layer, &key) {
@@ -293,18 +319,35 @@ where
         }
     }
 
+    if forced && only_if_cached {
+        // The client wants no stored copy, and no response from elsewhere either.
+        counters.miss();
+        return Ok(gateway_timeout(&shared));
+    }
     let req_headers = req.headers().clone();
     let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
         Ok(handled) => return Ok(handled),
         Err(res) => res,
     };
-    counters.miss();
     let fwd = if forced { "request" } else { "uri-miss" };
     if is_head {
-        // A HEAD response has no body to keep; only a GET fills the entry HEAD reads.
-        let res = res.map(ResponseBody::inner);
-        return Ok(with_status(&shared, res, &["fwd=", fwd]));
+        // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It counts
+        // as the GET would: a bypass when the policy refuses to store it, else a miss.
+        let (parts, body) = res.into_parts();
+        let refused = policy.admit_response(&parts, identity.is_some()).err();
+        let res = Response::from_parts(parts, ResponseBody::inner(body));
+        return Ok(match refused {
+            Some(reason) => {
+                counters.bypass(reason);
+                bypass(&shared, res, reason)
+            }
+            None => {
+                counters.miss();
+                with_status(&shared, res, &["fwd=", fwd])
+            }
+        });
     }
+    // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
     let miss = Miss {
         shared: &shared,
         policy: &policy,

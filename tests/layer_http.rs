@@ -440,3 +440,182 @@ async fn the_app_wide_layer_stops_looking_up_a_route_with_its_own_layer() {
     assert_eq!(store.lookups.load(Ordering::SeqCst) - before, 5);
     assert_eq!(calls.get(), 1);
 }
+
+#[tokio::test]
+async fn if_modified_since_falls_back_to_date_then_to_the_time_stored() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let counted = |date: Option<&'static str>| {
+        let c = calls.clone();
+        route_get(move || {
+            let n = c.bump();
+            async move {
+                let mut res = format!("n{n}").into_response();
+                if let Some(date) = date {
+                    res.headers_mut()
+                        .insert(header::DATE, date.parse().unwrap());
+                }
+                res
+            }
+        })
+        .layer(fx.cache.route())
+    };
+    let app = Router::new()
+        .route("/dated", counted(Some("Wed, 21 Oct 2015 07:28:00 GMT")))
+        .route("/bare", counted(None));
+    let ims = |path: &str, date: &str| get_with(path, &[("if-modified-since", date)]);
+
+    // No Last-Modified: the stored response's Date is the validator.
+    assert_eq!(send(&app, get("/dated")).await.cache_status(), MISS);
+    let same = send(&app, ims("/dated", "Wed, 21 Oct 2015 07:28:00 GMT")).await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(same.cache_status(), hit(60));
+    assert!(same.body.is_empty());
+    let before = send(&app, ims("/dated", "Wed, 21 Oct 2015 07:27:59 GMT")).await;
+    assert_eq!((before.status, before.text()), (StatusCode::OK, "n1"));
+    assert_eq!(before.cache_status(), hit(60));
+
+    // Neither Last-Modified nor Date: when the cache stored it (the fixture's clock starts at
+    // Tue, 14 Nov 2023 22:13:20 GMT; half a second later here).
+    fx.clock.advance(Duration::from_millis(500));
+    assert_eq!(send(&app, get("/bare")).await.cache_status(), MISS);
+    let that_second = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:20 GMT")).await;
+    assert_eq!(
+        (that_second.status, that_second.text()),
+        (StatusCode::OK, "n2")
+    );
+    let next_second = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:21 GMT")).await;
+    assert_eq!(next_second.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(next_second.cache_status(), hit(60));
+    assert_eq!(calls.get(), 2);
+
+    // The miss path answers the same way: the response it just stored is not newer.
+    fx.cache.clear().await.unwrap();
+    let first = send(&app, ims("/bare", "Tue, 14 Nov 2023 22:13:21 GMT")).await;
+    assert_eq!(first.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(first.cache_status(), MISS);
+    assert_eq!(calls.get(), 3);
+}
+
+/// The memory store behind an interface that always waits: no `get_now`, so every request
+/// takes the full path.
+#[derive(Debug, Clone, Default)]
+struct WaitingStore(MemoryStore);
+
+impl Store for WaitingStore {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
+        self.0.get(key)
+    }
+    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
+        self.0.put(key, entry, ttl)
+    }
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
+        self.0.remove(key)
+    }
+    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        self.0.clear_prefix(prefix)
+    }
+}
+
+const ONLY_IF_CACHED: &str = "tower-response-cache; detail=only-if-cached";
+
+async fn only_if_cached_is_a_stored_response_or_a_504(store: impl Store) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cache = ResponseCache::builder()
+        .store(store)
+        .clock(clock.clone())
+        .build();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = Router::new().route(
+        "/doc",
+        route_get(move || {
+            let n = c.bump();
+            async move { format!("n{n}") }
+        })
+        .layer(cache.ttl(Duration::from_secs(60))),
+    );
+    let cached_only = |extra: &[(&str, &str)]| {
+        let mut headers = vec![("cache-control", "max-stale=0, only-if-cached")];
+        headers.extend_from_slice(extra);
+        get_with("/doc", &headers)
+    };
+    let timeout = |r: &Seen| {
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(r.cache_status(), ONLY_IF_CACHED);
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("content-length"), Some("0"));
+    };
+
+    // Nothing stored yet: 504, and the handler is not called.
+    timeout(&send(&app, cached_only(&[])).await);
+    assert_eq!(calls.get(), 0);
+
+    assert_eq!(send(&app, get("/doc")).await.cache_status(), MISS);
+    let r = send(&app, cached_only(&[])).await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "n1"));
+    assert_eq!(r.cache_status(), hit(60));
+    let head = http::Request::head("/doc")
+        .header("cache-control", "only-if-cached")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, head).await.status, StatusCode::OK);
+
+    // A request the cache may not answer (credentials) cannot be served from it either.
+    timeout(&send(&app, cached_only(&[("authorization", "Bearer a")])).await);
+
+    // Expired: no longer fresh, so 504 again.
+    clock.advance(Duration::from_secs(61));
+    timeout(&send(&app, cached_only(&[])).await);
+    assert_eq!(calls.get(), 1);
+    let stats = &cache.metrics().snapshot()[0];
+    assert_eq!((stats.hits, stats.misses), (2, 3));
+    assert_eq!(
+        stats.bypasses,
+        vec![(tower_response_cache::BypassReason::Authorization, 1)]
+    );
+}
+
+#[tokio::test]
+async fn only_if_cached_on_the_memory_store() {
+    only_if_cached_is_a_stored_response_or_a_504(MemoryStore::default()).await;
+}
+
+#[tokio::test]
+async fn only_if_cached_on_a_store_that_waits() {
+    only_if_cached_is_a_stored_response_or_a_504(WaitingStore::default()).await;
+}
+
+#[tokio::test]
+async fn only_if_cached_under_the_app_wide_layer() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = cc_app(&fx, &calls);
+    let cached_only = |path: &str| get_with(path, &[("cache-control", "only-if-cached")]);
+    for path in ["/shared", "/silent", "/own"] {
+        let r = send(&app, cached_only(path)).await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{path}");
+        assert_eq!(r.cache_status(), ONLY_IF_CACHED, "{path}");
+    }
+    assert_eq!(calls.get(), 0);
+    // `/own` answers through its own layer once the app-wide layer has learned to step aside.
+    for (path, body) in [("/shared", "n1"), ("/own", "n2")] {
+        send(&app, get(path)).await;
+        let r = send(&app, cached_only(path)).await;
+        assert_eq!((r.status, r.text()), (StatusCode::OK, body), "{path}");
+        assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
+    }
+    // A client's no-cache with only-if-cached: no stored copy and no handler, so 504.
+    let honoring = Router::new().route(
+        "/d",
+        route_get(|| async { "d" }).layer(fx.cache.route().honor_client_no_cache(true)),
+    );
+    send(&honoring, get("/d")).await;
+    let r = send(
+        &honoring,
+        get_with("/d", &[("cache-control", "no-cache, only-if-cached")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(calls.get(), 2);
+}

@@ -450,3 +450,64 @@ fn twiscope_runs_on_a_redis_cluster() {
     assert!(hit.is_hit(), "{hit:?}");
     assert_eq!(hit.body, miss.body);
 }
+
+#[test]
+fn metrics_counts_its_own_requests_as_bypasses_not_misses() {
+    let server = start("memory");
+    for _ in 0..2 {
+        let reply = server.get("/metrics", &[]);
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply
+                .cache_status()
+                .ends_with("fwd=bypass; detail=no-store"),
+            "{reply:?}"
+        );
+    }
+    let text = server.get("/metrics", &[]).body;
+    assert!(
+        text.contains("twiscope_cache_misses_total{route=\"/metrics\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("twiscope_cache_bypasses_total{route=\"/metrics\",reason=\"no-store\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("twiscope_cache_hit_ratio{route=\"/metrics\"} 0.000000"),
+        "{text}"
+    );
+}
+
+#[test]
+fn me_by_api_key_answers_as_the_bearer_token_and_is_never_cached() {
+    let server = start("memory");
+    let bearer = server.get("/me", &[("Authorization", "Bearer token-1")]);
+    assert_eq!(bearer.status, 200, "{bearer:?}");
+    for _ in 0..2 {
+        let one = server.get("/me", &[("X-Api-Key", "key-1")]);
+        let two = server.get("/me", &[("X-Api-Key", "key-2")]);
+        assert_eq!((one.status, two.status), (200, 200), "{one:?} {two:?}");
+        assert_eq!(one.body, bearer.body);
+        assert!(two.body.starts_with("{\"id\":2,"), "{}", two.body);
+        for reply in [&one, &two] {
+            assert_eq!(
+                reply.cache_status(),
+                "twiscope; fwd=bypass; detail=api-key",
+                "{reply:?}"
+            );
+        }
+    }
+    for bad in ["key-0", "token-1", "key-x"] {
+        let reply = server.get("/me", &[("X-Api-Key", bad)]);
+        assert_eq!(reply.status, 401, "{bad}: {reply:?}");
+    }
+    let anonymous = server.get("/me", &[]);
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.body.contains("X-Api-Key"), "{}", anonymous.body);
+    let metrics = server.get("/metrics", &[]).body;
+    assert!(
+        metrics.contains("twiscope_cache_bypasses_total{route=\"/me\",reason=\"custom\"} 7"),
+        "{metrics}"
+    );
+}

@@ -23,7 +23,8 @@ Routes:
   GET  /influencers/{platform}?limit=N
                                      top N (1..=100, default 10) by engagement; cached 60 s
   GET  /platforms/{platform}/stats   localised by Accept-Language (en, es, fr, de); cached 10 min
-  GET  /me                           Authorization: Bearer token-<id>; never cached
+  GET  /me                           Authorization: Bearer token-<id>, or X-Api-Key: key-<id>;
+                                     never cached
   POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N}
   GET  /metrics                      Prometheus text
 

@@ -53,8 +53,8 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
             // response and keeps one entry per language.
             cached(get(platform_stats), per_route(|c| c.ttl(STATS_TTL))),
         )
-        // Per user: `Authorization` makes the app-wide layer pass it by, and the handler marks
-        // it `private` as well.
+        // Per user: `Authorization`, or the `X-Api-Key` declared with `bypass_when`, makes the
+        // app-wide layer pass it by, and the handler marks it `private` as well.
         .route("/me", get(me))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -302,34 +302,47 @@ fn capitalised(name: &str) -> String {
     })
 }
 
-/// `GET /me`: the caller's own profile, from `Authorization: Bearer token-<id>`.
+/// `GET /me`: the caller's own profile, from `Authorization: Bearer token-<id>` or
+/// `X-Api-Key: key-<id>`. The cache sees `Authorization` by itself; the API key is declared to
+/// it with `bypass_when` (see `open_cache`).
 async fn me(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     const CHALLENGE: &str = "Bearer realm=\"twiscope\"";
     const INVALID: &str = "Bearer realm=\"twiscope\", error=\"invalid_token\"";
-    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+    let invalid = || ApiError::unauthorized("invalid token", INVALID);
+    let id = if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        auth.to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, token)| user_id(token.trim(), "token-"))
+    } else if let Some(key) = headers.get("x-api-key") {
+        key.to_str()
+            .ok()
+            .and_then(|key| user_id(key.trim(), "key-"))
+    } else {
         return Err(ApiError::unauthorized(
-            "send Authorization: Bearer token-<user id>",
+            "send Authorization: Bearer token-<user id> or X-Api-Key: key-<user id>",
             CHALLENGE,
         ));
     };
-    let id = auth
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .and_then(|(_, token)| token.trim().strip_prefix("token-"))
-        .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|id| id.parse::<i64>().ok())
-        .ok_or_else(|| ApiError::unauthorized("invalid token", INVALID))?;
+    let id = id.ok_or_else(invalid)?;
     let profile =
         s.db.run(move |sql| sql.profile(id))
             .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid token", INVALID))?;
+            .ok_or_else(invalid)?;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("private"))],
         Json(profile),
     )
         .into_response())
+}
+
+/// The user id in a credential `<prefix><digits>`.
+fn user_id(credential: &str, prefix: &str) -> Option<i64> {
+    credential
+        .strip_prefix(prefix)
+        .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|id| id.parse().ok())
 }
 
 #[derive(Deserialize)]
