@@ -83,13 +83,24 @@ impl CacheLayer {
     /// variant learned from the response's `Vary`. Pass it to
     /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) to drop that URL.
     ///
+    /// Build `req` with the path the client sends, mount prefix included (`/v2/users` for a
+    /// route `/users` nested under `/v2`): keys are made from the path as the client sent it,
+    /// which axum keeps in the `OriginalUri` extension when a nested router strips the prefix.
+    /// A request as axum hands it inside the mount gives the same key.
+    ///
     /// ```
+    /// use axum::extract::OriginalUri;
     /// use tower_response_cache::ResponseCache;
     /// let cache = ResponseCache::default();
     /// let layer = cache.route().vary_query(["limit"]);
-    /// let a = http::Request::get("/top?limit=5&page=2").body(()).unwrap();
-    /// let b = http::Request::get("/top?limit=5").body(()).unwrap();
+    /// let a = http::Request::get("/v2/top?limit=5&page=2").body(()).unwrap();
+    /// let b = http::Request::get("/v2/top?limit=5").body(()).unwrap();
     /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
+    ///
+    /// // Inside `Router::nest("/v2", …)`, the route sees `/top`; the key is the same.
+    /// let mut inner = http::Request::get("/top?limit=5").body(()).unwrap();
+    /// inner.extensions_mut().insert(OriginalUri("/v2/top?limit=5".parse().unwrap()));
+    /// assert_eq!(layer.key_for(&inner), layer.key_for(&b));
     /// ```
     #[must_use]
     pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {

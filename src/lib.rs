@@ -25,7 +25,8 @@
 //! # How it works
 //!
 //! A GET (or HEAD) request is turned into a [`CacheKey`]: the key prefix, the namespace
-//! version, scheme, host, path, the canonical query (sorted, tracking parameters dropped), the
+//! version, scheme, host, the path as the client sent it (a nested router's mount prefix
+//! included), the canonical query (sorted, tracking parameters dropped), the
 //! configured request headers, and — learned from the response's own `Vary` — the headers it
 //! varies on. Components are length-delimited and hashed with SHA-256, so keys never collide and
 //! never contain credentials. A fresh entry answers without calling the handler (a `304` when

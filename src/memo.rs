@@ -6,6 +6,11 @@
 //! layer, cache, namespace version, URI, `Host` and the values of the route's vary headers. A
 //! memo hit compares all of them byte for byte, so it is the key the derivation would give,
 //! never a neighbour's. Per-user keys are never remembered.
+//!
+//! The invariant holds only if the memo reads exactly what the derivation reads: the URI the
+//! client sent ([`client_uri`](crate::key::client_uri)), not the one a nested router stripped,
+//! and the raw vary header values (the derivation normalises them; different raw spellings then
+//! just derive separately and land on one key).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -197,7 +202,7 @@ mod tests {
             &layer.shared,
             &layer.policy,
             version,
-            req.uri(),
+            crate::key::client_uri(req),
             req.headers(),
             || {
                 derived.set(true);
@@ -272,6 +277,24 @@ mod tests {
         let (kb, derived) = memo_key(&layer, 1, &b);
         assert!(derived);
         assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn mounts_of_one_inner_path_are_remembered_apart() {
+        use axum::extract::OriginalUri;
+        let layer = ResponseCache::default().ttl(Duration::from_secs(1));
+        let nested = |original: &str| {
+            let mut req = get("/users", &[]);
+            let uri = original.parse().unwrap();
+            req.extensions_mut().insert(OriginalUri(uri));
+            req
+        };
+        let (v1, _) = memo_key(&layer, 1, &nested("/v1/users"));
+        let (v2, derived) = memo_key(&layer, 1, &nested("/v2/users"));
+        assert!(derived, "the stripped path is not what names the slot");
+        assert_ne!(v1, v2);
+        assert_eq!(v2, layer.key_for(&get("/v2/users", &[])));
+        assert_eq!(memo_key(&layer, 1, &nested("/v1/users")), (v1, false));
     }
 
     #[test]
