@@ -83,6 +83,7 @@ mod lookup;
 mod memo;
 mod metrics;
 mod miss;
+mod negotiation;
 mod policy;
 mod respond;
 mod service;

@@ -252,7 +252,7 @@ mod tests {
             get("/s?x=1", &[("host", "h")]),
             // The same value under the other vary header.
             get("/s?x=1", &[("host", "h"), ("accept-language", "a")]),
-            get("/s?x=1", &[("host", "h"), ("accept", "a"), ("accept", "a")]),
+            get("/s?x=1", &[("host", "h"), ("accept", "a"), ("accept", "b")]),
         ];
         for req in &others {
             let (key, derived) = memo_key(&layer, 1, req);
@@ -264,6 +264,31 @@ mod tests {
         assert!(memo_key(&layer, 2, &base).1);
         let other_layer = cache.ttl(Duration::from_secs(1)).vary_query(["x"]);
         assert!(memo_key(&other_layer, 2, &base).1);
+    }
+
+    #[test]
+    fn spellings_the_derivation_merges_are_remembered_apart_and_keyed_alike() {
+        let layer = ResponseCache::default()
+            .ttl(Duration::from_secs(1))
+            .vary_headers([header::ACCEPT_LANGUAGE]);
+        let (es, _) = memo_key(&layer, 1, &get("/s", &[("accept-language", "es")]));
+        for spelling in [
+            &[("accept-language", "ES")][..],
+            &[("accept-language", " es;q=1")],
+            &[("accept-language", "es"), ("accept-language", "es")],
+        ] {
+            let req = get("/s", spelling);
+            let (key, derived) = memo_key(&layer, 1, &req);
+            assert!(derived, "raw bytes name a slot: {spelling:?}");
+            assert_eq!(key, es, "{spelling:?}");
+            assert_eq!(
+                memo_key(&layer, 1, &req),
+                (es.clone(), false),
+                "{spelling:?}"
+            );
+        }
+        let (en, _) = memo_key(&layer, 1, &get("/s", &[("accept-language", "en")]));
+        assert_ne!(en, es);
     }
 
     #[test]
