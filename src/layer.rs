@@ -147,6 +147,19 @@ impl CacheLayer {
         self.with(|p| p.vary_headers = names)
     }
 
+    /// The most variants of one URL kept when responses vary (configured
+    /// [`vary_headers`](Self::vary_headers) or the response's own `Vary`); default 100.
+    ///
+    /// Values of `Accept`, `Accept-Language` and `Accept-Encoding` are normalised first, so
+    /// `es`, `ES` and `es;q=1` are one variant; still, a client sending random values would make
+    /// a new variant each. Past the cap, a response is served but not stored, with
+    /// `Cache-Status: …; fwd=uri-miss; detail=too-many-variants`. A variant stops counting when
+    /// its TTL ends or the URL is invalidated. Counted in each process: with a shared Redis
+    /// store, each process stores up to `n`.
+    pub fn max_variants(self, n: usize) -> Self {
+        self.with(|p| p.max_variants = n)
+    }
+
     /// The statuses that may be stored (default: `200` only).
     pub fn statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         let statuses = statuses.into_iter().collect();

@@ -92,17 +92,14 @@ impl Miss<'_> {
             &plan.vary,
             self.req_headers,
             entry,
+            self.policy.max_variants,
         )
         .await;
 
         if self.policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
-        let detail = if stored {
-            "; stored"
-        } else {
-            "; detail=store-error"
-        };
+        let detail = stored.detail();
         let validators = (
             parts.headers.get(header::ETAG),
             parts.headers.get(header::LAST_MODIFIED),

@@ -85,3 +85,78 @@ async fn spellings_of_one_language_share_one_configured_entry() {
     // `Vary: Accept` is learned too: its record and one variant (no `Accept` was sent).
     assert_eq!(fx.entries(), 2);
 }
+
+/// A distinct made-up language tag per `i` (`x-a0b1…`), as a client probing the cache would send.
+fn random_tag(i: u64) -> String {
+    // splitmix64: distinct inputs, distinct and well spread outputs.
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("x-{:016x}", z ^ (z >> 31))
+}
+
+const TOO_MANY: &str = "tower-response-cache; fwd=uri-miss; detail=too-many-variants";
+
+/// Asks `/page` with `n` made-up languages; how many responses were stored and how many refused.
+async fn flood(app: &Router, n: u64) -> (usize, usize) {
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..n {
+        let r = send(app, with_lines(&[&random_tag(i)])).await;
+        assert_eq!(r.status, http::StatusCode::OK);
+        assert_eq!(
+            r.text(),
+            format!("hello #{}", i + 1),
+            "the handler's own body"
+        );
+        match r.cache_status() {
+            MISS => stored += 1,
+            TOO_MANY => refused += 1,
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    (stored, refused)
+}
+
+#[tokio::test]
+async fn variants_past_the_cap_are_served_not_stored() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = app(&calls, fx.cache.route().max_variants(50), true);
+    assert_eq!(flood(&app, 200).await, (50, 150));
+    // Fifty variants and the learned `Vary` record.
+    assert_eq!(fx.entries(), 51);
+    // The variants kept are still answered; one refused is asked of the handler again.
+    let kept = send(&app, with_lines(&[&random_tag(3)])).await;
+    assert_eq!(
+        (kept.text(), kept.cache_status()),
+        ("hello #4", hit(60).as_str())
+    );
+    let refused = send(&app, with_lines(&[&random_tag(100)])).await;
+    assert_eq!(
+        (refused.text(), refused.cache_status()),
+        ("hello #201", TOO_MANY)
+    );
+
+    // Once the kept variants expire, new ones may take their place.
+    fx.clock.advance(std::time::Duration::from_secs(61));
+    let r = send(&app, with_lines(&[&random_tag(100)])).await;
+    assert_eq!((r.text(), r.cache_status()), ("hello #202", MISS));
+}
+
+#[tokio::test]
+async fn the_default_cap_keeps_a_hundred_variants_and_invalidate_resets_it() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let layer = fx.cache.route();
+    let app = app(&calls, layer.clone(), true);
+    assert_eq!(flood(&app, 130).await, (100, 30));
+    assert_eq!(fx.entries(), 101);
+    let removed = fx
+        .cache
+        .invalidate(&layer.key_for(&get("/page")))
+        .await
+        .unwrap();
+    assert_eq!(removed, 101);
+    let r = send(&app, with_lines(&["es"])).await;
+    assert_eq!((r.text(), r.cache_status()), ("hola #131", MISS));
+}
