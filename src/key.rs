@@ -340,11 +340,8 @@ impl KeyHasher {
         let values = headers.get_all(name);
         if is_negotiation(name) {
             // The form is tagged, so a canonical list never hashes like values keyed as sent.
-            let present = values.iter().next().is_some();
-            if let Some(members) = present
-                .then(|| Members::of(headers.get_all(name)))
-                .flatten()
-            {
+            let mut members = Members::new();
+            if values.iter().next().is_some() && members.read(headers.get_all(name)) {
                 self.write(b"c");
                 self.count(members.len());
                 for member in members.iter() {

@@ -25,10 +25,11 @@
 
 use http::header::{GetAll, HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE};
 
-/// The longest canonical form kept (browsers send `Accept` values of ~150 bytes).
-const MAX_BYTES: usize = 512;
+/// The longest canonical form kept (browsers send `Accept` values of ~150 bytes). Small: the
+/// buffer is zeroed on every lookup of a varying resource.
+const MAX_BYTES: usize = 256;
 /// The most members kept.
-const MAX_MEMBERS: usize = 64;
+const MAX_MEMBERS: usize = 32;
 
 /// Whether `name` is a negotiation header whose values are canonicalised before keying.
 pub(crate) fn is_negotiation(name: &HeaderName) -> bool {
@@ -45,25 +46,22 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    /// The canonical members of all of `values`' field lines, or `None` when they cannot be
-    /// canonicalised safely (then key them as sent).
-    pub(crate) fn of(values: GetAll<'_, HeaderValue>) -> Option<Self> {
-        let mut members = Self {
+    pub(crate) fn new() -> Self {
+        Self {
             buf: [0; MAX_BYTES],
             used: 0,
             ends: [0; MAX_MEMBERS],
             count: 0,
-        };
-        for value in values {
-            let value = value.as_bytes();
-            if value.iter().any(|&b| b == b'"' || b == b'\\') {
-                return None;
-            }
-            for member in value.split(|&b| b == b',') {
-                members.push_member(member)?;
-            }
         }
-        Some(members)
+    }
+
+    /// Reads the canonical members of all of `values`' field lines; `false` when they cannot
+    /// be canonicalised safely (then key them as sent). Filled in place: returned by value,
+    /// the buffer would be copied.
+    pub(crate) fn read(&mut self, values: GetAll<'_, HeaderValue>) -> bool {
+        values
+            .into_iter()
+            .all(|value| self.push_line(value.as_bytes()).is_some())
     }
 
     /// How many members there are.
@@ -81,51 +79,109 @@ impl Members {
         })
     }
 
-    /// Appends the canonical form of one list member, unless it is empty or a repeat; `None`
-    /// when the buffer is full.
-    fn push_member(&mut self, raw: &[u8]) -> Option<()> {
-        let raw = trim(raw);
-        if raw.is_empty() {
-            return Some(());
-        }
-        let start = self.used;
-        let mut pieces = raw.split(|&b| b == b';');
-        self.push_lower(trim(pieces.next().unwrap_or_default()))?;
-        // Where the last parameter starts, when it is a weight of 1.
-        let mut default_weight_at = None;
-        for piece in pieces {
-            let piece = trim(piece);
-            if piece.is_empty() {
-                continue;
-            }
-            let at = self.used;
-            self.push(b";")?;
-            default_weight_at = None;
-            let Some(eq) = piece.iter().position(|&b| b == b'=') else {
-                self.push(piece)?;
-                continue;
-            };
-            let (name, value) = (&piece[..eq], &piece[eq + 1..]);
-            self.push_lower(name)?;
-            self.push(b"=")?;
-            match name
-                .eq_ignore_ascii_case(b"q")
-                .then(|| weight(value))
-                .flatten()
-            {
-                Some(w) => {
-                    self.push_weight(w)?;
-                    default_weight_at = (w == 1000).then_some(at);
+    /// Appends the canonical members of one field line; `None` when it holds a quoted string
+    /// or the buffer is full.
+    ///
+    /// One pass over the line: runs of ordinary bytes are copied as found (lower-cased where
+    /// case does not count); what only the end of a piece can tell — trailing whitespace, an
+    /// empty parameter, a weight to rewrite — is fixed up in the buffer then. This runs on
+    /// every lookup of a varying resource: about 0.8k instructions for `gzip, deflate, br`,
+    /// 1.7k for `fr-CH, fr;q=0.9, en;q=0.8` and 4.7k for a browser's `Accept` (callgrind).
+    fn push_line(&mut self, line: &[u8]) -> Option<()> {
+        let mut m = Member::at(self.used);
+        let mut i = 0;
+        while let Some(&b) = line.get(i) {
+            if !SPECIAL[usize::from(b)] {
+                // A run of ordinary bytes is copied (and lower-cased) in one go.
+                let end = line[i..]
+                    .iter()
+                    .position(|&b| SPECIAL[usize::from(b)])
+                    .map_or(line.len(), |n| i + n);
+                let run = &line[i..end];
+                let dst = self.buf.get_mut(self.used..self.used + run.len())?;
+                if m.in_param {
+                    dst.copy_from_slice(run);
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(run) {
+                        *d = LOWER[usize::from(s)];
+                    }
                 }
-                None => self.push(value)?,
+                self.used += run.len();
+                m.solid = true;
+                m.last_solid = self.used;
+                i = end;
+                continue;
             }
+            match b {
+                b'"' | b'\\' => return None,
+                b',' => {
+                    self.end_member(m)?;
+                    m = Member::at(self.used);
+                }
+                b';' => {
+                    m.solid = true;
+                    self.end_piece(&mut m);
+                    self.push_byte(b';')?;
+                    m.param(self.used);
+                }
+                b'=' => {
+                    m.solid = true;
+                    if m.in_param && m.eq.is_none() {
+                        // A parameter name is case-insensitive; its value may not be.
+                        self.buf[m.piece..self.used].make_ascii_lowercase();
+                        m.eq = Some(self.used);
+                    }
+                    self.push_byte(b'=')?;
+                    m.last_solid = self.used;
+                }
+                // Space or tab. Leading whitespace is skipped; trailing whitespace is cut at
+                // the piece's end.
+                _ => {
+                    if self.used != m.piece {
+                        self.push_byte(b)?;
+                    }
+                }
+            }
+            i += 1;
         }
-        if let Some(at) = default_weight_at {
+        self.end_member(m)
+    }
+
+    /// Ends the piece being read: cuts its trailing whitespace, drops it if it is an empty
+    /// parameter, and writes a weight in its shortest form.
+    fn end_piece(&mut self, m: &mut Member) {
+        self.used = m.last_solid.max(m.piece);
+        if !m.in_param {
+            return;
+        }
+        if self.used == m.piece {
+            // `;` with nothing after it: an empty parameter, which says nothing.
+            self.used = m.piece - 1;
+            return;
+        }
+        m.default_weight_at = None;
+        let Some(eq) = m.eq else { return };
+        if &self.buf[m.piece..eq] != b"q" {
+            return;
+        }
+        if let Some(w) = weight(&self.buf[eq + 1..self.used]) {
+            self.used = eq + 1;
+            // The shortest form is never longer than what was read, so it fits.
+            let _ = self.push_weight(w);
+            m.default_weight_at = (w == 1000).then_some(m.piece - 1);
+        }
+    }
+
+    /// Ends a member: keeps it unless it was empty or repeats an earlier one.
+    fn end_member(&mut self, mut m: Member) -> Option<()> {
+        self.end_piece(&mut m);
+        if let Some(at) = m.default_weight_at {
             self.used = at;
         }
-        let member = &self.buf[start..self.used];
-        if self.iter().any(|m| m == member) {
-            self.used = start;
+        let member = &self.buf[m.start..self.used];
+        let repeat = || self.iter().any(|known| known == member);
+        if !m.solid || repeat() {
+            self.used = m.start;
             return Some(());
         }
         if self.count == MAX_MEMBERS {
@@ -136,17 +192,16 @@ impl Members {
         Some(())
     }
 
+    fn push_byte(&mut self, b: u8) -> Option<()> {
+        *self.buf.get_mut(self.used)? = b;
+        self.used += 1;
+        Some(())
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.used + bytes.len();
         self.buf.get_mut(self.used..end)?.copy_from_slice(bytes);
         self.used = end;
-        Some(())
-    }
-
-    fn push_lower(&mut self, bytes: &[u8]) -> Option<()> {
-        let start = self.used;
-        self.push(bytes)?;
-        self.buf[start..self.used].make_ascii_lowercase();
         Some(())
     }
 
@@ -166,6 +221,70 @@ impl Members {
                 self.push(&digits[..used])
             }
         }
+    }
+}
+
+/// Bytes that end a run of ordinary ones: separators, whitespace, `=`, and the start of a
+/// quoted string or quoted pair.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 7 {
+        t[b",; \t=\"\\"[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Each byte ASCII-lower-cased, by table: the standard library's loop costs several times more
+/// on the short runs these headers are made of.
+const LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).to_ascii_lowercase();
+        i += 1;
+    }
+    t
+};
+
+/// Where the member being read stands, as offsets into the buffer.
+struct Member {
+    /// Where the member starts.
+    start: usize,
+    /// Where the piece being read (the value, or one parameter after its `;`) starts.
+    piece: usize,
+    /// Just past the piece's last byte that is not whitespace.
+    last_solid: usize,
+    in_param: bool,
+    /// The parameter's `=`.
+    eq: Option<usize>,
+    /// The `;` of the member's last parameter, when that parameter is a weight of 1.
+    default_weight_at: Option<usize>,
+    /// Whether anything but whitespace was read: a member of only whitespace is an empty list
+    /// element, which says nothing; `;` alone is not empty.
+    solid: bool,
+}
+
+impl Member {
+    fn at(start: usize) -> Self {
+        Self {
+            start,
+            piece: start,
+            last_solid: start,
+            in_param: false,
+            eq: None,
+            default_weight_at: None,
+            solid: false,
+        }
+    }
+
+    /// A parameter starts at `at`, after its `;`.
+    fn param(&mut self, at: usize) {
+        self.piece = at;
+        self.last_solid = at;
+        self.in_param = true;
+        self.eq = None;
     }
 }
 
@@ -192,14 +311,6 @@ fn weight(v: &[u8]) -> Option<u16> {
     Some(int * 1000 + frac)
 }
 
-/// Without optional whitespace (space, tab) at either end.
-fn trim(bytes: &[u8]) -> &[u8] {
-    let ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
-    &bytes[start..end]
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderMap;
@@ -212,7 +323,10 @@ mod tests {
         for line in lines {
             h.append(ACCEPT_LANGUAGE, HeaderValue::from_str(line).unwrap());
         }
-        let members = Members::of(h.get_all(ACCEPT_LANGUAGE))?;
+        let mut members = Members::new();
+        if !members.read(h.get_all(ACCEPT_LANGUAGE)) {
+            return None;
+        }
         let all: Vec<&str> = members
             .iter()
             .map(|m| std::str::from_utf8(m).unwrap())
@@ -242,6 +356,11 @@ mod tests {
             Some("en-us, en;q=0.9, es;q=0.5")
         );
         assert_eq!(canonical(&["*;q=0.0"]).as_deref(), Some("*;q=0"));
+        assert_eq!(canonical(&["es;;q=1;, ,en"]).as_deref(), Some("es, en"));
+        assert_eq!(
+            canonical(&[" es ; q=0.50 ;\tlevel=A b , en"]).as_deref(),
+            Some("es;q=0.5;level=A b, en")
+        );
     }
 
     #[test]
@@ -263,6 +382,11 @@ mod tests {
             &["es;q=1;level=1"],
             &["es;LEVEL=A"],
             &["es;level=a"],
+            // Not valid members: kept apart from the valid ones and from each other.
+            &["es, ;"],
+            &["es;X"],
+            &["es;x"],
+            &["e s"],
         ];
         let forms: Vec<String> = distinct.iter().map(|l| canonical(l).unwrap()).collect();
         for (i, a) in forms.iter().enumerate() {
@@ -303,7 +427,7 @@ mod tests {
         for bad in [&b"1.001"[..], b"0.1234", b"2", b".5", b"0.x", b"", b"01"] {
             assert_eq!(weight(bad), None, "{bad:?}");
         }
-        let mut m = Members::of(HeaderMap::new().get_all(ACCEPT)).unwrap();
+        let mut m = Members::new();
         for (w, text) in [(125, "0.125"), (50, "0.05"), (500, "0.5"), (1, "0.001")] {
             m.used = 0;
             m.push_weight(w).unwrap();
