@@ -147,8 +147,8 @@ impl CacheLayer {
         self.with(|p| p.vary_headers = names)
     }
 
-    /// The most variants of one URL kept when responses vary (configured
-    /// [`vary_headers`](Self::vary_headers) or the response's own `Vary`); default 100.
+    /// The most variants of one URL kept when its responses name request headers in their
+    /// own `Vary`; default 100.
     ///
     /// Values of `Accept`, `Accept-Language` and `Accept-Encoding` are normalised first, so
     /// `es`, `ES` and `es;q=1` are one variant; still, a client sending random values would make
@@ -156,6 +156,9 @@ impl CacheLayer {
     /// `Cache-Status: …; fwd=uri-miss; detail=too-many-variants`. A variant stops counting when
     /// its TTL ends or the URL is invalidated. Counted in each process: with a shared Redis
     /// store, each process stores up to `n`.
+    ///
+    /// Headers configured with [`vary_headers`](Self::vary_headers) are part of the URL's key,
+    /// as query parameters are, and are not capped: name only headers with few values there.
     pub fn max_variants(self, n: usize) -> Self {
         self.with(|p| p.max_variants = n)
     }
