@@ -11,6 +11,7 @@ use http::HeaderName;
 
 use crate::coalesce::Flights;
 use crate::policy::{BypassHook, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::variants::Variants;
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
 /// A response cache: the store, key prefix, namespace version and metrics that its layers share.
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
     /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
     pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
+    /// How many variants of each varying URL were stored, for `CacheLayer::max_variants`.
+    pub(crate) variants: Variants,
     pub(crate) flights: Flights,
     /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
     pub(crate) coalesce_wait: Duration,
@@ -136,6 +139,7 @@ impl ResponseCache {
     /// in the store in its own time). Returns the new version.
     pub fn bump_version(&self) -> u64 {
         self.shared.vary.invalidate_all();
+        self.shared.variants.forget_all();
         self.shared.version.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -146,6 +150,7 @@ impl ResponseCache {
     pub async fn invalidate(&self, key: &CacheKey) -> Result<u64, StoreError> {
         let primary = key.without_variant();
         self.shared.vary.invalidate(primary.primary());
+        self.shared.variants.forget(primary.primary());
         let removed = u64::from(self.shared.store.remove(&primary).await?);
         let variants = format!("{primary}:");
         Ok(removed + self.shared.store.clear_prefix(&variants).await?)
@@ -157,6 +162,7 @@ impl ResponseCache {
     /// When the store fails.
     pub async fn clear(&self) -> Result<u64, StoreError> {
         self.shared.vary.invalidate_all();
+        self.shared.variants.forget_all();
         let prefix = format!("{}:", self.shared.prefix);
         self.shared.store.clear_prefix(&prefix).await
     }
@@ -315,6 +321,7 @@ impl ResponseCacheBuilder {
                 metrics: Metrics::default(),
                 delegated: RwLock::default(),
                 vary: moka::sync::Cache::new(100_000),
+                variants: Variants::new(),
                 flights: Flights::new(),
                 coalesce_wait: self.coalesce_wait,
                 bypass_hooks: self.bypass_hooks,

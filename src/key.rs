@@ -4,8 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Method, Uri};
+use axum::extract::OriginalUri;
+use http::{HeaderMap, HeaderName, Method, Request, Uri};
 use sha2::{Digest, Sha256};
+
+use crate::negotiation::{is_negotiation, Members};
 
 /// The key of one stored entry.
 ///
@@ -179,10 +182,28 @@ pub(crate) fn canonical_query(query: Option<&str>, rule: &QueryKey) -> Vec<(Stri
     pairs
 }
 
+/// The URI a request's key is made from: the one the client sent.
+///
+/// A router that nests another (axum's `nest`, `nest_service`) strips its mount prefix from the
+/// URI before the inner router's layers see it, so `/v1/users` and `/v2/users` would both read
+/// `/users`. axum keeps the URI as it arrived in the [`OriginalUri`] extension; plain tower has
+/// no nesting, and the request URI is the client's. `OriginalUri` is a clone of that same
+/// request's URI, so its scheme and authority (present in HTTP/2, absent in HTTP/1's origin
+/// form, where the `Host` header names the host) are the request's own.
+///
+/// [`OriginalUri`]: axum::extract::OriginalUri
+pub(crate) fn client_uri<B>(req: &Request<B>) -> &Uri {
+    match req.extensions().get::<OriginalUri>() {
+        Some(OriginalUri(uri)) => uri,
+        None => req.uri(),
+    }
+}
+
 /// Everything a primary key is derived from.
 pub(crate) struct KeyInput<'a> {
     pub(crate) prefix: &'a Arc<str>,
     pub(crate) version: u64,
+    /// The URI the client sent ([`client_uri`]).
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) query: &'a QueryKey,
@@ -312,10 +333,24 @@ impl KeyHasher {
         }
     }
 
-    /// A header's name, whether it is present, and each of its values in order.
+    /// A header's name, whether it is present, and each of its values in order; a negotiation
+    /// header's canonical members ([`negotiation`](crate::negotiation)) when it has them.
     fn header(&mut self, name: &HeaderName, headers: &HeaderMap) {
         self.part(name.as_str().as_bytes());
         let values = headers.get_all(name);
+        if is_negotiation(name) {
+            // The form is tagged, so a canonical list never hashes like values keyed as sent.
+            let mut members = Members::new();
+            if values.iter().next().is_some() && members.read(headers.get_all(name)) {
+                self.write(b"c");
+                self.count(members.len());
+                for member in members.iter() {
+                    self.part(member);
+                }
+                return;
+            }
+            self.write(b"r");
+        }
         self.count(values.iter().count());
         for v in values {
             self.part(v.as_bytes());
@@ -405,6 +440,53 @@ mod tests {
         assert_ne!(k(&en), k(&none));
         assert_ne!(k(&empty), k(&none));
         assert_eq!(k(&en), key("/s", &en, &ALL, &vary));
+    }
+
+    #[test]
+    fn negotiation_values_are_keyed_by_their_canonical_form() {
+        let headers = |pairs: &[(&HeaderName, &str)]| {
+            let mut m = HeaderMap::new();
+            for (n, v) in pairs {
+                m.append(*n, v.parse().unwrap());
+            }
+            m
+        };
+        let (lang, enc) = (
+            &http::header::ACCEPT_LANGUAGE,
+            &http::header::ACCEPT_ENCODING,
+        );
+        let names = [enc.clone(), lang.clone()];
+        let base = key("/s", &HeaderMap::new(), &ALL, &[]);
+        // Configured (`vary_headers`) and learned (the response's `Vary`) alike.
+        let configured = |h: &HeaderMap| key("/s", h, &ALL, &names);
+        let learned = |h: &HeaderMap| base.with_variant(&names, h);
+        for k in [&configured as &dyn Fn(&HeaderMap) -> CacheKey, &learned] {
+            let es = k(&headers(&[(lang, "es"), (enc, "gzip")]));
+            assert_eq!(k(&headers(&[(lang, "ES;q=1"), (enc, " GZIP, gzip")])), es);
+            assert_eq!(
+                k(&headers(&[(lang, "es"), (lang, "es"), (enc, "gzip")])),
+                es
+            );
+            for other in [
+                headers(&[(lang, "en"), (enc, "gzip")]),
+                headers(&[(lang, "es"), (enc, "br")]),
+                headers(&[(lang, "es;q=0"), (enc, "gzip")]),
+                headers(&[(lang, "es"), (enc, "gzip, identity;q=0")]),
+                headers(&[(lang, "es"), (enc, "")]),
+                headers(&[(lang, "es")]),
+                headers(&[(lang, "es, en"), (enc, "gzip")]),
+                headers(&[(lang, "en, es"), (enc, "gzip")]),
+            ] {
+                assert_ne!(k(&other), es, "{other:?}");
+            }
+        }
+        // Other headers are keyed as sent.
+        let tenant = [HeaderName::from_static("x-tenant")];
+        let t = HeaderName::from_static("x-tenant");
+        assert_ne!(
+            key("/s", &headers(&[(&t, "A")]), &ALL, &tenant),
+            key("/s", &headers(&[(&t, "a")]), &ALL, &tenant)
+        );
     }
 
     #[test]

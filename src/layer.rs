@@ -84,13 +84,24 @@ impl CacheLayer {
     /// variant learned from the response's `Vary`. Pass it to
     /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) to drop that URL.
     ///
+    /// Build `req` with the path the client sends, mount prefix included (`/v2/users` for a
+    /// route `/users` nested under `/v2`): keys are made from the path as the client sent it,
+    /// which axum keeps in the `OriginalUri` extension when a nested router strips the prefix.
+    /// A request as axum hands it inside the mount gives the same key.
+    ///
     /// ```
+    /// use axum::extract::OriginalUri;
     /// use tower_response_cache::ResponseCache;
     /// let cache = ResponseCache::default();
     /// let layer = cache.route().vary_query(["limit"]);
-    /// let a = http::Request::get("/top?limit=5&page=2").body(()).unwrap();
-    /// let b = http::Request::get("/top?limit=5").body(()).unwrap();
+    /// let a = http::Request::get("/v2/top?limit=5&page=2").body(()).unwrap();
+    /// let b = http::Request::get("/v2/top?limit=5").body(()).unwrap();
     /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
+    ///
+    /// // Inside `Router::nest("/v2", …)`, the route sees `/top`; the key is the same.
+    /// let mut inner = http::Request::get("/top?limit=5").body(()).unwrap();
+    /// inner.extensions_mut().insert(OriginalUri("/v2/top?limit=5".parse().unwrap()));
+    /// assert_eq!(layer.key_for(&inner), layer.key_for(&b));
     /// ```
     #[must_use]
     pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {
@@ -135,6 +146,22 @@ impl CacheLayer {
         names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
         self.with(|p| p.vary_headers = names)
+    }
+
+    /// The most variants of one URL kept when its responses name request headers in their
+    /// own `Vary`; default 100.
+    ///
+    /// Values of `Accept`, `Accept-Language` and `Accept-Encoding` are normalised first, so
+    /// `es`, `ES` and `es;q=1` are one variant; still, a client sending random values would make
+    /// a new variant each. Past the cap, a response is served but not stored, with
+    /// `Cache-Status: …; fwd=uri-miss; detail=too-many-variants`. A variant stops counting when
+    /// its TTL ends or the URL is invalidated. Counted in each process: with a shared Redis
+    /// store, each process stores up to `n`.
+    ///
+    /// Headers configured with [`vary_headers`](Self::vary_headers) are part of the URL's key,
+    /// as query parameters are, and are not capped: name only headers with few values there.
+    pub fn max_variants(self, n: usize) -> Self {
+        self.with(|p| p.max_variants = n)
     }
 
     /// The statuses that may be stored (default: `200` only).

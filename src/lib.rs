@@ -25,10 +25,13 @@
 //! # How it works
 //!
 //! A GET (or HEAD) request is turned into a [`CacheKey`]: the key prefix, the namespace
-//! version, scheme, host, path, the canonical query (sorted, tracking parameters dropped), the
-//! configured request headers, and — learned from the response's own `Vary` — the headers it
-//! varies on. Components are length-delimited and hashed with SHA-256, so keys never collide and
-//! never contain credentials. A fresh entry answers without calling the handler (a `304` when
+//! version, scheme, host, the path as the client sent it (a nested router's mount prefix
+//! included), the canonical query (sorted, tracking parameters dropped), the configured request
+//! headers, and — learned from the response's own `Vary` — the headers it varies on (`Accept`,
+//! `Accept-Language` and `Accept-Encoding` in a canonical form, so `es` and `ES;q=1` are one
+//! variant; at most [`CacheLayer::max_variants`] variants per URL). Components are
+//! length-delimited and hashed with SHA-256, so keys never collide and never contain
+//! credentials. A fresh entry answers without calling the handler (a `304` when
 //! the client's validators match); otherwise the handler runs and, if the policy admits the
 //! response, its body is buffered and stored.
 //!
@@ -86,10 +89,12 @@ mod lookup;
 mod memo;
 mod metrics;
 mod miss;
+mod negotiation;
 mod policy;
 mod respond;
 mod service;
 mod store;
+mod variants;
 
 pub use body::ResponseBody;
 pub use cache::{ResponseCache, ResponseCacheBuilder};

@@ -110,6 +110,29 @@ fn answered(counters: &RouteCounters, answer: Result<Option<Entry>, StoreError>)
     }
 }
 
+/// What became of a response the policy admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    Yes,
+    /// The store failed (counted and logged).
+    Failed,
+    /// Its URL already has as many variants as the route keeps.
+    TooManyVariants,
+}
+
+impl Stored {
+    /// How the response's `Cache-Status` ends.
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Self::Yes => "; stored",
+            Self::Failed => "; detail=store-error",
+            Self::TooManyVariants => "; detail=too-many-variants",
+        }
+    }
+}
+
+/// Stores `entry` under `primary`, or under its variant when the response varies, keeping at
+/// most `max_variants` variants per URL in this process.
 pub(crate) async fn store(
     shared: &Shared,
     counters: &RouteCounters,
@@ -117,18 +140,28 @@ pub(crate) async fn store(
     vary: &[HeaderName],
     req_headers: &HeaderMap,
     entry: CachedResponse,
-) -> bool {
+    max_variants: usize,
+) -> Stored {
     let ttl = entry.ttl;
-    let entry = Entry::from(entry);
     let result = if vary.is_empty() {
         shared.vary.invalidate(primary.primary());
-        shared.store.put(primary, entry, ttl).await
+        shared.variants.forget(primary.primary());
+        shared.store.put(primary, Entry::from(entry), ttl).await
     } else {
         let names: Arc<[HeaderName]> = vary.into();
         counters.set_varies();
         shared.vary.insert(*primary.primary(), names.clone());
         let variant = primary.with_variant(&names, req_headers);
-        match shared.store.put(&variant, entry, ttl).await {
+        let now = entry.stored_at_millis;
+        let until = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let id = variant.variant().unwrap_or(primary.primary());
+        if !shared
+            .variants
+            .admit(primary.primary(), id, now, until, max_variants)
+        {
+            return Stored::TooManyVariants;
+        }
+        match shared.store.put(&variant, Entry::from(entry), ttl).await {
             Ok(()) => shared.store.put(primary, Entry::Vary(names), ttl).await,
             Err(e) => Err(e),
         }
@@ -136,12 +169,12 @@ pub(crate) async fn store(
     match result {
         Ok(()) => {
             counters.stored();
-            true
+            Stored::Yes
         }
         Err(e) => {
             counters.store_error();
             log_store_error(&e);
-            false
+            Stored::Failed
         }
     }
 }

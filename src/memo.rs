@@ -6,6 +6,11 @@
 //! layer, cache, namespace version, URI, `Host` and the values of the route's vary headers. A
 //! memo hit compares all of them byte for byte, so it is the key the derivation would give,
 //! never a neighbour's. Per-user keys are never remembered.
+//!
+//! The invariant holds only if the memo reads exactly what the derivation reads: the URI the
+//! client sent ([`client_uri`](crate::key::client_uri)), not the one a nested router stripped,
+//! and the raw vary header values (the derivation normalises them; different raw spellings then
+//! just derive separately and land on one key).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -197,7 +202,7 @@ mod tests {
             &layer.shared,
             &layer.policy,
             version,
-            req.uri(),
+            crate::key::client_uri(req),
             req.headers(),
             || {
                 derived.set(true);
@@ -247,7 +252,7 @@ mod tests {
             get("/s?x=1", &[("host", "h")]),
             // The same value under the other vary header.
             get("/s?x=1", &[("host", "h"), ("accept-language", "a")]),
-            get("/s?x=1", &[("host", "h"), ("accept", "a"), ("accept", "a")]),
+            get("/s?x=1", &[("host", "h"), ("accept", "a"), ("accept", "b")]),
         ];
         for req in &others {
             let (key, derived) = memo_key(&layer, 1, req);
@@ -262,6 +267,31 @@ mod tests {
     }
 
     #[test]
+    fn spellings_the_derivation_merges_are_remembered_apart_and_keyed_alike() {
+        let layer = ResponseCache::default()
+            .ttl(Duration::from_secs(1))
+            .vary_headers([header::ACCEPT_LANGUAGE]);
+        let (es, _) = memo_key(&layer, 1, &get("/s", &[("accept-language", "es")]));
+        for spelling in [
+            &[("accept-language", "ES")][..],
+            &[("accept-language", " es;q=1")],
+            &[("accept-language", "es"), ("accept-language", "es")],
+        ] {
+            let req = get("/s", spelling);
+            let (key, derived) = memo_key(&layer, 1, &req);
+            assert!(derived, "raw bytes name a slot: {spelling:?}");
+            assert_eq!(key, es, "{spelling:?}");
+            assert_eq!(
+                memo_key(&layer, 1, &req),
+                (es.clone(), false),
+                "{spelling:?}"
+            );
+        }
+        let (en, _) = memo_key(&layer, 1, &get("/s", &[("accept-language", "en")]));
+        assert_ne!(en, es);
+    }
+
+    #[test]
     fn an_empty_value_and_a_missing_header_are_told_apart() {
         let layer = ResponseCache::default()
             .ttl(Duration::from_secs(1))
@@ -272,6 +302,24 @@ mod tests {
         let (kb, derived) = memo_key(&layer, 1, &b);
         assert!(derived);
         assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn mounts_of_one_inner_path_are_remembered_apart() {
+        use axum::extract::OriginalUri;
+        let layer = ResponseCache::default().ttl(Duration::from_secs(1));
+        let nested = |original: &str| {
+            let mut req = get("/users", &[]);
+            let uri = original.parse().unwrap();
+            req.extensions_mut().insert(OriginalUri(uri));
+            req
+        };
+        let (v1, _) = memo_key(&layer, 1, &nested("/v1/users"));
+        let (v2, derived) = memo_key(&layer, 1, &nested("/v2/users"));
+        assert!(derived, "the stripped path is not what names the slot");
+        assert_ne!(v1, v2);
+        assert_eq!(v2, layer.key_for(&get("/v2/users", &[])));
+        assert_eq!(memo_key(&layer, 1, &nested("/v1/users")), (v1, false));
     }
 
     #[test]

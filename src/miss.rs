@@ -95,6 +95,7 @@ impl Miss<'_> {
             &plan.vary,
             self.req_headers,
             entry,
+            self.policy.max_variants,
         )
         .await;
 
@@ -102,11 +103,7 @@ impl Miss<'_> {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
         self.counters.miss();
-        let detail = if stored {
-            "; stored"
-        } else {
-            "; detail=store-error"
-        };
+        let detail = stored.detail();
         let validators = Validators::of(|n| parts.headers.get(n), stored_at_millis);
         let res = if not_modified(self.req_headers, &validators) {
             not_modified_response(parts.headers.iter())

@@ -157,6 +157,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) ttl: Option<Duration>,
     pub(crate) query: QueryKey,
     pub(crate) vary_headers: Vec<HeaderName>,
+    /// The most `Vary` variants of one URL stored (per process).
+    pub(crate) max_variants: usize,
     pub(crate) statuses: Vec<StatusCode>,
     pub(crate) max_body_size: usize,
     pub(crate) downstream_max_age: bool,
@@ -173,6 +175,7 @@ impl fmt::Debug for RoutePolicy {
             .field("ttl", &self.ttl)
             .field("query", &self.query)
             .field("vary_headers", &self.vary_headers)
+            .field("max_variants", &self.max_variants)
             .field("statuses", &self.statuses)
             .field("max_body_size", &self.max_body_size)
             .field("downstream_max_age", &self.downstream_max_age)
@@ -187,6 +190,10 @@ impl fmt::Debug for RoutePolicy {
 /// 1 MiB.
 pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
+/// Variants kept per URL unless a layer says otherwise: ample for real negotiation (a few
+/// encodings, a few dozen language preferences), small enough that no client fills the store.
+pub(crate) const DEFAULT_MAX_VARIANTS: usize = 100;
+
 impl RoutePolicy {
     pub(crate) fn new(ttl: Option<Duration>, max_body_size: usize) -> Self {
         Self {
@@ -195,6 +202,7 @@ impl RoutePolicy {
                 keep_tracking: false,
             },
             vary_headers: Vec::new(),
+            max_variants: DEFAULT_MAX_VARIANTS,
             statuses: vec![StatusCode::OK],
             max_body_size,
             downstream_max_age: false,

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::cache::Shared;
 use crate::coalesce::Turn;
-use crate::key::{primary_key, KeyInput};
+use crate::key::{client_uri, primary_key, KeyInput};
 use crate::lookup::{lookup, lookup_now};
 use crate::memo;
 use crate::metrics::RouteCounters;
@@ -162,7 +162,8 @@ pub(crate) fn request_key<B>(
 fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
     // One reading of the version names both the memo slot and the key derived for it.
     let version = shared.version.load(Ordering::Acquire);
-    memo::shared_key(shared, policy, version, req.uri(), req.headers(), || {
+    let uri = client_uri(req);
+    memo::shared_key(shared, policy, version, uri, req.headers(), || {
         key_at(shared, policy, req, None, version)
     })
 }
@@ -177,7 +178,7 @@ fn key_at<B>(
     primary_key(&KeyInput {
         prefix: &shared.prefix,
         version,
-        uri: req.uri(),
+        uri: client_uri(req),
         headers: req.headers(),
         query: &policy.query,
         vary_headers: &policy.vary_headers,
