@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get as route_get;
 use axum::{Extension, Router};
 use common::*;
-use tower_response_cache::{BypassReason, CacheLayer, ResponseCache};
+use tower_response_cache::{BypassReason, CacheLayer, ManualClock, ResponseCache};
 
 /// Who the handler thinks is asking: the API key, the mTLS principal an outer layer found, or
 /// `anonymous`. The response says nothing about caching, so only the hooks keep it private.
@@ -113,7 +113,9 @@ async fn a_layer_hook_keeps_each_users_response_to_that_user() {
 
 #[tokio::test]
 async fn a_cache_hook_applies_to_every_layer() {
+    // A manual clock: the hit's `ttl=60` must not depend on how fast the machine is.
     let cache = ResponseCache::builder()
+        .clock(ManualClock::new(1_700_000_000_000))
         .bypass_when("api-key", api_key)
         .build();
     let calls = Calls::default();
