@@ -86,6 +86,7 @@ mod policy;
 mod respond;
 mod service;
 mod store;
+mod write;
 
 pub use body::ResponseBody;
 pub use cache::{ResponseCache, ResponseCacheBuilder};

@@ -349,8 +349,9 @@ async fn a_failing_store_is_a_miss_never_an_error() {
             "tower-response-cache; fwd=uri-miss; detail=store-error"
         );
     }
+    // Each request's lookup failed; no write is piled onto a store that just failed.
     let stats = cache.metrics().snapshot();
-    assert_eq!(stats[0].store_errors, 6);
+    assert_eq!(stats[0].store_errors, 3);
 }
 
 #[tokio::test]

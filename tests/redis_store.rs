@@ -94,6 +94,8 @@ async fn killed_redis_is_a_miss_opens_the_breaker_and_recovers_after_restart() {
     let app = app(&cache, &calls);
 
     assert!(send(&app).await.cache_status.contains("stored"));
+    // The write follows the response; wait for it before reading the store.
+    cache.flush().await;
     assert!(send(&app).await.cache_status.contains("hit"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -274,6 +276,7 @@ async fn a_corrupt_entry_is_a_miss_and_is_overwritten() {
     let app = app(&cache, &calls);
 
     assert!(send(&app).await.cache_status.contains("stored"));
+    cache.flush().await;
     let keys = server.cli(&["--scan", "--pattern", "corrupt:*"]);
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys.len(), 1, "one printable key: {keys:?}");
@@ -288,6 +291,7 @@ async fn a_corrupt_entry_is_a_miss_and_is_overwritten() {
         "{}",
         sent.cache_status
     );
+    cache.flush().await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -316,10 +320,12 @@ async fn two_apps_on_one_redis_share_entries() {
     };
     let (store_a, store_b) = (connect().await, connect().await);
     let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let app_a = app(&cache_on(&store_a, "shared"), &calls_a);
+    let cache_a = cache_on(&store_a, "shared");
+    let app_a = app(&cache_a, &calls_a);
     let app_b = app(&cache_on(&store_b, "shared"), &calls_b);
 
     assert!(send(&app_a).await.cache_status.contains("stored"));
+    cache_a.flush().await;
     let sent = send(&app_b).await;
     assert!(sent.cache_status.contains("hit"), "{}", sent.cache_status);
     assert_eq!(sent.body, "the page");
