@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tower_response_cache::{RedisStore, ResponseCache};
 
 use support::redis_server::RedisServer;
+use support::slow_proxy::SlowProxy;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// What a request may cost beyond the command timeout: the handler (instant here), the HTTP
@@ -31,6 +32,10 @@ async fn serve(cache: &ResponseCache) -> SocketAddr {
         })
         .layer(cache.route().honor_client_no_cache(true)),
     );
+    serve_app(app).await
+}
+
+async fn serve_app(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -176,4 +181,67 @@ async fn a_miss_never_waits_for_its_write_and_writes_in_flight_are_bounded() {
     cache.flush().await;
     assert!(started.elapsed() < TIMEOUT + SLACK, "the writes time out");
     server.thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_reads_of_a_varying_resource_share_one_time_budget() {
+    let Some(server) = RedisServer::start("lookup_budget") else {
+        return;
+    };
+    let proxy = SlowProxy::start(server.port()).await;
+    let connect = || async {
+        RedisStore::builder(&format!("redis://127.0.0.1:{}/0", proxy.port))
+            .command_timeout(TIMEOUT)
+            .require_connection(true)
+            .connect()
+            .await
+            .expect("connect through the proxy")
+    };
+    let app = |cache: &ResponseCache| {
+        Router::new().route(
+            "/item/{n}",
+            get(|Path(n): Path<u32>| async move {
+                let headers = [
+                    (header::CACHE_CONTROL, "max-age=60"),
+                    (header::VARY, "accept-language"),
+                ];
+                (headers, format!("item {n}"))
+            })
+            .layer(cache.route()),
+        )
+    };
+    let fr = "Accept-Language: fr\r\n";
+    let filler = ResponseCache::builder()
+        .key_prefix("budget")
+        .store(connect().await)
+        .build();
+    let addr = serve_app(app(&filler)).await;
+    assert!(fetch(addr, "/item/1", fr)
+        .await
+        .cache_status
+        .contains("stored"));
+    filler.flush().await;
+
+    // Another process, which has not learnt the `Vary`: its lookup reads the primary key's
+    // `Vary` record, then the variant. Each reply is slow but within the command timeout.
+    let reader = ResponseCache::builder()
+        .key_prefix("budget")
+        .store(connect().await)
+        .build();
+    let addr = serve_app(app(&reader)).await;
+    proxy.set_delay(Duration::from_millis(180));
+    let got = fetch(addr, "/item/1", fr).await;
+    assert_eq!(got.body, "item 1");
+    // Two full reads would take 360 ms; the budget (about one command timeout) ends it sooner.
+    assert!(
+        got.elapsed < TIMEOUT + Duration::from_millis(100),
+        "the lookup took {:?} ({})",
+        got.elapsed,
+        got.cache_status
+    );
+    assert!(
+        got.cache_status.contains("store-error"),
+        "{}",
+        got.cache_status
+    );
 }
