@@ -39,6 +39,20 @@ enum Kind<B: Body> {
 // Nothing inside is structurally pinned: the inner body is boxed, the rest is plain data.
 impl<B: Body> Unpin for ResponseBody<B> {}
 
+impl<B: Body> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        // A peer stops polling once the body says it has ended, possibly before any frame
+        // (an empty stream): such a body is whole. Any other copy is dropped unstored.
+        if let Kind::Tee { body, copy } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(c) = copy.take() {
+                    c.finish();
+                }
+            }
+        }
+    }
+}
+
 impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
