@@ -116,10 +116,14 @@ impl Miss<'_> {
             ttl: plan.ttl,
         };
         let (shared, fwd) = (self.shared.clone(), self.fwd);
-        let req_headers = self.req_headers.clone();
         if self.policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
+        let unchanged = not_modified(
+            &self.req_headers,
+            parts.headers.get(header::ETAG),
+            parts.headers.get(header::LAST_MODIFIED),
+        );
         // `stored` once the entry is stored or on its way to the store (RFC 9211 has no word
         // for a write still in flight; one that then fails is counted and logged).
         let detail = if self.write(plan).submit(entry) {
@@ -127,11 +131,7 @@ impl Miss<'_> {
         } else {
             STORE_ERROR
         };
-        let validators = (
-            parts.headers.get(header::ETAG),
-            parts.headers.get(header::LAST_MODIFIED),
-        );
-        let res = if not_modified(&req_headers, validators.0, validators.1) {
+        let res = if unchanged {
             not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))
