@@ -1,5 +1,6 @@
 //! The body of a response the layer handled: a stored body, the handler's own body passed
-//! through, or the part the layer already read followed by the rest.
+//! through, the part the layer already read followed by the rest, or a stream passed on frame
+//! by frame while a copy is kept for the store.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,6 +9,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
+
+use crate::miss::StreamCopy;
 
 /// The response body of [`CacheService`](crate::CacheService).
 ///
@@ -25,10 +28,30 @@ enum Kind<B: Body> {
         rest: Option<Pin<Box<B>>>,
         error: Option<B::Error>,
     },
+    /// A body of unknown length: each frame goes out as it comes, and into `copy` until the
+    /// copy is stored (the body ended whole) or given up.
+    Tee {
+        body: Pin<Box<B>>,
+        copy: Option<Box<StreamCopy>>,
+    },
 }
 
 // Nothing inside is structurally pinned: the inner body is boxed, the rest is plain data.
 impl<B: Body> Unpin for ResponseBody<B> {}
+
+impl<B: Body> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        // A peer stops polling once the body says it has ended, possibly before any frame
+        // (an empty stream): such a body is whole. Any other copy is dropped unstored.
+        if let Kind::Tee { body, copy } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(c) = copy.take() {
+                    c.finish();
+                }
+            }
+        }
+    }
+}
 
 impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,6 +59,7 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
             Kind::Full(_) => "Full",
             Kind::Inner(_) => "Inner",
             Kind::Replay { .. } => "Replay",
+            Kind::Tee { .. } => "Tee",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
@@ -57,6 +81,26 @@ impl<B: Body> ResponseBody<B> {
     pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner(Box::pin(body)),
+        }
+    }
+
+    /// A body read whole, sent as the chunks it came in.
+    pub(crate) fn chunks(chunks: Vec<Bytes>) -> Self {
+        let replay = Kind::Replay {
+            frames: chunks.into_iter().map(Frame::data).collect(),
+            rest: None,
+            error: None,
+        };
+        Self { kind: replay }
+    }
+
+    /// `body` passed on as it comes, copied into `copy`.
+    pub(crate) fn tee(body: B, copy: StreamCopy) -> Self {
+        Self {
+            kind: Kind::Tee {
+                body: Box::pin(body),
+                copy: Some(Box::new(copy)),
+            },
         }
     }
 }
@@ -98,6 +142,45 @@ impl<B: Body> Body for ResponseBody<B> {
                     None => Poll::Ready(None),
                 }
             }
+            Kind::Tee { body, copy } => {
+                let polled = body.as_mut().poll_frame(cx);
+                let Poll::Ready(polled) = polled else {
+                    return Poll::Pending;
+                };
+                match polled.map(|r| r.map(to_bytes)) {
+                    Some(Ok(frame)) => {
+                        let kept = match (frame.data_ref(), copy.as_mut()) {
+                            (Some(data), Some(c)) => c.keep(data),
+                            // Trailers: the entry format has no place for them.
+                            (None, _) => false,
+                            (_, None) => true,
+                        };
+                        if !kept {
+                            if let Some(c) = copy.take() {
+                                c.unstorable();
+                            }
+                        } else if body.is_end_stream() {
+                            // The peer may stop polling here; the body is whole.
+                            if let Some(c) = copy.take() {
+                                c.finish();
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    None => {
+                        if let Some(c) = copy.take() {
+                            c.finish();
+                        }
+                        Poll::Ready(None)
+                    }
+                    // A failed body is not whole: the copy is dropped, and with it the
+                    // flight, which a waiting request then takes over.
+                    Some(Err(e)) => {
+                        copy.take();
+                        Poll::Ready(Some(Err(e)))
+                    }
+                }
+            }
         }
     }
 
@@ -114,6 +197,7 @@ impl<B: Body> Body for ResponseBody<B> {
                     && error.is_none()
                     && rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
+            Kind::Tee { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -137,6 +221,7 @@ impl<B: Body> Body for ResponseBody<B> {
                 hint.set_lower(rest.lower() + read);
                 hint
             }
+            Kind::Tee { body, .. } => body.size_hint(),
         }
     }
 }

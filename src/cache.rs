@@ -63,6 +63,11 @@ pub(crate) struct Shared {
     pub(crate) coalesce_wait: Duration,
     /// Hooks every layer of this cache starts with.
     pub(crate) bypass_hooks: Vec<BypassHook>,
+    /// A request's time budget for reading the store; `None`: no cap.
+    pub(crate) lookup_timeout: Option<Duration>,
+    /// Permits for background writes: a write that finds none is skipped, never queued.
+    pub(crate) writes: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_writes: u32,
 }
 
 impl fmt::Debug for ResponseCache {
@@ -156,6 +161,17 @@ impl ResponseCache {
         Ok(removed + self.shared.store.clear_prefix(&variants).await?)
     }
 
+    /// Waits until every write in flight to the store has finished: before shutting down, or
+    /// in a test that reads the store right after a miss. Writes that start meanwhile may be
+    /// skipped (as when the bound of [`max_writes_in_flight`] is reached).
+    ///
+    /// [`max_writes_in_flight`]: ResponseCacheBuilder::max_writes_in_flight
+    pub async fn flush(&self) {
+        let shared = &self.shared;
+        // Holding every permit at once means no write is running.
+        drop(shared.writes.acquire_many(shared.max_writes).await);
+    }
+
     /// Removes every entry under this cache's key prefix from the store.
     ///
     /// # Errors
@@ -181,6 +197,8 @@ pub struct ResponseCacheBuilder {
     clock: Arc<dyn Clock>,
     coalesce_wait: Duration,
     bypass_hooks: Vec<BypassHook>,
+    lookup_timeout: Option<Duration>,
+    max_writes: u32,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -195,6 +213,8 @@ impl Default for ResponseCacheBuilder {
             clock: Arc::new(SystemClock),
             coalesce_wait: Duration::from_secs(10),
             bypass_hooks: Vec::new(),
+            lookup_timeout: None,
+            max_writes: 64,
         }
     }
 }
@@ -284,6 +304,23 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// How long one request may spend reading the store in all before it gives up and calls
+    /// the handler (default: the store's own [`Store::lookup_timeout`], one command timeout for
+    /// Redis, none for memory).
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
+    }
+
+    /// How many entries may be on their way to a store that answers later (Redis) at once
+    /// (default 64). A miss's response never waits for its write; past this bound, when the
+    /// store is slow or stalled, a write is skipped and counted as a store error rather than
+    /// queued. At least 1.
+    pub fn max_writes_in_flight(mut self, writes: u32) -> Self {
+        self.max_writes = writes.max(1);
+        self
+    }
+
     /// Builds the cache.
     #[must_use]
     pub fn build(self) -> ResponseCache {
@@ -308,6 +345,7 @@ impl ResponseCacheBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let probe = CacheKey::from_parts(&self.prefix, &[b"probe"]);
         let answers_now = store.get_now(&probe).is_some();
+        let lookup_timeout = self.lookup_timeout.or_else(|| store.lookup_timeout());
         ResponseCache {
             shared: Arc::new(Shared {
                 store,
@@ -325,6 +363,9 @@ impl ResponseCacheBuilder {
                 flights: Flights::new(),
                 coalesce_wait: self.coalesce_wait,
                 bypass_hooks: self.bypass_hooks,
+                lookup_timeout,
+                writes: Arc::new(tokio::sync::Semaphore::new(self.max_writes as usize)),
+                max_writes: self.max_writes,
             }),
         }
     }

@@ -2,10 +2,12 @@
 //! handler and the others wait for it to fill the entry, instead of all running the query.
 //!
 //! Keys whose response turned out not to be storable are remembered for a short while
-//! ("hit-for-pass" in Varnish's words), so requests to uncacheable URLs never queue.
+//! ("hit-for-pass" in Varnish's words), so requests to uncacheable URLs never queue. A leader
+//! that goes away before it is done (its client hung up) hands the flight to one of the waiters.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,10 +19,23 @@ use crate::CacheKey;
 /// How long a key that produced an unstorable response is exempt from coalescing.
 const PASS_MEMORY: Duration = Duration::from_secs(30);
 
+/// The flights in progress, shared with their leaders: a [`Lead`] may outlive the request that
+/// took it (it travels with the response body until the entry is written).
 pub(crate) struct Flights {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     // A std lock: held only to look up or edit the map, never across an await.
-    inflight: Mutex<HashMap<Flight, Arc<Notify>>>,
+    inflight: Mutex<HashMap<Flight, Arc<State>>>,
     uncacheable: moka::sync::Cache<Flight, ()>,
+}
+
+/// One flight as its waiters see it.
+struct State {
+    notify: Arc<Notify>,
+    /// Set before the waiters are woken when the leader went away without finishing.
+    abandoned: AtomicBool,
 }
 
 impl fmt::Debug for Flights {
@@ -34,65 +49,113 @@ impl fmt::Debug for Flights {
 type Flight = (usize, CacheKey);
 
 /// What a missing request should do.
-pub(crate) enum Turn<'a> {
+pub(crate) enum Turn {
     /// It is the first: fill the entry; waiters wake when the guard drops.
-    Lead(Lead<'a>),
+    Lead(Lead),
     /// Another request is filling the entry: wait for it, then look up again.
-    Wait(OwnedNotified),
+    Wait(Wait),
     /// Go straight to the handler.
     Alone,
 }
 
-/// Held by the request filling an entry.
-pub(crate) struct Lead<'a> {
-    flights: &'a Flights,
+/// Held by the request filling an entry, until the entry is written or known unstorable.
+/// Dropped unfinished (the request or its body went away), it hands the flight over.
+pub(crate) struct Lead {
+    inner: Arc<Inner>,
     key: Flight,
+    finished: bool,
 }
 
-impl Lead<'_> {
-    /// The response was not storable: let the next requests for this key go straight through.
-    pub(crate) fn uncacheable(&self) {
-        self.flights.uncacheable.insert(self.key.clone(), ());
+impl fmt::Debug for Lead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lead").finish_non_exhaustive()
     }
 }
 
-impl Drop for Lead<'_> {
+impl Lead {
+    /// The entry was written, or the write failed: waiters look again, then go on alone.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// The response was not storable: let the next requests for this key go straight through.
+    pub(crate) fn uncacheable(mut self) {
+        self.inner.uncacheable.insert(self.key.clone(), ());
+        self.finished = true;
+    }
+}
+
+impl Drop for Lead {
     fn drop(&mut self) {
-        let notify = self
-            .flights
+        let state = self
+            .inner
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
-        if let Some(n) = notify {
-            n.notify_waiters();
+        if let Some(state) = state {
+            // Release: a waiter that reads the flag after waking sees this store.
+            state.abandoned.store(!self.finished, Ordering::Release);
+            state.notify.notify_waiters();
         }
+    }
+}
+
+/// A request waiting for another to fill the entry.
+pub(crate) struct Wait {
+    state: Arc<State>,
+    notified: OwnedNotified,
+}
+
+impl Wait {
+    /// Resolves when the leader is done: `true` when it finished (look the entry up again),
+    /// `false` when it went away unfinished (join the flight again: one waiter then leads).
+    pub(crate) async fn landed(self) -> bool {
+        self.notified.await;
+        !self.state.abandoned.load(Ordering::Acquire)
     }
 }
 
 impl Flights {
     pub(crate) fn new() -> Self {
         Self {
-            inflight: Mutex::default(),
-            uncacheable: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(PASS_MEMORY)
-                .build(),
+            inner: Arc::new(Inner {
+                inflight: Mutex::default(),
+                uncacheable: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(PASS_MEMORY)
+                    .build(),
+            }),
         }
     }
 
     /// Joins the flight for `key` as seen by the layer identified by `layer`.
-    pub(crate) fn join(&self, layer: usize, key: &CacheKey) -> Turn<'_> {
+    pub(crate) fn join(&self, layer: usize, key: &CacheKey) -> Turn {
         let key = (layer, key.clone());
-        if self.uncacheable.contains_key(&key) {
+        if self.inner.uncacheable.contains_key(&key) {
             return Turn::Alone;
         }
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = inflight.get(&key) {
+        let mut inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = inflight.get(&key) {
             // Created under the lock, so the leader's `notify_waiters` cannot be missed.
-            return Turn::Wait(n.clone().notified_owned());
+            return Turn::Wait(Wait {
+                state: state.clone(),
+                notified: state.notify.clone().notified_owned(),
+            });
         }
-        inflight.insert(key.clone(), Arc::new(Notify::new()));
-        Turn::Lead(Lead { flights: self, key })
+        let state = State {
+            notify: Arc::new(Notify::new()),
+            abandoned: AtomicBool::new(false),
+        };
+        inflight.insert(key.clone(), Arc::new(state));
+        Turn::Lead(Lead {
+            inner: self.inner.clone(),
+            key,
+            finished: false,
+        })
     }
 }

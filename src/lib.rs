@@ -33,7 +33,9 @@
 //! length-delimited and hashed with SHA-256, so keys never collide and never contain
 //! credentials. A fresh entry answers without calling the handler (a `304` when
 //! the client's validators match); otherwise the handler runs and, if the policy admits the
-//! response, its body is buffered and stored.
+//! response, it is stored: a body of known length is read first, a stream is passed on frame
+//! by frame and stored once it has ended whole within the size limit. A write to a remote store
+//! (Redis) happens after the response is sent.
 //!
 //! # Safe by default
 //!
@@ -45,7 +47,7 @@
 //! | credentials the cache cannot see (API keys, mTLS, extensions) bypass once declared with [`CacheLayer::bypass_when`] or [`ResponseCacheBuilder::bypass_when`] | — (opt-in) |
 //! | `Set-Cookie`, `private`, `no-store`, `no-cache`, `Vary: *` are never stored | — |
 //! | only `200` is stored | [`CacheLayer::statuses`] |
-//! | bodies over 1 MiB and streams pass through whole, unstored | [`CacheLayer::max_body_size`] |
+//! | bodies over 1 MiB, event streams and bodies contradicting their `Content-Length` pass through whole, unstored | [`CacheLayer::max_body_size`] |
 //! | a client's `no-cache` does not force a miss | [`CacheLayer::honor_client_no_cache`] |
 //! | a store failure is a miss, never an error | — |
 //!
@@ -95,6 +97,7 @@ mod respond;
 mod service;
 mod store;
 mod variants;
+mod write;
 
 pub use body::ResponseBody;
 pub use cache::{ResponseCache, ResponseCacheBuilder};

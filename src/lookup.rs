@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName};
 use crate::cache::Shared;
 use crate::log::RateLimit;
 use crate::metrics::RouteCounters;
-use crate::{CacheKey, CachedResponse, Entry, StoreError};
+use crate::{CacheKey, CachedResponse, Entry, StoreError, StoreErrorKind};
 
 /// Like [`lookup`], for a store that answers without waiting ([`Store::get_now`]); `None` when
 /// it cannot.
@@ -32,22 +32,65 @@ pub(crate) fn lookup_now(
     Some((found.and_then(response), key))
 }
 
+/// What a lookup found.
+pub(crate) struct Lookup {
+    pub(crate) found: Option<Arc<CachedResponse>>,
+    /// The key it was (or would be) stored under.
+    pub(crate) key: CacheKey,
+    /// The store failed or ran out of time: no entry will be found or written this time.
+    pub(crate) failed: bool,
+}
+
 /// The entry for a request, following a learned or stored `Vary`, and the key it was (or would
-/// be) stored under.
+/// be) stored under. Past `deadline` (the request's time budget in the store, across both
+/// reads of a varying resource) it gives up: a miss, counted as a store error.
 pub(crate) async fn lookup(
     shared: &Shared,
     counters: &RouteCounters,
     primary: &CacheKey,
     headers: &HeaderMap,
-) -> (Option<Arc<CachedResponse>>, CacheKey) {
+    deadline: Option<tokio::time::Instant>,
+) -> Lookup {
     let key = learned_key(shared, counters, primary, headers);
-    match get(shared, counters, &key).await {
-        Some(Entry::Vary(names)) => {
-            let variant = learn_vary(shared, counters, primary, headers, names);
-            let found = get(shared, counters, &variant).await;
-            (found.and_then(response), variant)
+    let Some(deadline) = deadline else {
+        return read(shared, counters, primary, headers, key).await;
+    };
+    let read = read(shared, counters, primary, headers, key.clone());
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(found) => found,
+        Err(_) => {
+            counters.store_error();
+            log_store_error(&StoreError::new(
+                StoreErrorKind::Unavailable,
+                "lookup ran out of its time budget",
+            ));
+            Lookup {
+                found: None,
+                key,
+                failed: true,
+            }
         }
-        found => (found.and_then(response), key),
+    }
+}
+
+async fn read(
+    shared: &Shared,
+    counters: &RouteCounters,
+    primary: &CacheKey,
+    headers: &HeaderMap,
+    key: CacheKey,
+) -> Lookup {
+    let (found, key) = match get(shared, counters, &key).await {
+        Ok(Some(Entry::Vary(names))) => {
+            let variant = learn_vary(shared, counters, primary, headers, names);
+            (get(shared, counters, &variant).await, variant)
+        }
+        found => (found, key),
+    };
+    Lookup {
+        failed: found.is_err(),
+        found: found.ok().flatten().and_then(response),
+        key,
     }
 }
 
@@ -90,12 +133,20 @@ fn response(entry: Entry) -> Option<Arc<CachedResponse>> {
     }
 }
 
-async fn get(shared: &Shared, counters: &RouteCounters, key: &CacheKey) -> Option<Entry> {
+/// The entry under `key`; `Err` when the store failed (counted and logged).
+async fn get(
+    shared: &Shared,
+    counters: &RouteCounters,
+    key: &CacheKey,
+) -> Result<Option<Entry>, ()> {
     let answer = match shared.store.get_now(key) {
         Some(answer) => answer,
         None => shared.store.get(key).await,
     };
-    answered(counters, answer)
+    answer.map_err(|e| {
+        counters.store_error();
+        log_store_error(&e);
+    })
 }
 
 /// The entry in a store's answer; an error is counted, logged and becomes a miss.
@@ -131,39 +182,67 @@ impl Stored {
     }
 }
 
-/// Stores `entry` under `primary`, or under its variant when the response varies, keeping at
-/// most `max_variants` variants per URL in this process.
+/// Where an admitted entry goes: under its primary key, or under the variant its `Vary` selects
+/// with a `Vary` record under the primary key.
+pub(crate) enum Target {
+    Primary,
+    Variant(Arc<[HeaderName]>, CacheKey),
+}
+
+/// Where `entry` would be stored, keeping at most `max_variants` variants per URL in this
+/// process. Decided before any write (and so before a background write is sent), so a refusal
+/// can still be told to the client.
+pub(crate) fn target(
+    shared: &Shared,
+    primary: &CacheKey,
+    vary: &[HeaderName],
+    req_headers: &HeaderMap,
+    entry: &CachedResponse,
+    max_variants: usize,
+) -> Result<Target, Stored> {
+    if vary.is_empty() {
+        return Ok(Target::Primary);
+    }
+    let names: Arc<[HeaderName]> = vary.into();
+    let variant = primary.with_variant(&names, req_headers);
+    let now = entry.stored_at_millis;
+    let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
+    let id = variant.variant().unwrap_or(primary.primary());
+    if shared.variants.admit(
+        primary.primary(),
+        id,
+        now,
+        now.saturating_add(ttl_ms),
+        max_variants,
+    ) {
+        Ok(Target::Variant(names, variant))
+    } else {
+        Err(Stored::TooManyVariants)
+    }
+}
+
+/// Stores `entry` under `primary`, or under its variant when the response varies.
 pub(crate) async fn store(
     shared: &Shared,
     counters: &RouteCounters,
     primary: &CacheKey,
-    vary: &[HeaderName],
-    req_headers: &HeaderMap,
+    target: Target,
     entry: CachedResponse,
-    max_variants: usize,
 ) -> Stored {
     let ttl = entry.ttl;
-    let result = if vary.is_empty() {
-        shared.vary.invalidate(primary.primary());
-        shared.variants.forget(primary.primary());
-        shared.store.put(primary, Entry::from(entry), ttl).await
-    } else {
-        let names: Arc<[HeaderName]> = vary.into();
-        counters.set_varies();
-        shared.vary.insert(*primary.primary(), names.clone());
-        let variant = primary.with_variant(&names, req_headers);
-        let now = entry.stored_at_millis;
-        let until = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let id = variant.variant().unwrap_or(primary.primary());
-        if !shared
-            .variants
-            .admit(primary.primary(), id, now, until, max_variants)
-        {
-            return Stored::TooManyVariants;
+    let result = match target {
+        Target::Primary => {
+            shared.vary.invalidate(primary.primary());
+            shared.variants.forget(primary.primary());
+            shared.store.put(primary, Entry::from(entry), ttl).await
         }
-        match shared.store.put(&variant, Entry::from(entry), ttl).await {
-            Ok(()) => shared.store.put(primary, Entry::Vary(names), ttl).await,
-            Err(e) => Err(e),
+        Target::Variant(names, variant) => {
+            counters.set_varies();
+            shared.vary.insert(*primary.primary(), names.clone());
+            match shared.store.put(&variant, Entry::from(entry), ttl).await {
+                Ok(()) => shared.store.put(primary, Entry::Vary(names), ttl).await,
+                Err(e) => Err(e),
+            }
         }
     };
     match result {

@@ -1,39 +1,49 @@
-//! The miss path: decide from the handler's response whether to store it, read its body up to
-//! the limit, store it, and answer (a 304 when the client's validators already match).
+//! The miss path: decide from the handler's response whether to store it, keep a copy of its
+//! body up to the limit, store it once it is known whole, and answer (a 304 when the client's
+//! validators already match a body read whole).
+//!
+//! A body of known length is read before answering, so its response carries the computed
+//! `ETag` and can be a 304. A body of unknown length (a stream) goes out frame by frame while a
+//! copy is kept: it has no computed `ETag` (that needs the whole body), its entry does.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::Response;
+use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::body::{collect, Collected, PartialReason};
 use crate::cache::Shared;
+use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
-use crate::lookup::store;
 use crate::metrics::RouteCounters;
-use crate::policy::{storable_headers, RoutePolicy};
+use crate::policy::{storable_headers, RoutePolicy, StorePlan};
 use crate::respond::{bypass, not_modified_response, set_max_age, with_status};
+use crate::write::Write;
 use crate::{BypassReason, CacheKey, CachedResponse, ResponseBody};
 
-/// Everything needed to answer a GET the handler just served.
+/// Everything needed to answer a GET the handler just served, and to store it later.
 pub(crate) struct Miss<'a> {
-    pub(crate) shared: &'a Shared,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) policy: &'a RoutePolicy,
-    pub(crate) counters: &'a RouteCounters,
-    pub(crate) primary: &'a CacheKey,
+    pub(crate) counters: Arc<RouteCounters>,
+    pub(crate) primary: CacheKey,
     pub(crate) per_user: bool,
-    pub(crate) req_headers: &'a HeaderMap,
+    pub(crate) req_headers: HeaderMap,
     pub(crate) fwd: &'static str,
+    /// This request's flight, when it leads one: it travels with the write.
+    pub(crate) lead: Option<Lead>,
+    /// The lookup failed: the store is in trouble, so no write is piled onto it.
+    pub(crate) store_failed: bool,
 }
 
 impl Miss<'_> {
-    /// Stores the response if the policy admits it; returns what to send and whether it was
-    /// storable (a store failure still counts as storable). Counts the request's one outcome:
-    /// a miss, or a bypass when the policy refuses the response.
-    pub(crate) async fn respond<B: Body>(
-        &self,
-        res: Response<B>,
-    ) -> (Response<ResponseBody<B>>, bool) {
+    /// The response to send, storing it (now or once its body has ended) if the policy admits
+    /// it. Counts the request's one outcome: a miss, or a bypass when the policy refuses the
+    /// response.
+    pub(crate) async fn respond<B: Body>(self, res: Response<B>) -> Response<ResponseBody<B>> {
         let (mut parts, body) = res.into_parts();
         let refused = self
             .policy
@@ -50,9 +60,20 @@ impl Miss<'_> {
             Ok(plan) => plan,
             Err(reason) => {
                 let res = Response::from_parts(parts, ResponseBody::inner(body));
-                return (self.bypass(res, reason), false);
+                return self.bypass(res, reason);
             }
         };
+        if self.store_failed {
+            // Nothing is stored; the response is not held back either.
+            self.counters.miss();
+            let res = Response::from_parts(parts, ResponseBody::inner(body));
+            return with_status(&self.shared, res, &["fwd=", self.fwd, STORE_ERROR]);
+        }
+        if body.size_hint().exact().is_none() {
+            // A miss even if the stream later outgrows the limit: its headers are already out.
+            self.counters.miss();
+            return self.stream(parts, body, plan);
+        }
         let chunks = match collect(body, self.policy.max_body_size).await {
             Collected::Complete(chunks) => chunks,
             Collected::Partial(body, why) => {
@@ -62,12 +83,25 @@ impl Miss<'_> {
                     PartialReason::Trailers => BypassReason::Stream,
                     PartialReason::Error => {
                         self.counters.miss();
-                        return (with_status(self.shared, res, &["fwd=", self.fwd]), false);
+                        // Not the URL's fault: a later request may lead again.
+                        drop(self.lead);
+                        return with_status(&self.shared, res, &["fwd=", self.fwd]);
                     }
                 };
-                return (self.bypass(res, reason), false);
+                return self.bypass(res, reason);
             }
         };
+        self.counters.miss();
+        let len: usize = chunks.iter().map(Bytes::len).sum();
+        if !length_matches(&parts.headers, len) {
+            // Passed on as the handler made it: the length it declared is its own business,
+            // but an entry must never present a truncated or padded body as complete.
+            if let Some(lead) = self.lead {
+                lead.uncacheable();
+            }
+            let res = Response::from_parts(parts, ResponseBody::chunks(chunks));
+            return with_status(&self.shared, res, &["fwd=", self.fwd, LENGTH_MISMATCH]);
+        }
 
         let etag = (!parts.headers.contains_key(header::ETAG)).then(|| strong_etag(&chunks));
         let stored_body = StoredBody::new(&chunks, etag.as_ref().map(|t| &t[..]));
@@ -88,37 +122,144 @@ impl Miss<'_> {
             stored_at_millis,
             ttl: plan.ttl,
         };
-        let stored = store(
-            self.shared,
-            self.counters,
-            self.primary,
-            &plan.vary,
-            self.req_headers,
-            entry,
-            self.policy.max_variants,
-        )
-        .await;
-
+        let (shared, fwd) = (self.shared.clone(), self.fwd);
         if self.policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
-        self.counters.miss();
-        let detail = stored.detail();
         let validators = Validators::of(|n| parts.headers.get(n), stored_at_millis);
-        let res = if not_modified(self.req_headers, &validators) {
+        let unchanged = not_modified(&self.req_headers, &validators);
+        // `stored` once the entry is stored or on its way to the store (RFC 9211 has no word
+        // for a write still in flight; one that then fails is counted and logged).
+        let detail = self.write(plan).submit(entry).detail();
+        let res = if unchanged {
             not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))
         };
-        (
-            with_status(self.shared, res, &["fwd=", self.fwd, detail]),
-            true,
-        )
+        with_status(&shared, res, &["fwd=", fwd, detail])
     }
 
-    fn bypass<B>(&self, res: Response<B>, reason: BypassReason) -> Response<B> {
+    /// A body of unknown length: sent as it comes, stored if it ends whole within the limit.
+    fn stream<B: Body>(
+        self,
+        mut parts: http::response::Parts,
+        body: B,
+        plan: StorePlan,
+    ) -> Response<ResponseBody<B>> {
+        let (shared, fwd, policy) = (self.shared.clone(), self.fwd, self.policy);
+        // Taken before `max-age` is rewritten for downstream: the entry keeps the handler's.
+        let headers = parts.headers.clone();
+        if policy.downstream_max_age {
+            set_max_age(&mut parts.headers, plan.ttl.as_secs());
+        }
+        let copy = StreamCopy {
+            status: parts.status,
+            headers,
+            ttl: plan.ttl,
+            stored_at_millis: shared.clock.now_millis(),
+            limit: policy.max_body_size,
+            len: 0,
+            chunks: Vec::new(),
+            write: Some(self.write(plan)),
+        };
+        let res = Response::from_parts(parts, ResponseBody::tee(body, copy));
+        with_status(&shared, res, &["fwd=", fwd, STREAMING])
+    }
+
+    fn write(self, plan: StorePlan) -> Write {
+        Write {
+            shared: self.shared,
+            counters: self.counters,
+            primary: self.primary,
+            vary: plan.vary,
+            req_headers: self.req_headers,
+            max_variants: self.policy.max_variants,
+            lead: self.lead,
+        }
+    }
+
+    /// A response the policy refused: counted as a bypass, never as a miss.
+    fn bypass<B>(self, res: Response<B>, reason: BypassReason) -> Response<B> {
         self.counters.bypass(reason);
-        bypass(self.shared, res, reason)
+        if let Some(lead) = self.lead {
+            lead.uncacheable();
+        }
+        bypass(&self.shared, res, reason)
+    }
+}
+
+/// `Cache-Status` details of a miss that was not stored, or not yet.
+const STORE_ERROR: &str = "; detail=store-error";
+const LENGTH_MISMATCH: &str = "; detail=length-mismatch";
+/// Sent before its end is known: stored afterwards only if it ended whole within the limit.
+const STREAMING: &str = "; detail=streaming";
+
+/// Whether every `Content-Length` the handler declared is `len`; none declared is a match.
+fn length_matches(headers: &HeaderMap, len: usize) -> bool {
+    headers.get_all(header::CONTENT_LENGTH).iter().all(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|declared| declared == len as u64)
+    })
+}
+
+/// The copy of a streamed body kept for the store, and what its entry needs besides.
+pub(crate) struct StreamCopy {
+    status: StatusCode,
+    headers: HeaderMap,
+    ttl: Duration,
+    stored_at_millis: u64,
+    limit: usize,
+    len: usize,
+    chunks: Vec<Bytes>,
+    /// Dropped with the copy when the body does not end (client gone, body failed): the flight
+    /// then passes to a waiting request.
+    write: Option<Write>,
+}
+
+impl StreamCopy {
+    /// Copies `data`; `false` once the body has outgrown the limit.
+    pub(crate) fn keep(&mut self, data: &Bytes) -> bool {
+        self.len += data.len();
+        if self.len > self.limit {
+            return false;
+        }
+        if !data.is_empty() {
+            self.chunks.push(data.clone());
+        }
+        true
+    }
+
+    /// The body cannot be stored (too large, trailers).
+    pub(crate) fn unstorable(mut self: Box<Self>) {
+        if let Some(write) = self.write.take() {
+            write.unstorable();
+        }
+    }
+
+    /// The body ended whole: store it, unless it is not the length the handler declared.
+    pub(crate) fn finish(mut self: Box<Self>) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        if !length_matches(&self.headers, self.len) {
+            write.unstorable();
+            return;
+        }
+        let etag = (!self.headers.contains_key(header::ETAG)).then(|| strong_etag(&self.chunks));
+        let stored_body = StoredBody::new(&self.chunks, etag.as_ref().map(|t| &t[..]));
+        let extra = [(header::CONTENT_LENGTH, stored_body.content_length)]
+            .into_iter()
+            .chain(stored_body.etag.map(|e| (header::ETAG, e)));
+        let entry = CachedResponse {
+            status: self.status,
+            headers: storable_headers(&self.headers, extra),
+            body: stored_body.body,
+            stored_at_millis: self.stored_at_millis,
+            ttl: self.ttl,
+        };
+        write.submit(entry);
     }
 }
 

@@ -6,12 +6,12 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
-use http::{Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::cache::Shared;
-use crate::coalesce::Turn;
+use crate::coalesce::{Lead, Turn};
 use crate::key::{client_uri, primary_key, KeyInput};
 use crate::lookup::{lookup, lookup_now};
 use crate::memo;
@@ -289,11 +289,20 @@ where
 
     let forced = !checked && policy.client_forces_miss(req.headers());
     let mut lead = None;
+    let mut store_failed = false;
     if !forced {
+        // One time budget for all of this request's reads from the store.
+        let deadline = shared
+            .lookup_timeout
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let (found, key) = match looked_key {
             // The fast path in `call` looked already and found nothing fresh.
             Some(key) => (None, key),
-            None => lookup(&shared, &counters, &primary, req.headers()).await,
+            None => {
+                let looked = lookup(&shared, &counters, &primary, req.headers(), deadline).await;
+                store_failed = looked.failed;
+                (looked.found, looked.key)
+            }
         };
         if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
             return Ok(res);
@@ -302,20 +311,19 @@ where
             counters.miss();
             return Ok(gateway_timeout(&shared));
         }
-        if !is_head && !shared.coalesce_wait.is_zero() {
-            let layer = Arc::as_ptr(&policy) as usize;
-            match shared.flights.join(layer, &key) {
-                Turn::Lead(l) => lead = Some(l),
-                Turn::Wait(filled) => {
-                    // Whatever happens to the leader, wait no longer than configured.
-                    let _ = tokio::time::timeout(shared.coalesce_wait, filled).await;
-                    let (found, _) = lookup(&shared, &counters, &primary, req.headers()).await;
-                    let res = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers());
-                    if let Some(res) = res {
-                        return Ok(res);
-                    }
-                }
-                Turn::Alone => {}
+        // A store that just failed will not be filled by a leader either: nobody waits on it.
+        if !is_head && !store_failed && !shared.coalesce_wait.is_zero() {
+            let flight = Flight {
+                shared: &shared,
+                policy: &policy,
+                counters: &counters,
+                primary: &primary,
+                headers: req.headers(),
+                deadline,
+            };
+            match flight.join(&key).await {
+                Ok(led) => lead = led,
+                Err(hit) => return Ok(hit),
             }
         }
     }
@@ -327,7 +335,13 @@ where
     }
     let req_headers = req.headers().clone();
     let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
-        Ok(handled) => return Ok(handled),
+        Ok(handled) => {
+            // A layer inside answered (and stored, if it could): waiters look it up.
+            if let Some(lead) = lead {
+                lead.finish();
+            }
+            return Ok(handled);
+        }
         Err(res) => res,
     };
     let fwd = if forced { "request" } else { "uri-miss" };
@@ -350,21 +364,79 @@ where
     }
     // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
     let miss = Miss {
-        shared: &shared,
+        shared: shared.clone(),
         policy: &policy,
-        counters: &counters,
-        primary: &primary,
+        counters,
+        primary,
         per_user: identity.is_some(),
-        req_headers: &req_headers,
+        req_headers,
         fwd,
+        lead,
+        store_failed,
     };
     // Boxed: the miss path's state is large, and would otherwise be carried (and copied into
     // the boxed `ResponseFuture`) by every request, hits included.
-    let (res, stored) = Box::pin(miss.respond(res)).await;
-    if let (Some(lead), false) = (&lead, stored) {
-        lead.uncacheable();
+    Ok(Box::pin(miss.respond(res)).await)
+}
+
+/// A missing GET about to join the flight of its key.
+struct Flight<'a> {
+    shared: &'a Shared,
+    policy: &'a Arc<RoutePolicy>,
+    counters: &'a RouteCounters,
+    primary: &'a CacheKey,
+    headers: &'a HeaderMap,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Flight<'_> {
+    /// `Ok(Some(lead))`: call the handler and fill the entry; `Ok(None)`: call it alone;
+    /// `Err(hit)`: another request filled it meanwhile.
+    async fn join<B: Body>(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<Lead>, Response<ResponseBody<B>>> {
+        let shared = self.shared;
+        let layer = Arc::as_ptr(self.policy) as usize;
+        // Whatever happens to the leaders, wait no longer than configured, in all.
+        let until = tokio::time::Instant::now().checked_add(shared.coalesce_wait);
+        loop {
+            let wait = match shared.flights.join(layer, key) {
+                Turn::Lead(lead) => return Ok(Some(lead)),
+                Turn::Alone => return Ok(None),
+                Turn::Wait(wait) => wait,
+            };
+            let landed = match until {
+                Some(until) => tokio::time::timeout_at(until, wait.landed()).await,
+                None => Ok(wait.landed().await),
+            };
+            match landed {
+                // The leader went away unfinished (its client hung up): join again, and the
+                // first waiter back leads while the others keep waiting.
+                Ok(false) => {}
+                Ok(true) => {
+                    let looked = lookup(
+                        shared,
+                        self.counters,
+                        self.primary,
+                        self.headers,
+                        self.deadline,
+                    );
+                    let found = looked.await.found;
+                    let hit = fresh_hit(
+                        shared,
+                        self.policy,
+                        self.counters,
+                        found,
+                        false,
+                        self.headers,
+                    );
+                    return hit.map_or(Ok(None), Err);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
     }
-    Ok(res)
 }
 
 /// `Ok` with the inner response untouched when a cache layer inside already handled it; the

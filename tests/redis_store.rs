@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,13 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tower_response_cache::{
     BreakerState, CacheKey, CachedResponse, Entry, RedisStore, ResponseCache, Store, StoreErrorKind,
 };
 
 use support::redis_server::{free_port, RedisCluster, RedisServer};
+use support::slow_proxy::SlowProxy;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// A generous bound on what a request may cost while Redis misbehaves: several command
@@ -94,6 +94,8 @@ async fn killed_redis_is_a_miss_opens_the_breaker_and_recovers_after_restart() {
     let app = app(&cache, &calls);
 
     assert!(send(&app).await.cache_status.contains("stored"));
+    // The write follows the response; wait for it before reading the store.
+    cache.flush().await;
     assert!(send(&app).await.cache_status.contains("hit"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -147,54 +149,6 @@ async fn killed_redis_is_a_miss_opens_the_breaker_and_recovers_after_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.stats().breaker, BreakerState::Closed);
-}
-
-/// A loopback TCP proxy that holds every reply from Redis for `delay` before passing it on.
-struct SlowProxy {
-    port: u16,
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl SlowProxy {
-    async fn start(upstream: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let delay = delay_ms.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let delay = delay.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let (mut client_rx, mut client_tx) = client.into_split();
-                    let (mut server_rx, mut server_tx) = server.into_split();
-                    tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
-                    });
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = server_rx.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let ms = delay.load(Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        if client_tx.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        Self { port, delay_ms }
-    }
-
-    fn set_delay(&self, delay: Duration) {
-        self.delay_ms
-            .store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
-    }
 }
 
 #[tokio::test]
@@ -274,6 +228,7 @@ async fn a_corrupt_entry_is_a_miss_and_is_overwritten() {
     let app = app(&cache, &calls);
 
     assert!(send(&app).await.cache_status.contains("stored"));
+    cache.flush().await;
     let keys = server.cli(&["--scan", "--pattern", "corrupt:*"]);
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys.len(), 1, "one printable key: {keys:?}");
@@ -288,6 +243,7 @@ async fn a_corrupt_entry_is_a_miss_and_is_overwritten() {
         "{}",
         sent.cache_status
     );
+    cache.flush().await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -316,10 +272,12 @@ async fn two_apps_on_one_redis_share_entries() {
     };
     let (store_a, store_b) = (connect().await, connect().await);
     let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let app_a = app(&cache_on(&store_a, "shared"), &calls_a);
+    let cache_a = cache_on(&store_a, "shared");
+    let app_a = app(&cache_a, &calls_a);
     let app_b = app(&cache_on(&store_b, "shared"), &calls_b);
 
     assert!(send(&app_a).await.cache_status.contains("stored"));
+    cache_a.flush().await;
     let sent = send(&app_b).await;
     assert!(sent.cache_status.contains("hit"), "{}", sent.cache_status);
     assert_eq!(sent.body, "the page");

@@ -2,12 +2,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
 use axum::routing::get as route_get;
 use axum::Router;
 use common::*;
+use tokio::sync::Semaphore;
 
 fn slow_app(fx: &Fixture, calls: &Calls, cache_control: &'static str) -> Router {
     let c = calls.clone();
@@ -114,4 +116,59 @@ async fn a_route_layer_inside_the_app_wide_layer_never_waits_on_it() {
     assert_eq!(first.cache_status(), MISS);
     assert_eq!(send(&app, get("/nested")).await.cache_status(), hit(60));
     assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_takes_over_when_the_leader_is_dropped() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    // The handler answers only when the test lets it: each permit lets one call through.
+    let gate = Arc::new(Semaphore::new(0));
+    let (c, g) = (calls.clone(), gate.clone());
+    let app = Router::new()
+        .route(
+            "/slow",
+            route_get(move || {
+                let n = c.bump();
+                let g = g.clone();
+                async move {
+                    g.acquire().await.unwrap().forget();
+                    (
+                        [(header::CACHE_CONTROL, "max-age=60")],
+                        format!("expensive {n}"),
+                    )
+                }
+            }),
+        )
+        .layer(fx.cache.layer());
+    let spawn = || {
+        let app = app.clone();
+        tokio::spawn(async move { send(&app, get("/slow")).await })
+    };
+    // On the paused clock a short sleep returns once every task is blocked: settled.
+    let settle = || tokio::time::sleep(Duration::from_millis(1));
+
+    let leader = spawn();
+    settle().await;
+    assert_eq!(calls.get(), 1);
+    let followers: Vec<_> = (0..5).map(|_| spawn()).collect();
+    settle().await;
+    assert_eq!(calls.get(), 1, "the followers wait for the leader");
+
+    // The leader's client hangs up: its future is dropped with the handler call in it.
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    settle().await;
+    assert_eq!(calls.get(), 2, "exactly one follower took over");
+
+    gate.add_permits(1);
+    let mut seen = Vec::new();
+    for f in followers {
+        seen.push(f.await.unwrap());
+    }
+    assert!(seen.iter().all(|r| r.text() == "expensive 2"), "{seen:?}");
+    let misses = seen.iter().filter(|r| r.cache_status() == MISS).count();
+    let hits = seen.iter().filter(|r| r.cache_status() == hit(60)).count();
+    assert_eq!((misses, hits), (1, 4));
+    assert_eq!(calls.get(), 2);
 }

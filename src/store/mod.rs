@@ -51,6 +51,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// How long one request may spend reading this store in all (a varying resource costs two
+    /// [`get`](Self::get)s, a request that waited on a concurrent miss looks again) before the
+    /// layer gives up and serves a miss; `None` (the default) sets no cap, for stores that
+    /// answer at once. [`ResponseCacheBuilder::lookup_timeout`] overrides it.
+    ///
+    /// [`ResponseCacheBuilder::lookup_timeout`]: crate::ResponseCacheBuilder::lookup_timeout
+    fn lookup_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Stores `entry` under `key`; the store drops it after `ttl`.
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()>;
 

@@ -159,8 +159,9 @@ impl RedisStore {
                 format!("{op} not sent: the circuit breaker is open after repeated Redis failures"),
             )));
         };
-        // fred enforces the timeout; this guard only bounds a call fred itself lost track of.
-        let guard = shared.command_timeout * 2 + Duration::from_millis(10);
+        // fred enforces the timeout; this guard only bounds a call fred itself lost track of,
+        // so it sits just past it: no call outlives the command timeout by more than the slack.
+        let guard = shared.command_timeout + GUARD_SLACK;
         let result = match tokio::time::timeout(guard, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if is_foreign_type(&e) => Err(Failure::Foreign),
@@ -291,6 +292,9 @@ impl RedisStore {
     }
 }
 
+/// How far past the command timeout [`RedisStore::call`]'s own guard fires.
+const GUARD_SLACK: Duration = Duration::from_millis(10);
+
 /// A `WRONGTYPE` reply: something other than a string lives under our key.
 fn is_foreign_type(e: &fred::error::Error) -> bool {
     e.details().starts_with("WRONGTYPE")
@@ -339,6 +343,13 @@ impl Drop for Shared {
 }
 
 impl Store for RedisStore {
+    /// One command timeout, plus the guard's slack and a little more so that a stalled call
+    /// ends in its own timeout first and the breaker counts it; a lookup whose first `GET`
+    /// was slow gets no full timeout for its second.
+    fn lookup_timeout(&self) -> Option<Duration> {
+        Some(self.shared.command_timeout + GUARD_SLACK * 2)
+    }
+
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
         Box::pin(self.get_entry(key))
     }

@@ -1,0 +1,114 @@
+//! Writing a miss's entry without delaying its response: at once for a store that answers
+//! without waiting (memory), otherwise in the background, with a bound on writes in flight.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::header::{HeaderMap, HeaderName};
+
+use crate::cache::Shared;
+use crate::coalesce::Lead;
+use crate::log::RateLimit;
+use crate::lookup::{store, target, Stored, Target};
+use crate::metrics::RouteCounters;
+use crate::{CacheKey, CachedResponse};
+
+/// Where and how one entry is to be written, and the flight it ends.
+pub(crate) struct Write {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) counters: Arc<RouteCounters>,
+    pub(crate) primary: CacheKey,
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) req_headers: HeaderMap,
+    /// The most `Vary` variants its URL may have (see [`target`]).
+    pub(crate) max_variants: usize,
+    /// Held until the entry is written, so requests waiting on the flight then find it.
+    pub(crate) lead: Option<Lead>,
+}
+
+impl Write {
+    /// Writes `entry`: [`Stored::Yes`] when it was stored, or sent to be stored in the
+    /// background; otherwise why not (the store failed at once, too many writes were already in
+    /// flight, or its URL has too many variants).
+    pub(crate) fn submit(mut self, entry: CachedResponse) -> Stored {
+        let target = match target(
+            &self.shared,
+            &self.primary,
+            &self.vary,
+            &self.req_headers,
+            &entry,
+            self.max_variants,
+        ) {
+            Ok(target) => target,
+            Err(refused) => {
+                // Waiters look up, miss, and lead in turn: this URL is not uncacheable.
+                if let Some(lead) = self.lead.take() {
+                    lead.finish();
+                }
+                return refused;
+            }
+        };
+        if self.shared.answers_now {
+            // Such a store's put is done when first polled: no task, no wait, and a test (or a
+            // follower) sees the entry as soon as the response is out.
+            let mut write = Box::pin(self.run(target, entry));
+            return match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(stored) => stored,
+                Poll::Pending => match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(write);
+                        Stored::Yes
+                    }
+                    Err(_) => Stored::Failed,
+                },
+            };
+        }
+        let permit = self.shared.writes.clone().try_acquire_owned();
+        match (tokio::runtime::Handle::try_current(), permit) {
+            (Ok(rt), Ok(permit)) => {
+                rt.spawn(async move {
+                    self.run(target, entry).await;
+                    drop(permit);
+                });
+                Stored::Yes
+            }
+            _ => {
+                self.skip();
+                Stored::Failed
+            }
+        }
+    }
+
+    /// The response turned out not to be storable: the key's next requests go straight through.
+    pub(crate) fn unstorable(mut self) {
+        if let Some(lead) = self.lead.take() {
+            lead.uncacheable();
+        }
+    }
+
+    async fn run(mut self, target: Target, entry: CachedResponse) -> Stored {
+        let stored = store(&self.shared, &self.counters, &self.primary, target, entry).await;
+        if let Some(lead) = self.lead.take() {
+            lead.finish();
+        }
+        stored
+    }
+
+    /// Too many writes in flight (the store is slow or stalled): this one is dropped rather
+    /// than queued, so a stalled store cannot grow memory without bound.
+    fn skip(mut self) {
+        static LIMIT: RateLimit = RateLimit::new();
+        self.counters.store_error();
+        LIMIT.log(|suppressed| {
+            tracing::warn!(
+                in_flight = self.shared.max_writes,
+                suppressed,
+                "cache store busy: response served but not stored"
+            );
+        });
+        if let Some(lead) = self.lead.take() {
+            lead.finish();
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A loopback TCP proxy in front of a real Redis that holds every reply for a set delay.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A loopback TCP proxy that holds every reply from Redis for `delay` before passing it on.
+pub struct SlowProxy {
+    pub port: u16,
+    delay_ms: Arc<AtomicU64>,
+}
+
+impl SlowProxy {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let delay = delay.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_rx.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let ms = delay.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, delay_ms }
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+}
