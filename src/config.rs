@@ -310,6 +310,9 @@ impl CacheConfig {
                 ),
             ));
         }
+        if let Some(why) = tls_unavailable(url) {
+            return Err(ConfigError::new("url", why));
+        }
         if cfg!(feature = "redis") {
             Ok(StoreKind::Redis)
         } else {
@@ -401,6 +404,29 @@ pub(crate) fn is_redis_url(url: &str) -> bool {
         scheme,
         "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "valkey" | "valkeys"
     )
+}
+
+/// Whether `url` asks for TLS to Redis (`rediss://`, `rediss-cluster://`, `valkeys://`), as fred
+/// reads the scheme.
+pub(crate) fn is_tls_url(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        let scheme = scheme.to_ascii_lowercase();
+        scheme.starts_with("rediss") || scheme.starts_with("valkeys")
+    })
+}
+
+/// Why a TLS URL is refused by a build without TLS, or `None` when it can be honoured.
+///
+/// Without one of its TLS features fred connects to a `rediss://` URL in plaintext and sends the
+/// password and every key in clear; a URL asking for TLS must never end up there.
+pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
+    (is_tls_url(url) && !cfg!(feature = "redis-tls")).then(|| {
+        format!(
+            "{} asks for TLS, which this build cannot do: enable the `redis-tls` feature \
+             (refusing to connect in plaintext)",
+            redact(url)
+        )
+    })
 }
 
 /// The URL without its password, for messages.
@@ -508,6 +534,21 @@ mod tests {
         let e = CacheConfig::from_vars("CACHE", [("CACHE_PORT", "1"), ("CACHE_POOL_SIZE", "0")])
             .unwrap_err();
         assert_eq!(e.to_string(), "pool_size: must be between 1 and 256, got 0");
+    }
+
+    #[cfg(not(feature = "redis-tls"))]
+    #[test]
+    fn a_tls_url_needs_the_tls_feature() {
+        for url in ["rediss://:pw@h:6379/0", "rediss-cluster://h:7000", "valkeys://h"] {
+            let e = CacheConfig::from_toml_str(&format!("url = {url:?}")).unwrap_err();
+            assert_eq!(e.field(), "url");
+            let message = e.to_string();
+            assert!(message.contains("`redis-tls`"), "{message}");
+            assert!(!message.contains("pw"), "{message}");
+            let e = CacheConfig::from_vars("C", [("C_URL", url)]).unwrap_err();
+            assert_eq!(e.field(), "url");
+        }
+        assert!(CacheConfig::from_toml_str("url = \"redis://h:6379/0\"").is_ok());
     }
 
     #[test]
