@@ -338,9 +338,7 @@ mod tests {
 
     /// What a listener on a free loopback port received while `urls` (each naming its port
     /// through `{port}`) were connected with a short timeout, and what each connect returned.
-    async fn connect_to_listener(
-        urls: &[&str],
-    ) -> (Vec<Result<RedisStore, StoreError>>, Vec<u8>) {
+    async fn connect_to_listener(urls: &[&str]) -> (Vec<Result<RedisStore, StoreError>>, Vec<u8>) {
         use std::io::Read as _;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port().to_string();
