@@ -167,7 +167,8 @@ impl CacheConfig {
     /// `CACHE`: `CACHE_URL`, `CACHE_KEY_PREFIX`, `CACHE_COMMAND_TIMEOUT_MS`, …
     ///
     /// # Errors
-    /// A value that does not parse (the error names the variable) or is invalid.
+    /// A variable under the prefix that names no field, a value that does not parse (either
+    /// error names the variable), or an invalid value.
     pub fn from_env(prefix: &str) -> Result<Self, ConfigError> {
         Self::from_vars(prefix, std::env::vars())
     }
@@ -202,10 +203,13 @@ impl CacheConfig {
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.strip_prefix('_'))
                 .map(str::to_ascii_lowercase)
-                .filter(|f| FIELDS.contains(&f.as_str()))
             else {
                 continue;
             };
+            // A misspelt variable would otherwise leave its setting at the default unnoticed.
+            if !FIELDS.contains(&field.as_str()) {
+                return Err(unknown_variable(prefix, name, &field));
+            }
             config
                 .set(&field, value)
                 .map_err(|m| ConfigError::new(name, m))?;
@@ -310,6 +314,9 @@ impl CacheConfig {
                 ),
             ));
         }
+        if let Some(why) = tls_unavailable(url) {
+            return Err(ConfigError::new("url", why));
+        }
         if cfg!(feature = "redis") {
             Ok(StoreKind::Redis)
         } else {
@@ -387,6 +394,24 @@ impl CacheConfig {
     }
 }
 
+/// The error for `name`, under `prefix`, which names no field: it lists the variables that exist.
+fn unknown_variable(prefix: &str, name: &str, field: &str) -> ConfigError {
+    let var = |f: &str| format!("{prefix}_{}", f.to_ascii_uppercase());
+    let hint = FIELDS
+        .iter()
+        .find(|f| !field.is_empty() && (f.starts_with(field) || field.starts_with(*f)))
+        .map(|f| format!("did you mean {}? ", var(f)))
+        .unwrap_or_default();
+    let known: Vec<String> = FIELDS.iter().map(|f| var(f)).collect();
+    ConfigError::new(
+        name,
+        format!(
+            "names no cache setting; {hint}the variables are {}",
+            known.join(", ")
+        ),
+    )
+}
+
 enum StoreKind {
     Memory,
     Redis,
@@ -401,6 +426,29 @@ pub(crate) fn is_redis_url(url: &str) -> bool {
         scheme,
         "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "valkey" | "valkeys"
     )
+}
+
+/// Whether `url` asks for TLS to Redis (`rediss://`, `rediss-cluster://`, `valkeys://`), as fred
+/// reads the scheme.
+pub(crate) fn is_tls_url(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        let scheme = scheme.to_ascii_lowercase();
+        scheme.starts_with("rediss") || scheme.starts_with("valkeys")
+    })
+}
+
+/// Why a TLS URL is refused by a build without TLS, or `None` when it can be honoured.
+///
+/// Without one of its TLS features fred connects to a `rediss://` URL in plaintext and sends the
+/// password and every key in clear; a URL asking for TLS must never end up there.
+pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
+    (is_tls_url(url) && !cfg!(feature = "redis-tls")).then(|| {
+        format!(
+            "{} asks for TLS, which this build cannot do: enable the `redis-tls` feature \
+             (refusing to connect in plaintext)",
+            redact(url)
+        )
+    })
 }
 
 /// The URL without its password, for messages.
@@ -493,7 +541,7 @@ mod tests {
                 ("CACHE_IGNORE_ERRORS", "no"),
                 ("CACHE_COMMAND_TIMEOUT_MS", " 150 "),
                 ("OTHER_POOL_SIZE", "junk"),
-                ("CACHE_UNKNOWN", "ignored"),
+                ("CACHEDIR", "not under the prefix"),
             ],
         )
         .unwrap();
@@ -505,9 +553,46 @@ mod tests {
 
         let e = CacheConfig::from_vars("CACHE", [("CACHE_MAX_BYTES", "-1")]).unwrap_err();
         assert_eq!(e.field(), "CACHE_MAX_BYTES");
-        let e = CacheConfig::from_vars("CACHE", [("CACHE_PORT", "1"), ("CACHE_POOL_SIZE", "0")])
-            .unwrap_err();
+        let e = CacheConfig::from_vars("CACHE", [("CACHE_POOL_SIZE", "0")]).unwrap_err();
         assert_eq!(e.to_string(), "pool_size: must be between 1 and 256, got 0");
+    }
+
+    #[test]
+    fn a_variable_naming_no_field_is_an_error_listing_the_fields() {
+        let e =
+            CacheConfig::from_vars("APP_CACHE_", [("APP_CACHE_DEFAULT_TTL", "60")]).unwrap_err();
+        assert_eq!(e.field(), "APP_CACHE_DEFAULT_TTL");
+        let message = e.to_string();
+        assert!(
+            message.contains("did you mean APP_CACHE_DEFAULT_TTL_SECS?"),
+            "{message}"
+        );
+        for field in FIELDS {
+            let var = format!("APP_CACHE_{}", field.to_ascii_uppercase());
+            assert!(message.contains(&var), "{var} missing from {message}");
+        }
+        let e = CacheConfig::from_vars("CACHE", [("CACHE_PORT", "1")]).unwrap_err();
+        assert_eq!(e.field(), "CACHE_PORT");
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+    }
+
+    #[cfg(not(feature = "redis-tls"))]
+    #[test]
+    fn a_tls_url_needs_the_tls_feature() {
+        for url in [
+            "rediss://:pw@h:6379/0",
+            "rediss-cluster://h:7000",
+            "valkeys://h",
+        ] {
+            let e = CacheConfig::from_toml_str(&format!("url = {url:?}")).unwrap_err();
+            assert_eq!(e.field(), "url");
+            let message = e.to_string();
+            assert!(message.contains("`redis-tls`"), "{message}");
+            assert!(!message.contains("pw"), "{message}");
+            let e = CacheConfig::from_vars("C", [("C_URL", url)]).unwrap_err();
+            assert_eq!(e.field(), "url");
+        }
+        assert!(CacheConfig::from_toml_str("url = \"redis://h:6379/0\"").is_ok());
     }
 
     #[test]

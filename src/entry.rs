@@ -86,7 +86,8 @@ impl CachedResponse {
         u128::from(self.age_millis(now_millis)) < self.ttl.as_millis()
     }
 
-    /// Roughly how many bytes it occupies; what the memory store weighs.
+    /// Roughly how many bytes its body and headers hold. The memory store weighs more: what
+    /// the allocator and its own bookkeeping take per entry too.
     #[must_use]
     pub fn weight(&self) -> usize {
         let headers: usize = self

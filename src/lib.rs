@@ -111,6 +111,11 @@ pub use layer::CacheLayer;
 pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
 pub use service::CacheService;
+/// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "redis")]
 pub use store::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
 pub use store::{MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -391,6 +391,9 @@ fn bad_command_lines_exit_2_naming_the_flag() {
         (&["--listen"][..], "--listen"),
         (&["--listen", "not-an-address"][..], "--listen"),
         (&["--cache", "memcached://x"][..], "--cache"),
+        // Not the forms `memory` and `off`, however close.
+        (&["--cache", "memory://x"][..], "--cache 'memory://x'"),
+        (&["--cache", "off://"][..], "--cache 'off://'"),
     ] {
         let out = Command::new(binary())
             .args(args)
@@ -409,6 +412,47 @@ fn bad_command_lines_exit_2_naming_the_flag() {
         .expect("run twiscope");
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--cache URL"));
+}
+
+#[test]
+fn an_unreachable_redis_is_a_warning_on_stderr() {
+    // A port nothing listens on: Redis is "down".
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("port").port()
+    };
+    let mut child = Command::new(binary())
+        .args(["--listen", "127.0.0.1:0", "--cache"])
+        .arg(format!("redis://127.0.0.1:{port}/0"))
+        .env("TWISCOPE_SCALE", "0.05")
+        .env_remove("CACHE_URL")
+        .env_remove("TWISCOPE_LISTEN")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start twiscope");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the start-up line");
+    // It starts anyway (fail-open), and says so where an operator looks.
+    assert!(line.starts_with("twiscope listening on"), "{line:?}");
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let _ = child.wait();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("Redis is not reachable")),
+        "{stderr}"
+    );
 }
 
 #[test]

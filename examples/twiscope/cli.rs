@@ -18,6 +18,9 @@ Options:
                              a shared Redis store (fails open: Redis down = misses)
   -h, --help      print this help
 
+Logging: warnings (Redis unreachable, circuit breaker open) and the breaker's recovery go to
+stderr; RUST_LOG overrides the default filter 'warn,tower_response_cache=info'.
+
 Routes:
   GET  /trending                     top 20 hashtags; cached 15 min
   GET  /influencers/{platform}?limit=N
@@ -35,9 +38,45 @@ Platforms: twitter, mastodon, bluesky.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Options {
     pub(crate) listen: String,
+    /// The `--cache` value as given (printed, redacted, in the start-up line).
     pub(crate) cache: String,
+    /// What `cache` names.
+    pub(crate) store: Store,
     /// Fraction of the default data set to seed. Hidden (tests seed small to start fast).
     pub(crate) scale: f64,
+}
+
+/// The cache a `--cache` value names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    Off,
+    Memory,
+    /// A Redis URL, handed to `RedisStore` (which validates the rest of it).
+    Redis,
+}
+
+impl Store {
+    /// What `value` names; only the exact forms the usage text lists are accepted, so a typo
+    /// (`memory://x`, `off://`, `Memory`) is an error rather than a silently different cache.
+    pub(crate) fn parse(value: &str) -> Result<Self, UsageError> {
+        match value {
+            "off" => return Ok(Self::Off),
+            "memory" => return Ok(Self::Memory),
+            _ => {}
+        }
+        match value.split_once("://") {
+            Some(("redis" | "rediss" | "redis-cluster" | "rediss-cluster", rest))
+                if !rest.is_empty() =>
+            {
+                Ok(Self::Redis)
+            }
+            _ => Err(UsageError(format!(
+                "--cache '{}' is not a cache (expected exactly memory, off, \
+                 redis://HOST[:PORT][/DB], rediss://… or redis-cluster://…)",
+                redact(value)
+            ))),
+        }
+    }
 }
 
 /// What the command line asked for.
@@ -101,6 +140,7 @@ pub(crate) fn parse(
     let cache = cache
         .or_else(|| env("CACHE_URL").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "memory".to_owned());
+    let store = Store::parse(&cache)?;
     let scale = match scale.or_else(|| env("TWISCOPE_SCALE").filter(|v| !v.is_empty())) {
         None => 1.0,
         Some(s) => s
@@ -116,6 +156,7 @@ pub(crate) fn parse(
     Ok(Command::Run(Options {
         listen,
         cache,
+        store,
         scale,
     }))
 }
@@ -188,6 +229,41 @@ mod tests {
             .0
             .contains("--scale"));
         assert_eq!(run(&["-h"], &[]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn only_the_exact_cache_forms_are_accepted() {
+        for (value, store) in [
+            ("off", Store::Off),
+            ("memory", Store::Memory),
+            ("redis://127.0.0.1:6379/0", Store::Redis),
+            ("rediss://:pw@h:6380", Store::Redis),
+            ("redis-cluster://h:7000?node=h:7001", Store::Redis),
+        ] {
+            let Ok(Command::Run(o)) = run(&["--cache", value], &[]) else {
+                panic!("{value}")
+            };
+            assert_eq!(o.store, store, "{value}");
+        }
+        for value in [
+            "memory://x",
+            "off://",
+            "Memory",
+            " off",
+            "redis://",
+            "memcached://x",
+            "redis:/h",
+        ] {
+            let e = run(&["--cache", value], &[]).unwrap_err().0;
+            assert!(
+                e.contains("--cache") && e.contains("expected exactly"),
+                "{e}"
+            );
+            // The environment is held to the same forms.
+            assert!(run(&[], &[("CACHE_URL", value)]).is_err(), "{value}");
+        }
+        let e = run(&["--cache", "mem://u:secret@h"], &[]).unwrap_err().0;
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

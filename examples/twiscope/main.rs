@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use tower_response_cache::{RedisStore, ResponseCache};
 
-use crate::cli::{Command, Options, UsageError};
+use crate::cli::{Command, Options, Store, UsageError};
 use crate::db::Db;
 
 fn main() -> ExitCode {
+    init_logging();
     let options = match cli::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(options)) => options,
         Ok(Command::Help) => {
@@ -52,13 +53,31 @@ fn main() -> ExitCode {
     runtime.block_on(run(options))
 }
 
+/// Sends the crate's log events to stderr (stdout carries only the start-up line): warnings
+/// such as "Redis is not reachable" or "circuit breaker open" are what an operator must see.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|e| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            eprintln!("twiscope: ignoring RUST_LOG ({e}); using {DEFAULT_LOG_FILTER}");
+        }
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Warnings from everything, and the crate's recoveries (the breaker closing) too.
+const DEFAULT_LOG_FILTER: &str = "warn,tower_response_cache=info";
+
 fn usage_error(e: &UsageError) -> ExitCode {
     eprintln!("twiscope: {e}\nTry 'twiscope --help'.");
     ExitCode::from(2)
 }
 
 async fn run(options: Options) -> ExitCode {
-    let cache = match open_cache(&options.cache).await {
+    let cache = match open_cache(options.store, &options.cache).await {
         Ok(cache) => cache,
         Err(e) => return usage_error(&e),
     };
@@ -124,8 +143,8 @@ async fn run(options: Options) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The cache a `--cache` URL names; `None` for `off`.
-async fn open_cache(url: &str) -> Result<Option<ResponseCache>, UsageError> {
+/// The cache `store` (parsed from the `--cache` value `url`) names; `None` for `off`.
+async fn open_cache(store: Store, url: &str) -> Result<Option<ResponseCache>, UsageError> {
     let builder = || {
         ResponseCache::builder()
             .key_prefix("twiscope")
@@ -135,21 +154,17 @@ async fn open_cache(url: &str) -> Result<Option<ResponseCache>, UsageError> {
             // it, so no layer ever stores or serves a response to a keyed request.
             .bypass_when("api-key", |req| req.headers.contains_key("x-api-key"))
     };
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme {
-        "off" => Ok(None),
-        "memory" => Ok(Some(builder().build())),
-        "redis" | "rediss" | "redis-cluster" => {
-            // Fail-open: if Redis is down now, the store starts anyway and connects later.
+    match store {
+        Store::Off => Ok(None),
+        Store::Memory => Ok(Some(builder().build())),
+        Store::Redis => {
+            // Fail-open: if Redis is down now, the store starts anyway (with a warning on
+            // stderr) and connects later.
             let store = RedisStore::from_url(url)
                 .await
                 .map_err(|e| UsageError(format!("--cache {}: {e}", cli::redact(url))))?;
             Ok(Some(builder().store(store).build()))
         }
-        _ => Err(UsageError(format!(
-            "--cache '{}' is not a cache URL (expected memory, off or redis://HOST:PORT)",
-            cli::redact(url)
-        ))),
     }
 }
 

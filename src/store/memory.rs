@@ -3,17 +3,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
 
 use super::hot::{self, Generation};
 use super::{Store, StoreError, StoreFuture};
-use crate::{CacheKey, Entry};
+use crate::{CacheKey, CachedResponse, Entry};
 
 /// An in-process store; the default.
 ///
-/// Bounded by the approximate bytes of its entries (body plus headers), evicting the least
-/// useful first. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
+/// Bounded by what its entries cost in memory — body, headers and the store's own bookkeeping
+/// per entry, as the allocator counts them — evicting the least useful first, so the process
+/// grows by about the bound when the store is full. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
 /// shares the same entries.
 ///
 /// Each thread also remembers the entries it read last (bodies up to 64 KiB, 16 per thread):
@@ -60,6 +62,73 @@ impl Expiry<CacheKey, Stored> for PerEntryTtl {
     }
 }
 
+/// What one entry costs the process beyond the allocations [`cost`] counts: moka's bookkeeping
+/// for it (hash-table bucket, the key's `Arc`, the value entry, its info, the lock-protected
+/// deque and timer-wheel nodes, the write log) and the key itself. Measured, not derived: with
+/// `examples/memory_bound.rs` filling a store that never evicts, process RSS grew by 450–470 B
+/// per entry more than `cost` without it, for bodies from 16 B to 4 KiB (see BENCHMARKS.md).
+const ENTRY_OVERHEAD: usize = 480;
+
+/// What a `Bytes` that has been cloned or sliced adds: its shared control block.
+const SHARED_BYTES: usize = 32;
+
+/// What the allocator takes for a request of `n` bytes: glibc rounds `n` plus an 8-byte header
+/// up to 16, and never hands out less than 32.
+fn allocated(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// What a large allocation costs beyond itself once the store churns: evicted bodies leave holes
+/// in the allocator's heap that differently sized blocks cannot reuse, and the heap stays
+/// resident. With 64 KiB bodies and nothing else weighed this way, the process settled 11–26 %
+/// above the bound after 5k–60k distinct URLs; 1 KiB bodies showed no such creep (3–5 %).
+/// Weighed as an eighth of every body from 4 KiB up.
+fn churn_slack(body_len: usize) -> usize {
+    if body_len >= 4096 {
+        body_len / 8
+    } else {
+        0
+    }
+}
+
+/// The bytes an entry keeps allocated while it is stored, as the allocator counts them, so the
+/// store's bound holds for the process's memory and not only for the bodies (under 200k distinct
+/// URLs a store weighing body and headers alone grew the process to 1.6–2.4× its bound).
+///
+/// Header values are counted as if each had its own allocation; those sliced from the body's
+/// allocation (`Content-Length`, a computed `ETag`) do not, which errs on the side of the bound.
+fn cost(entry: &Entry) -> usize {
+    let own = match entry {
+        Entry::Response(r) => {
+            let pairs = std::mem::size_of::<(HeaderName, HeaderValue)>() * r.headers.len();
+            // Values own their bytes (a few are slices of the body's allocation and cost less);
+            // names are almost always the standard ones, which are static.
+            let header_bytes: usize = r.headers.iter().map(|(_, v)| allocated(v.len())).sum();
+            // The `Arc<CachedResponse>` (two counters and the response), the headers' slice,
+            // their bytes, the body's allocation and its control block.
+            allocated(16 + std::mem::size_of::<CachedResponse>())
+                + allocated(pairs)
+                + header_bytes
+                + allocated(r.body.len())
+                + churn_slack(r.body.len())
+                + SHARED_BYTES
+        }
+        Entry::Vary(names) => {
+            let slice = 16 + std::mem::size_of::<HeaderName>() * names.len();
+            allocated(slice)
+                + names
+                    .iter()
+                    .map(|n| allocated(n.as_str().len()))
+                    .sum::<usize>()
+        }
+    };
+    own + ENTRY_OVERHEAD
+}
+
 impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
@@ -68,10 +137,7 @@ impl MemoryStore {
         let evicted = generation.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &CacheKey, v: &Stored| {
-                let w = v.entry.weight() + k.prefix().len() + 80;
-                u32::try_from(w).unwrap_or(u32::MAX)
-            })
+            .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.entry)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
             .eviction_listener(move |_, _, _| evicted.bump())
             .build();
@@ -241,6 +307,80 @@ mod tests {
         b.put(&k, entry("b"), TTL).await.unwrap();
         assert_eq!(body(&b, &k).as_deref(), Some(&b"b"[..]));
         assert_eq!(body(&a, &k).as_deref(), Some(&b"a"[..]));
+    }
+
+    #[tokio::test]
+    async fn an_entry_weighs_its_body_headers_and_the_stores_bookkeeping() {
+        let store = MemoryStore::new(1 << 30);
+        let headers: crate::StoredHeaders = [
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::ETAG, "\"0123456789abcdef\""),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n, HeaderValue::from_static(v)))
+        .collect();
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        let e = Entry::from(CachedResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from(vec![b'x'; 1000]),
+            stored_at_millis: 0,
+            ttl: TTL,
+        });
+        store
+            .put(&CacheKey::from_parts("t", &[b"k"]), e, TTL)
+            .await
+            .unwrap();
+        // What the entry holds, its structs, and ~450 B of moka's bookkeeping and the key,
+        // measured per entry (see `ENTRY_OVERHEAD`).
+        let structs = std::mem::size_of::<CachedResponse>()
+            + 2 * std::mem::size_of::<(HeaderName, HeaderValue)>();
+        let floor = 1000 + header_bytes + structs + 450;
+        let weight = store.weighted_size();
+        assert!(
+            weight >= floor as u64,
+            "weighs {weight}, costs at least {floor}"
+        );
+        // …and not wildly more, or the bound wastes memory it could use.
+        assert!(weight <= (floor + 600) as u64, "weighs {weight}");
+    }
+
+    #[test]
+    fn a_large_body_also_weighs_the_heap_holes_eviction_leaves() {
+        let body = |len: usize| {
+            Entry::from(CachedResponse {
+                status: StatusCode::OK,
+                headers: crate::StoredHeaders::default(),
+                body: Bytes::from(vec![b'x'; len]),
+                stored_at_millis: 0,
+                ttl: TTL,
+            })
+        };
+        assert!(cost(&body(64 * 1024)) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
+        assert!(cost(&body(1024)) < 1024 + ENTRY_OVERHEAD + 200);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_holds_what_fits_in_its_bound_with_overhead() {
+        let store = MemoryStore::new(1 << 20);
+        for i in 0..2000u32 {
+            let k = CacheKey::from_parts("t", &[&i.to_be_bytes()]);
+            let e = Entry::from(CachedResponse {
+                status: StatusCode::OK,
+                headers: crate::StoredHeaders::default(),
+                body: Bytes::from(vec![b'x'; 1024]),
+                stored_at_millis: 0,
+                ttl: TTL,
+            });
+            store.put(&k, e, TTL).await.unwrap();
+        }
+        // 1 MiB of 1 KiB bodies, each costing ~1.6 KiB in process memory.
+        let entries = store.entry_count();
+        assert!(entries <= (1 << 20) / (1024 + 600), "{entries} entries");
+        assert!(store.weighted_size() <= 1 << 20);
     }
 
     #[tokio::test]

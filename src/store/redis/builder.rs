@@ -8,7 +8,7 @@ use fred::prelude::*;
 use fred::types::config::{Options, TcpConfig};
 
 use super::RedisStore;
-use crate::config::{is_redis_url, redact};
+use crate::config::{is_redis_url, redact, tls_unavailable};
 use crate::{StoreError, StoreErrorKind};
 
 /// The default command timeout: small, because a slow cache must cost little more than a miss.
@@ -149,8 +149,9 @@ impl RedisStoreBuilder {
     /// Validates the settings, starts connecting and waits at most the connect timeout.
     ///
     /// # Errors
-    /// A [`StoreErrorKind::Config`] error naming the bad setting (URL, pool size, a zero or
-    /// over-60 s timeout); with [`require_connection`](Self::require_connection), a
+    /// A [`StoreErrorKind::Config`] error naming the bad setting (URL — including a TLS URL such
+    /// as `rediss://` in a build without the `redis-tls` feature, which is refused rather than
+    /// connected in plaintext —, pool size, a zero or over-60 s timeout); with [`require_connection`](Self::require_connection), a
     /// [`StoreErrorKind::Unavailable`] error when Redis cannot be reached.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
@@ -211,6 +212,9 @@ impl RedisStoreBuilder {
                         redact(url)
                     ),
                 );
+            }
+            if let Some(why) = tls_unavailable(url) {
+                return bad("url", why);
             }
         }
         if !(1..=256).contains(&self.pool_size) {
@@ -330,5 +334,82 @@ mod tests {
             .contains("breaker_failures:"));
         let e = err(RedisStore::builder("http://x:secret@nowhere")).await;
         assert!(e.contains("url:") && !e.contains("secret"), "{e}");
+    }
+
+    /// What a listener on a free loopback port received while `urls` (each naming its port
+    /// through `{port}`) were connected with a short timeout, and what each connect returned.
+    async fn connect_to_listener(urls: &[&str]) -> (Vec<Result<RedisStore, StoreError>>, Vec<u8>) {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let recorder = std::thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            let mut got = Vec::new();
+            // Record whatever arrives on any connection until the test says it is done.
+            while rx.try_recv().is_err() {
+                match listener.accept() {
+                    Ok((mut socket, _)) => {
+                        socket.set_nonblocking(false).unwrap();
+                        socket
+                            .set_read_timeout(Some(Duration::from_millis(300)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        if let Ok(n) = socket.read(&mut buf) {
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            got
+        });
+        let mut results = Vec::new();
+        for url in urls {
+            let store = RedisStore::builder(&url.replace("{port}", &port))
+                .connect_timeout(Duration::from_millis(300))
+                .connect()
+                .await;
+            results.push(store);
+        }
+        // Give a connection made in the background time to send its first bytes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(()).unwrap();
+        (results, recorder.join().unwrap())
+    }
+
+    const TLS_URLS: [&str; 3] = [
+        "rediss://user:pw@127.0.0.1:{port}/0",
+        "rediss-cluster://user:pw@127.0.0.1:{port}",
+        "valkeys://:pw@127.0.0.1:{port}/0",
+    ];
+
+    #[cfg(not(feature = "redis-tls"))]
+    #[tokio::test]
+    async fn a_tls_url_without_tls_is_refused_before_a_byte_is_sent() {
+        let (results, received) = connect_to_listener(&TLS_URLS).await;
+        assert!(
+            received.is_empty(),
+            "sent in plaintext: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        for result in results {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), StoreErrorKind::Config);
+            let message = err.to_string();
+            assert!(message.contains("url:"), "{message}");
+            assert!(message.contains("`redis-tls`"), "{message}");
+            assert!(!message.contains("pw@"), "{message}");
+        }
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[tokio::test]
+    async fn a_tls_url_sends_a_tls_client_hello_first() {
+        let (_, received) = connect_to_listener(&TLS_URLS[..1]).await;
+        // A TLS record of type handshake (22), never a RESP command such as `AUTH`.
+        assert_eq!(received.first(), Some(&0x16), "{received:?}");
+        let text = String::from_utf8_lossy(&received).to_ascii_uppercase();
+        assert!(!text.contains("AUTH") && !text.contains("HELLO"), "{text}");
     }
 }
