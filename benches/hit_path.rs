@@ -1,7 +1,7 @@
 //! Criterion benches of key derivation and of the hit path through a real axum `Router`.
 //!
 //! ```text
-//! cargo bench --bench hit_path -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p trc-benches --bench hit_path -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! `router/*` drive one request at a time through `Router::call` on a current-thread runtime

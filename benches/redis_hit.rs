@@ -2,7 +2,7 @@
 //! all in one run against one private `redis-server`.
 //!
 //! ```text
-//! cargo bench --bench redis_hit -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p trc-benches --bench redis_hit -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! Every case drives one request at a time on a current-thread runtime. `router/*` go through a

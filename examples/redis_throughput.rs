@@ -517,7 +517,7 @@ async fn run(o: Options) -> Result<(), String> {
     // the redis_hit bench's.
     println!(
         "p50 at this concurrency, minus raw_get: store_get {:+.1} µs, router_hit {:+.1} µs \
-         (queueing included; the 50 µs goal is checked unloaded by `cargo bench --bench redis_hit`)",
+         (queueing included; the 50 µs goal is checked unloaded by `cargo bench -p trc-benches --bench redis_hit`)",
         b.p50_us - a.1.p50_us,
         c.p50_us - a.1.p50_us
     );
