@@ -100,8 +100,8 @@ summary() {
         printf "%.3f (median %.3f, min %.3f, max %.3f, %d rounds)", s / NR, m, v[1], v[NR], NR }'
 }
 
-cargo build --release --example bench_server >&2
-SERVER=target/release/examples/bench_server
+cargo build --release -p trc-benches --bin bench_server >&2
+SERVER=target/release/bench_server
 
 if want hit; then
     start bench_server "$SERVER" --listen 127.0.0.1:0

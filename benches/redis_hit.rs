@@ -39,7 +39,7 @@ mod support;
 use support::{json_body, json_handler};
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../tests/common/redis_server.rs"]
 mod redis_server;
 
 /// The store's default pool size; the raw fred pool uses the same.

@@ -9,7 +9,7 @@
 #
 # 1. floor:    redis-benchmark -t get of a SIZE-byte value (the key it reads is filled first:
 #              `-t get` alone reads a missing key and measures nil replies).
-# 2. store:    examples/redis_throughput with the same size and concurrency: plain fred pool GETs
+# 2. store:    benches/drivers/redis_throughput.rs with the same size and concurrency: plain fred pool GETs
 #              (raw_get), RedisStore::get (store_get) and full cached hits through an axum Router
 #              (router_hit), alternating ROUNDS times; ratios to raw_get against the 0.8 goal.
 # 3. twiscope: wrk on /trending against twiscope with --cache off, memory and redis://(this
@@ -97,9 +97,9 @@ fi
 if want store; then
     say ""
     say "## store: raw fred GET vs RedisStore::get vs router hit (${ROUNDS} alternating rounds, ${DUR} s per phase)"
-    cargo build --release --example redis_throughput >&2
+    cargo build --release -p trc-benches --bin redis_throughput >&2
     # shellcheck disable=SC2086 # EXTRA is a list of options
-    client target/release/examples/redis_throughput --redis "$REDIS_URL" --size "$SIZE" \
+    client target/release/redis_throughput --redis "$REDIS_URL" --size "$SIZE" \
         --concurrency "$CONC" --seconds "$DUR" --rounds "$ROUNDS" --warmup 0.5 $EXTRA | tee "$TMP/store"
     if [[ -n $FLOOR_RPS ]]; then
         raw=$(awk -F'|' '$2 ~ /raw_get *$/ { gsub(/ /, "", $4); print $4 }' "$TMP/store" | head -n1)

@@ -451,15 +451,7 @@ pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
     })
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub(crate) use crate::redact::redact_url as redact;
 
 #[cfg(test)]
 mod tests {

@@ -93,6 +93,7 @@ mod metrics;
 mod miss;
 mod negotiation;
 mod policy;
+mod redact;
 mod respond;
 mod service;
 mod store;
@@ -110,6 +111,7 @@ pub use key::CacheKey;
 pub use layer::CacheLayer;
 pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
+pub use redact::redact_url;
 pub use service::CacheService;
 /// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
 #[cfg(doctest)]

@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get as route_get;
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use common::raw_http;
 
 /// Echoes who asked; tempts every cache with `public` lifetimes.
 async fn whoami(headers: HeaderMap) -> impl IntoResponse {
@@ -28,25 +28,13 @@ async fn whoami(headers: HeaderMap) -> impl IntoResponse {
     )
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-/// A minimal HTTP/1.1 GET over a fresh connection; returns the body.
+/// A GET over a fresh connection, with the user's token when there is one; returns the body.
 async fn fetch(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let got = raw_http::get(addr, path, &headers).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    got.body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +55,7 @@ async fn no_user_ever_receives_another_users_body() {
         .route("/app-wide", route_get(whoami))
         .route("/mine", route_get(whoami).layer(per_user))
         .layer(fx.cache.layer());
-    let addr = serve(app).await;
+    let addr = raw_http::serve(app).await;
 
     let mut tasks = Vec::new();
     for user in 0..40 {

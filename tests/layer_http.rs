@@ -3,19 +3,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get as route_get;
 use axum::Router;
+use common::test_store::TestStore;
 use common::*;
-use tower_response_cache::{
-    CacheKey, Entry, ManualClock, MemoryStore, ResponseCache, Store, StoreError, StoreErrorKind,
-    StoreFuture,
-};
+use tower_response_cache::{ManualClock, MemoryStore, ResponseCache, Store};
 
 fn app(fx: &Fixture, calls: &Calls) -> Router {
     let c = calls.clone();
@@ -282,13 +278,7 @@ async fn downstream_max_age_carries_the_remaining_ttl() {
 async fn plugs_into_router_layer_route_layer_and_method_router_layer() {
     let fx = Fixture::new();
     let calls = Calls::default();
-    let counted = |calls: &Calls| {
-        let c = calls.clone();
-        route_get(move || {
-            let n = c.bump();
-            async move { format!("n{n}") }
-        })
-    };
+    let counted = |calls: &Calls| calls.handler();
     let by_router = Router::new()
         .route("/a", counted(&calls))
         .layer(fx.cache.route());
@@ -308,38 +298,11 @@ async fn plugs_into_router_layer_route_layer_and_method_router_layer() {
     }
 }
 
-/// A store that is down: every operation fails.
-#[derive(Debug)]
-struct DownStore;
-
-impl Store for DownStore {
-    fn get<'a>(&'a self, _: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
-        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
-    }
-    fn put<'a>(&'a self, _: &'a CacheKey, _: Entry, _: Duration) -> StoreFuture<'a, ()> {
-        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
-    }
-    fn remove<'a>(&'a self, _: &'a CacheKey) -> StoreFuture<'a, bool> {
-        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
-    }
-    fn clear_prefix<'a>(&'a self, _: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
-    }
-}
-
 #[tokio::test]
 async fn a_failing_store_is_a_miss_never_an_error() {
-    let cache = ResponseCache::builder().store(DownStore).build();
+    let cache = ResponseCache::builder().store(TestStore::down()).build();
     let calls = Calls::default();
-    let c = calls.clone();
-    let app = Router::new().route(
-        "/x",
-        route_get(move || {
-            let n = c.bump();
-            async move { format!("n{n}") }
-        })
-        .layer(cache.route()),
-    );
+    let app = Router::new().route("/x", calls.handler().layer(cache.route()));
     for n in 1..=3 {
         let r = send(&app, get("/x")).await;
         assert_eq!(r.status, 200);
@@ -384,36 +347,9 @@ async fn wraps_a_plain_tower_service_outside_axum() {
     assert_eq!(fx.cache.metrics().snapshot()[0].route, "*");
 }
 
-/// The memory store, counting the lookups it answers.
-#[derive(Debug, Clone, Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    lookups: Arc<AtomicUsize>,
-}
-
-impl Store for CountingStore {
-    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key)
-    }
-    fn get_now(&self, key: &CacheKey) -> Option<Result<Option<Entry>, StoreError>> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_now(key)
-    }
-    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.inner.put(key, entry, ttl)
-    }
-    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
-        self.inner.remove(key)
-    }
-    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        self.inner.clear_prefix(prefix)
-    }
-}
-
 #[tokio::test]
 async fn the_app_wide_layer_stops_looking_up_a_route_with_its_own_layer() {
-    let store = CountingStore::default();
+    let store = TestStore::new();
     let cache = ResponseCache::builder()
         .store(store.clone())
         .clock(ManualClock::new(1_700_000_000_000))
@@ -432,13 +368,13 @@ async fn the_app_wide_layer_stops_looking_up_a_route_with_its_own_layer() {
         )
         .layer(cache.layer());
     assert_eq!(send(&app, get("/own?x=1&y=2")).await.cache_status(), MISS);
-    let before = store.lookups.load(Ordering::SeqCst);
+    let before = store.lookups();
     for _ in 0..5 {
         let r = send(&app, get("/own?x=1&y=2")).await;
         assert_eq!((r.cache_status(), r.text()), (hit(60).as_str(), "own"));
     }
     // One lookup per request, the route layer's: the app-wide layer learned to step aside.
-    assert_eq!(store.lookups.load(Ordering::SeqCst) - before, 5);
+    assert_eq!(store.lookups() - before, 5);
     assert_eq!(calls.get(), 1);
 }
 
@@ -498,26 +434,6 @@ async fn if_modified_since_falls_back_to_date_then_to_the_time_stored() {
     assert_eq!(calls.get(), 3);
 }
 
-/// The memory store behind an interface that always waits: no `get_now`, so every request
-/// takes the full path.
-#[derive(Debug, Clone, Default)]
-struct WaitingStore(MemoryStore);
-
-impl Store for WaitingStore {
-    fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
-        self.0.get(key)
-    }
-    fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.0.put(key, entry, ttl)
-    }
-    fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
-        self.0.remove(key)
-    }
-    fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        self.0.clear_prefix(prefix)
-    }
-}
-
 const ONLY_IF_CACHED: &str = "tower-response-cache; detail=only-if-cached";
 
 async fn only_if_cached_is_a_stored_response_or_a_504(store: impl Store) {
@@ -527,14 +443,9 @@ async fn only_if_cached_is_a_stored_response_or_a_504(store: impl Store) {
         .clock(clock.clone())
         .build();
     let calls = Calls::default();
-    let c = calls.clone();
     let app = Router::new().route(
         "/doc",
-        route_get(move || {
-            let n = c.bump();
-            async move { format!("n{n}") }
-        })
-        .layer(cache.ttl(Duration::from_secs(60))),
+        calls.handler().layer(cache.ttl(Duration::from_secs(60))),
     );
     let cached_only = |extra: &[(&str, &str)]| {
         let mut headers = vec![("cache-control", "max-stale=0, only-if-cached")];
@@ -586,7 +497,7 @@ async fn only_if_cached_on_the_memory_store() {
 
 #[tokio::test]
 async fn only_if_cached_on_a_store_that_waits() {
-    only_if_cached_is_a_stored_response_or_a_504(WaitingStore::default()).await;
+    only_if_cached_is_a_stored_response_or_a_504(TestStore::waiting()).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! miss never waits for its write, writes in flight are bounded, and a request's reads from the
 //! store share one time budget.
 
-mod support;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,12 +12,11 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::routing::get;
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tower_response_cache::{RedisStore, ResponseCache};
 
-use support::redis_server::RedisServer;
-use support::slow_proxy::SlowProxy;
+use common::raw_http::{self, Reply};
+use common::redis_server::RedisServer;
+use common::slow_proxy::SlowProxy;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// What a request may cost beyond the command timeout: the handler (instant here), the HTTP
@@ -32,44 +31,14 @@ async fn serve(cache: &ResponseCache) -> SocketAddr {
         })
         .layer(cache.route().honor_client_no_cache(true)),
     );
-    serve_app(app).await
+    raw_http::serve(app).await
 }
 
-async fn serve_app(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-struct Got {
-    cache_status: String,
-    body: String,
-    elapsed: Duration,
-}
-
-/// One HTTP/1.1 GET over a fresh connection.
-async fn fetch(addr: SocketAddr, path: &str, extra: &str) -> Got {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let elapsed = started.elapsed();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let cache_status = head
-        .lines()
-        .find_map(|l| l.strip_prefix("cache-status: "))
-        .unwrap_or_default()
-        .to_owned();
-    Got {
-        cache_status,
-        body: body.to_owned(),
-        elapsed,
-    }
+/// One GET over a fresh connection; every route here answers 200.
+async fn fetch(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let got = raw_http::get(addr, path, headers).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    got
 }
 
 async fn store_on(server: &RedisServer, threshold: u32) -> RedisStore {
@@ -93,14 +62,14 @@ async fn a_frozen_redis_costs_a_miss_at_most_one_command_timeout() {
         .store(store.clone())
         .build();
     let addr = serve(&cache).await;
-    assert!(fetch(addr, "/item/0", "")
+    assert!(fetch(addr, "/item/0", &[])
         .await
-        .cache_status
+        .cache_status()
         .contains("stored"));
     cache.flush().await;
-    assert!(fetch(addr, "/item/0", "")
+    assert!(fetch(addr, "/item/0", &[])
         .await
-        .cache_status
+        .cache_status()
         .contains("hit"));
 
     server.freeze();
@@ -109,7 +78,7 @@ async fn a_frozen_redis_costs_a_miss_at_most_one_command_timeout() {
     // Distinct misses, one after another: the first ones time out (the breaker counts them),
     // the rest fail fast on the open breaker.
     for n in 1..=10 {
-        let got = fetch(addr, &format!("/item/{n}"), "").await;
+        let got = fetch(addr, &format!("/item/{n}"), &[]).await;
         assert_eq!(got.body, format!("item {n}"));
         took.push(got.elapsed);
         assert!(
@@ -127,20 +96,20 @@ async fn a_frozen_redis_costs_a_miss_at_most_one_command_timeout() {
     // Once the breaker's cool-down is over, a probe closes it and entries are stored again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = fetch(addr, "/item/100", "").await;
-        if got.cache_status.contains("stored") {
+        let got = fetch(addr, "/item/100", &[]).await;
+        if got.cache_status().contains("stored") {
             cache.flush().await;
             break;
         }
         assert!(
             Instant::now() < deadline,
             "never stored again: {got:?}",
-            got = got.cache_status
+            got = got.cache_status()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let hit = fetch(addr, "/item/100", "").await;
-    assert!(hit.cache_status.contains("hit"), "{}", hit.cache_status);
+    let hit = fetch(addr, "/item/100", &[]).await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,14 +130,19 @@ async fn a_miss_never_waits_for_its_write_and_writes_in_flight_are_bounded() {
     // its write, which now happens after the response is sent.
     let mut statuses = Vec::new();
     for n in 1..=5 {
-        let got = fetch(addr, &format!("/item/{n}"), "Cache-Control: no-cache\r\n").await;
+        let got = fetch(
+            addr,
+            &format!("/item/{n}"),
+            &[("Cache-Control", "no-cache")],
+        )
+        .await;
         assert_eq!(got.body, format!("item {n}"));
         assert!(
             got.elapsed < SLACK,
             "miss {n} waited {:?} for its write",
             got.elapsed
         );
-        statuses.push(got.cache_status);
+        statuses.push(got.cache_status().to_owned());
     }
     // Two writes wait on the frozen Redis; the others were skipped, not queued.
     let sent = statuses.iter().filter(|s| s.contains("stored")).count();
@@ -210,15 +184,15 @@ async fn the_two_reads_of_a_varying_resource_share_one_time_budget() {
             .layer(cache.route()),
         )
     };
-    let fr = "Accept-Language: fr\r\n";
+    let fr = &[("Accept-Language", "fr")];
     let filler = ResponseCache::builder()
         .key_prefix("budget")
         .store(connect().await)
         .build();
-    let addr = serve_app(app(&filler)).await;
+    let addr = raw_http::serve(app(&filler)).await;
     assert!(fetch(addr, "/item/1", fr)
         .await
-        .cache_status
+        .cache_status()
         .contains("stored"));
     filler.flush().await;
 
@@ -228,7 +202,7 @@ async fn the_two_reads_of_a_varying_resource_share_one_time_budget() {
         .key_prefix("budget")
         .store(connect().await)
         .build();
-    let addr = serve_app(app(&reader)).await;
+    let addr = raw_http::serve(app(&reader)).await;
     proxy.set_delay(Duration::from_millis(180));
     let got = fetch(addr, "/item/1", fr).await;
     assert_eq!(got.body, "item 1");
@@ -237,11 +211,11 @@ async fn the_two_reads_of_a_varying_resource_share_one_time_budget() {
         got.elapsed < TIMEOUT + Duration::from_millis(100),
         "the lookup took {:?} ({})",
         got.elapsed,
-        got.cache_status
+        got.cache_status()
     );
     assert!(
-        got.cache_status.contains("store-error"),
+        got.cache_status().contains("store-error"),
         "{}",
-        got.cache_status
+        got.cache_status()
     );
 }

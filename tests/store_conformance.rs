@@ -1,7 +1,7 @@
 //! One suite, every store: `MemoryStore`, `RedisStore` on a single node and on a 3-master
 //! cluster must behave alike for round trips, expiry, removal, prefix clearing and bad values.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tower_response_cache::{CacheKey, CachedResponse, Entry, MemoryStore, RedisStore, Store};
 
-use support::redis_server::{RedisCluster, RedisServer};
+use common::redis_server::{RedisCluster, RedisServer};
 
 /// Runs `redis-cli` arguments against the store's backend; its output.
 type Raw = Box<dyn Fn(&[&str]) -> String>;

@@ -73,7 +73,7 @@ impl Store {
             _ => Err(UsageError(format!(
                 "--cache '{}' is not a cache (expected exactly memory, off, \
                  redis://HOST[:PORT][/DB], rediss://… or redis-cluster://…)",
-                redact(value)
+                tower_response_cache::redact_url(value)
             ))),
         }
     }
@@ -159,21 +159,6 @@ pub(crate) fn parse(
         store,
         scale,
     }))
-}
-
-/// `url` with any password replaced, fit for a log line.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -264,13 +249,5 @@ mod tests {
         }
         let e = run(&["--cache", "mem://u:secret@h"], &[]).unwrap_err().0;
         assert!(!e.contains("secret"), "{e}");
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
-        assert_eq!(redact("redis://u:pw@h"), "redis://u:***@h");
-        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact("memory"), "memory");
     }
 }

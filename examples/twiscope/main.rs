@@ -26,9 +26,9 @@ mod seed;
 use std::io::Write as _;
 use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tower_response_cache::{RedisStore, ResponseCache};
+use tower_response_cache::{redact_url, CacheConfig, ResponseCache};
 use tracing_subscriber::filter::Targets;
 
 use crate::cli::{Command, Options, Store, UsageError};
@@ -138,7 +138,7 @@ async fn run(options: Options) -> ExitCode {
     // The one start-up line; tests and load scripts parse the address out of it.
     println!(
         "twiscope listening on http://{addr} (cache: {})",
-        cli::redact(&options.cache)
+        redact_url(&options.cache)
     );
     let _ = std::io::stdout().flush();
 
@@ -154,28 +154,31 @@ async fn run(options: Options) -> ExitCode {
 }
 
 /// The cache `store` (parsed from the `--cache` value `url`) names; `None` for `off`.
+///
+/// Built through `CacheConfig`, as an app configured from a file or the environment would be:
+/// a 128 MiB memory store, or Redis with the crate's timeouts and breaker. Fail-open: if Redis
+/// is down now, the store starts anyway (with a warning on stderr) and connects later.
 async fn open_cache(store: Store, url: &str) -> Result<Option<ResponseCache>, UsageError> {
-    let builder = || {
-        ResponseCache::builder()
-            .key_prefix("twiscope")
+    let mut config = CacheConfig::default();
+    match store {
+        Store::Off => return Ok(None),
+        Store::Memory => {}
+        Store::Redis => config.url = url.to_owned(),
+    }
+    config.key_prefix = "twiscope".to_owned();
+    config.default_ttl_secs = 300;
+    let builder = config
+        .cache_builder()
+        .await
+        .map_err(|e| UsageError(format!("--cache {}: {e}", redact_url(url))))?;
+    Ok(Some(
+        builder
             .name("twiscope")
-            .default_ttl(Duration::from_secs(300))
             // `/me` also takes `X-Api-Key`, a credential the cache cannot know about: declare
             // it, so no layer ever stores or serves a response to a keyed request.
             .bypass_when("api-key", |req| req.headers.contains_key("x-api-key"))
-    };
-    match store {
-        Store::Off => Ok(None),
-        Store::Memory => Ok(Some(builder().build())),
-        Store::Redis => {
-            // Fail-open: if Redis is down now, the store starts anyway (with a warning on
-            // stderr) and connects later.
-            let store = RedisStore::from_url(url)
-                .await
-                .map_err(|e| UsageError(format!("--cache {}: {e}", cli::redact(url))))?;
-            Ok(Some(builder().store(store).build()))
-        }
-    }
+            .build(),
+    ))
 }
 
 /// Resolves on Ctrl-C (or SIGTERM on Unix), for a graceful shutdown.

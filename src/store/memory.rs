@@ -65,7 +65,7 @@ impl Expiry<CacheKey, Stored> for PerEntryTtl {
 /// What one entry costs the process beyond the allocations [`cost`] counts: moka's bookkeeping
 /// for it (hash-table bucket, the key's `Arc`, the value entry, its info, the lock-protected
 /// deque and timer-wheel nodes, the write log) and the key itself. Measured, not derived: with
-/// `examples/memory_bound.rs` filling a store that never evicts, process RSS grew by 450–470 B
+/// `benches/drivers/memory_bound.rs` filling a store that never evicts, process RSS grew by 450–470 B
 /// per entry more than `cost` without it, for bodies from 16 B to 4 KiB (see BENCHMARKS.md).
 const ENTRY_OVERHEAD: usize = 480;
 

@@ -1,6 +1,11 @@
-//! Shared test harness: a real axum Router behind the cache, a manual clock, a visible store and
-//! handler call counters.
+//! The one test-support tree: a real axum Router behind the cache on a manual clock, a visible
+//! store, handler call counters, and (in submodules) real Redis servers and a slow proxy.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod raw_http;
+pub mod redis_server;
+pub mod slow_proxy;
+pub mod test_store;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,6 +58,16 @@ impl Calls {
     }
     pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The counted handler: a GET route answering `n1`, `n2`, ... in call order, so a body
+    /// tells which call produced it.
+    pub fn handler(&self) -> axum::routing::MethodRouter {
+        let c = self.clone();
+        axum::routing::get(move || {
+            let n = c.bump();
+            async move { format!("n{n}") }
+        })
     }
 }
 

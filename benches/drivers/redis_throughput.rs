@@ -2,7 +2,7 @@
 //! behind `benches/redis_load.sh`. It starts nothing itself; point it at a Redis you own.
 //!
 //! ```text
-//! cargo run --release --example redis_throughput -- \
+//! cargo run --release -p trc-benches --bin redis_throughput -- \
 //!     --redis redis://127.0.0.1:6390/0 --size 2300 --concurrency 32 --seconds 10
 //! ```
 //!
@@ -43,7 +43,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_response_cache::{CacheKey, CachedResponse, Entry, RedisStore, ResponseCache, Store};
 
-#[path = "../benches/support/mod.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 use support::json_handler;
 

@@ -2,7 +2,7 @@
 //! load generator can compare them in one run, plus a miss-heavy route and its uncached origin.
 //!
 //! ```text
-//! cargo run --release --example bench_server -- --listen 127.0.0.1:0
+//! cargo run --release -p trc-benches --bin bench_server -- --listen 127.0.0.1:0
 //! ```
 //!
 //! Routes (every body is 2048 bytes of JSON, `content-type: application/json`):

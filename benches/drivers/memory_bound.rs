@@ -2,8 +2,8 @@
 //! axum route with many distinct URLs, in process, and reports the process's peak RSS growth.
 //!
 //! ```text
-//! cargo run --release --example memory_bound -- --body 1024 --urls 200000 --bound-mib 128
-//! cargo run --release --example memory_bound -- --body 65536 --urls 20000 --bound-mib 128
+//! cargo run --release -p trc-benches --bin memory_bound -- --body 1024 --urls 200000 --bound-mib 128
+//! cargo run --release -p trc-benches --bin memory_bound -- --body 65536 --urls 20000 --bound-mib 128
 //! ```
 //!
 //! Each request is `GET /page?n=N` for a new `N`: a miss whose response (`--body` bytes of JSON,

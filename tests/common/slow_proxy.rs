@@ -1,6 +1,6 @@
 //! A loopback TCP proxy in front of a real Redis that holds every reply for a set delay.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct SlowProxy {
     pub port: u16,
     delay_ms: Arc<AtomicU64>,
+    /// Replies read from Redis and not yet passed on.
+    held: Arc<AtomicUsize>,
 }
 
 impl SlowProxy {
@@ -18,9 +20,12 @@ impl SlowProxy {
         let port = listener.local_addr().unwrap().port();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let delay = delay_ms.clone();
+        let held = Arc::new(AtomicUsize::new(0));
+        let held_by_task = held.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let delay = delay.clone();
+                let held = held_by_task.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                     else {
@@ -36,16 +41,28 @@ impl SlowProxy {
                         if n == 0 {
                             break;
                         }
+                        held.fetch_add(1, Ordering::SeqCst);
                         let ms = delay.load(Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(ms)).await;
-                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                        let sent = client_tx.write_all(&buf[..n]).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        if sent.is_err() {
                             break;
                         }
                     }
                 });
             }
         });
-        Self { port, delay_ms }
+        Self {
+            port,
+            delay_ms,
+            held,
+        }
+    }
+
+    /// Replies held back right now; 0 once every delayed reply has been passed on.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     pub fn set_delay(&self, delay: Duration) {
