@@ -1,7 +1,7 @@
 //! The per-URL variant cap over Redis, whose writes follow the response: a response past the cap
 //! must still say so, and never reach the store.
 
-mod support;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use axum::Router;
 use tower::ServiceExt;
 use tower_response_cache::{RedisStore, ResponseCache};
 
-use support::redis_server::RedisServer;
+use common::redis_server::RedisServer;
 
 #[tokio::test]
 async fn past_the_variant_cap_a_redis_write_is_never_sent_and_the_client_is_told() {
