@@ -42,6 +42,34 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CacheService<S> {
     }
 }
 
+impl<S> CacheService<S> {
+    /// The wrapped service.
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let mut svc = cache.layer().layer(String::from("inner"));
+    /// assert_eq!(svc.get_ref(), "inner");
+    /// svc.get_mut().push('!');
+    /// assert_eq!(svc.into_inner(), "inner!");
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service, dropping the cache around it.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
