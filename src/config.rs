@@ -524,6 +524,7 @@ mod tests {
         assert!(err("breaker_failures = 0").starts_with("breaker_failures: "));
         assert!(err("key_prefix = \"a b\"").starts_with("key_prefix: "));
         assert!(err("key_prefix = \"\"").starts_with("key_prefix: "));
+        assert!(err("key_prefix = \"app{1}\"").starts_with("key_prefix: "));
         let e = err("url = \"http://user:secret@example.com\"");
         assert!(e.starts_with("url: ") && !e.contains("secret"), "{e}");
         // toml itself names unknown and mistyped keys.
