@@ -107,7 +107,7 @@ pub use entry::{CachedResponse, DecodeError, Entry};
 pub use future::ResponseFuture;
 pub use headers::StoredHeaders;
 pub use key::CacheKey;
-pub use layer::CacheLayer;
+pub use layer::{CacheLayer, Query};
 pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
 pub use service::CacheService;
