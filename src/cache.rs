@@ -238,7 +238,7 @@ impl ResponseCacheBuilder {
     /// # Panics
     /// When `prefix` contains `{` or `}`: Redis Cluster hashes only what is between the first
     /// braces of a key, so a brace in the prefix would send every key to one slot (or split a
-    /// URL's entries across slots). [`CacheConfig`](crate::CacheConfig) reports the same
+    /// URL's entries across slots). `CacheConfig` (feature `config`) reports the same
     /// mistake as a `key_prefix` error instead.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::redis_url::{is_redis_url, redact, tls_unavailable};
 use crate::{MemoryStore, ResponseCache, ResponseCacheBuilder, Store};
 
 /// Where a cache keeps its entries and how it behaves, in one deserialisable value.
@@ -437,50 +438,6 @@ enum StoreKind {
     Redis,
 }
 
-/// Whether `url` has a scheme the Redis store understands.
-pub(crate) fn is_redis_url(url: &str) -> bool {
-    let Some((scheme, _)) = url.split_once("://") else {
-        return false;
-    };
-    matches!(
-        scheme,
-        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "valkey" | "valkeys"
-    )
-}
-
-/// Whether `url` asks for TLS to Redis (`rediss://`, `rediss-cluster://`, `valkeys://`), as fred
-/// reads the scheme.
-pub(crate) fn is_tls_url(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(scheme, _)| {
-        let scheme = scheme.to_ascii_lowercase();
-        scheme.starts_with("rediss") || scheme.starts_with("valkeys")
-    })
-}
-
-/// Why a TLS URL is refused by a build without TLS, or `None` when it can be honoured.
-///
-/// Without one of its TLS features fred connects to a `rediss://` URL in plaintext and sends the
-/// password and every key in clear; a URL asking for TLS must never end up there.
-pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
-    (is_tls_url(url) && !cfg!(feature = "redis-tls")).then(|| {
-        format!(
-            "{} asks for TLS, which this build cannot do: enable the `redis-tls` feature \
-             (refusing to connect in plaintext)",
-            redact(url)
-        )
-    })
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,7 +512,10 @@ mod tests {
         assert!(e.contains("`require_redis_at_start`"), "{e}");
         let e = CacheConfig::from_vars("CACHE", [("CACHE_IGNORE_ERRORS", "no")]).unwrap_err();
         assert_eq!(e.field(), "CACHE_IGNORE_ERRORS");
-        assert!(e.to_string().contains("CACHE_REQUIRE_REDIS_AT_START"), "{e}");
+        assert!(
+            e.to_string().contains("CACHE_REQUIRE_REDIS_AT_START"),
+            "{e}"
+        );
     }
 
     #[test]
