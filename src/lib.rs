@@ -116,7 +116,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheConfig, ConfigError};
 pub use entry::{CachedResponse, DecodeError, Entry};
 pub use future::ResponseFuture;
-pub use headers::StoredHeaders;
+pub(crate) use headers::StoredHeaders;
 pub use key::CacheKey;
 pub use layer::{CacheLayer, Query};
 pub use metrics::{Metrics, RouteStats};
