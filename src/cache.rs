@@ -234,8 +234,19 @@ impl ResponseCacheBuilder {
 
     /// Starts every key (Django's `KEY_PREFIX`; default `trc`). Caches with different prefixes
     /// never see each other's entries, even in one store.
+    ///
+    /// # Panics
+    /// When `prefix` contains `{` or `}`: Redis Cluster hashes only what is between the first
+    /// braces of a key, so a brace in the prefix would send every key to one slot (or split a
+    /// URL's entries across slots). `CacheConfig` (feature `config`) reports the same
+    /// mistake as a `key_prefix` error instead.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        let prefix = prefix.into();
+        assert!(
+            !prefix.contains(['{', '}']),
+            "key_prefix {prefix:?} contains `{{` or `}}`, which would break Redis Cluster hash tags"
+        );
+        self.prefix = prefix;
         self
     }
 
@@ -368,5 +379,22 @@ impl ResponseCacheBuilder {
                 max_writes: self.max_writes,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResponseCache;
+
+    #[test]
+    #[should_panic(expected = "would break Redis Cluster hash tags")]
+    fn key_prefix_rejects_hash_tag_braces() {
+        let _ = ResponseCache::builder().key_prefix("app{1}");
+    }
+
+    #[test]
+    fn key_prefix_accepts_plain_names() {
+        let cache = ResponseCache::builder().key_prefix("app:v2").build();
+        assert_eq!(cache.key_prefix(), "app:v2");
     }
 }

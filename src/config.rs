@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::redis_url::{is_redis_url, redact, tls_unavailable};
 use crate::{MemoryStore, ResponseCache, ResponseCacheBuilder, Store};
 
 /// Where a cache keeps its entries and how it behaves, in one deserialisable value.
@@ -25,7 +26,7 @@ use crate::{MemoryStore, ResponseCache, ResponseCacheBuilder, Store};
 ///     command_timeout_ms = 150
 /// "#).unwrap();
 /// assert_eq!(config.command_timeout_ms, 150);
-/// assert!(config.ignore_errors, "a store failure is a miss by default");
+/// assert!(!config.require_redis_at_start, "an unreachable Redis does not stop start-up");
 ///
 /// let err = CacheConfig::from_toml_str("command_timeout_ms = 0").unwrap_err();
 /// assert_eq!(err.to_string(), "command_timeout_ms: must be between 1 and 60000, got 0");
@@ -62,9 +63,11 @@ pub struct CacheConfig {
     pub command_timeout_ms: u64,
     /// Redis: how many connections (default 4).
     pub pool_size: usize,
-    /// Whether store failures are misses, even at start-up (default `true`). With `false`, an
-    /// unreachable Redis fails [`build`](Self::build); once running, failures are always misses.
-    pub ignore_errors: bool,
+    /// Whether an unreachable Redis fails [`build`](Self::build) (default `false`: the cache
+    /// starts anyway, every lookup a miss until Redis answers). Only start-up is concerned: once
+    /// running, a store failure is always a miss, never an error. Environment variable
+    /// `PREFIX_REQUIRE_REDIS_AT_START`; formerly `ignore_errors`, with the opposite sense.
+    pub require_redis_at_start: bool,
     /// Redis: consecutive failures that open the circuit breaker (default 5).
     pub breaker_failures: u32,
     /// Redis: how long the breaker stays open before probing (default 2000).
@@ -83,7 +86,7 @@ impl Default for CacheConfig {
             connect_timeout_ms: 1000,
             command_timeout_ms: 200,
             pool_size: 4,
-            ignore_errors: true,
+            require_redis_at_start: false,
             breaker_failures: 5,
             breaker_cooldown_ms: 2000,
         }
@@ -135,7 +138,7 @@ const FIELDS: [&str; 12] = [
     "connect_timeout_ms",
     "command_timeout_ms",
     "pool_size",
-    "ignore_errors",
+    "require_redis_at_start",
     "breaker_failures",
     "breaker_cooldown_ms",
 ];
@@ -146,8 +149,13 @@ impl CacheConfig {
     /// # Errors
     /// Syntax errors, unknown fields, wrong types (toml names the key) and invalid values.
     pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(toml)
-            .map_err(|e| ConfigError::new("", format!("invalid cache configuration: {e}")))?;
+        let config: Self = toml::from_str(toml).map_err(|e| {
+            let mut message = format!("invalid cache configuration: {e}");
+            if e.message().contains("`ignore_errors`") {
+                message.push_str(RENAMED_IGNORE_ERRORS);
+            }
+            ConfigError::new("", message)
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -236,8 +244,8 @@ impl CacheConfig {
             "pool_size" => self.pool_size = num(value)?,
             "breaker_failures" => self.breaker_failures = num(value)?,
             "breaker_cooldown_ms" => self.breaker_cooldown_ms = num(value)?,
-            "ignore_errors" => {
-                self.ignore_errors = match value.to_ascii_lowercase().as_str() {
+            "require_redis_at_start" => {
+                self.require_redis_at_start = match value.to_ascii_lowercase().as_str() {
                     "1" | "true" | "yes" | "on" => true,
                     "0" | "false" | "no" | "off" => false,
                     _ => return Err(format!("expected true or false, got {value:?}")),
@@ -330,7 +338,7 @@ impl CacheConfig {
     /// The store this configuration names, connected.
     ///
     /// # Errors
-    /// An invalid configuration; an unreachable Redis only when `ignore_errors` is `false`.
+    /// An invalid configuration; an unreachable Redis only when `require_redis_at_start` is set.
     pub async fn build_store(&self) -> Result<Arc<dyn Store>, ConfigError> {
         self.validate()?;
         match self.store_kind()? {
@@ -361,7 +369,7 @@ impl CacheConfig {
                 self.breaker_failures,
                 Duration::from_millis(self.breaker_cooldown_ms),
             )
-            .require_connection(!self.ignore_errors)
+            .require_connection(self.require_redis_at_start)
             .connect()
             .await
             .map_err(|e| ConfigError::new("url", e.to_string()))
@@ -394,9 +402,22 @@ impl CacheConfig {
     }
 }
 
+/// The hint for a setting that still uses the old name.
+const RENAMED_IGNORE_ERRORS: &str =
+    "; `ignore_errors` is now `require_redis_at_start`, with the opposite sense";
+
 /// The error for `name`, under `prefix`, which names no field: it lists the variables that exist.
 fn unknown_variable(prefix: &str, name: &str, field: &str) -> ConfigError {
     let var = |f: &str| format!("{prefix}_{}", f.to_ascii_uppercase());
+    if field == "ignore_errors" {
+        return ConfigError::new(
+            name,
+            format!(
+                "names no cache setting{RENAMED_IGNORE_ERRORS}: use {}",
+                var("require_redis_at_start")
+            ),
+        );
+    }
     let hint = FIELDS
         .iter()
         .find(|f| !field.is_empty() && (f.starts_with(field) || field.starts_with(*f)))
@@ -417,42 +438,6 @@ enum StoreKind {
     Redis,
 }
 
-/// Whether `url` has a scheme the Redis store understands.
-pub(crate) fn is_redis_url(url: &str) -> bool {
-    let Some((scheme, _)) = url.split_once("://") else {
-        return false;
-    };
-    matches!(
-        scheme,
-        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "valkey" | "valkeys"
-    )
-}
-
-/// Whether `url` asks for TLS to Redis (`rediss://`, `rediss-cluster://`, `valkeys://`), as fred
-/// reads the scheme.
-pub(crate) fn is_tls_url(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(scheme, _)| {
-        let scheme = scheme.to_ascii_lowercase();
-        scheme.starts_with("rediss") || scheme.starts_with("valkeys")
-    })
-}
-
-/// Why a TLS URL is refused by a build without TLS, or `None` when it can be honoured.
-///
-/// Without one of its TLS features fred connects to a `rediss://` URL in plaintext and sends the
-/// password and every key in clear; a URL asking for TLS must never end up there.
-pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
-    (is_tls_url(url) && !cfg!(feature = "redis-tls")).then(|| {
-        format!(
-            "{} asks for TLS, which this build cannot do: enable the `redis-tls` feature \
-             (refusing to connect in plaintext)",
-            redact(url)
-        )
-    })
-}
-
-pub(crate) use crate::redact::redact_url as redact;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,7 +450,7 @@ mod tests {
     fn defaults_are_valid_and_safe() {
         let c = CacheConfig::from_toml_str("").unwrap();
         assert_eq!(c, CacheConfig::default());
-        assert!(c.ignore_errors);
+        assert!(!c.require_redis_at_start);
         assert_eq!(c.command_timeout_ms, 200);
     }
 
@@ -482,7 +467,7 @@ mod tests {
             connect_timeout_ms = 500
             command_timeout_ms = 100
             pool_size = 2
-            ignore_errors = false
+            require_redis_at_start = true
             breaker_failures = 7
             breaker_cooldown_ms = 900
             "#,
@@ -498,7 +483,7 @@ mod tests {
             (c.connect_timeout_ms, c.command_timeout_ms, c.pool_size),
             (500, 100, 2)
         );
-        assert!(!c.ignore_errors);
+        assert!(c.require_redis_at_start);
         assert_eq!((c.breaker_failures, c.breaker_cooldown_ms), (7, 900));
     }
 
@@ -516,11 +501,21 @@ mod tests {
         assert!(err("breaker_failures = 0").starts_with("breaker_failures: "));
         assert!(err("key_prefix = \"a b\"").starts_with("key_prefix: "));
         assert!(err("key_prefix = \"\"").starts_with("key_prefix: "));
+        assert!(err("key_prefix = \"app{1}\"").starts_with("key_prefix: "));
         let e = err("url = \"http://user:secret@example.com\"");
         assert!(e.starts_with("url: ") && !e.contains("secret"), "{e}");
         // toml itself names unknown and mistyped keys.
         assert!(err("command_timeout = 5").contains("command_timeout"));
         assert!(err("pool_size = \"four\"").contains("pool_size"));
+        // The old name of `require_redis_at_start` says what it became.
+        let e = err("ignore_errors = false");
+        assert!(e.contains("`require_redis_at_start`"), "{e}");
+        let e = CacheConfig::from_vars("CACHE", [("CACHE_IGNORE_ERRORS", "no")]).unwrap_err();
+        assert_eq!(e.field(), "CACHE_IGNORE_ERRORS");
+        assert!(
+            e.to_string().contains("CACHE_REQUIRE_REDIS_AT_START"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -530,7 +525,7 @@ mod tests {
             [
                 ("CACHE_URL", "redis://h:1/2"),
                 ("CACHE_KEY_PREFIX", "env"),
-                ("CACHE_IGNORE_ERRORS", "no"),
+                ("CACHE_REQUIRE_REDIS_AT_START", "yes"),
                 ("CACHE_COMMAND_TIMEOUT_MS", " 150 "),
                 ("OTHER_POOL_SIZE", "junk"),
                 ("CACHEDIR", "not under the prefix"),
@@ -539,7 +534,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.url, "redis://h:1/2");
         assert_eq!(c.key_prefix, "env");
-        assert!(!c.ignore_errors);
+        assert!(c.require_redis_at_start);
         assert_eq!(c.command_timeout_ms, 150);
         assert_eq!(c.pool_size, 4);
 

@@ -17,6 +17,12 @@ const KIND_VARY: u8 = 1;
 
 /// One value in a [`Store`](crate::Store).
 ///
+/// A store need not look inside: an in-process store keeps the `Entry` itself and sizes it by
+/// [`weight`](Self::weight); a remote one keeps the bytes of [`encode`](Self::encode) and gives
+/// back what [`decode`](Self::decode) makes of them (an error is reported as a corrupt entry,
+/// which the layer treats as a miss). The variants are public so a store's tests can check
+/// what came back.
+///
 /// Cloning is cheap: the response is shared behind an `Arc` and its body is [`Bytes`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -28,37 +34,40 @@ pub enum Entry {
     Vary(Arc<[HeaderName]>),
 }
 
-/// A response as the cache keeps it.
+/// A response as the cache keeps it; opaque.
+///
+/// The layer makes these; a [`Store`](crate::Store) only keeps them, as an [`Entry`] or as the
+/// bytes of [`Entry::encode`]. The constructor and the accessors are there for a store's own
+/// tests, to put a known response and check what comes back.
 ///
 /// ```
 /// use std::time::Duration;
 /// use bytes::Bytes;
-/// use http::StatusCode;
+/// use http::{HeaderMap, StatusCode};
 /// use tower_response_cache::{CachedResponse, Entry};
 ///
-/// let entry = Entry::from(CachedResponse {
-///     status: StatusCode::OK,
-///     headers: Default::default(),
-///     body: Bytes::from_static(b"hello"),
-///     stored_at_millis: 1_000,
-///     ttl: Duration::from_secs(60),
-/// });
-/// let decoded = Entry::decode(entry.encode()).unwrap();
+/// let response = CachedResponse::new(
+///     StatusCode::OK,
+///     &HeaderMap::new(),
+///     Bytes::from_static(b"hello"),
+///     1_000,
+///     Duration::from_secs(60),
+/// );
+/// let decoded = Entry::decode(Entry::from(response.clone()).encode()).unwrap();
 /// let Entry::Response(r) = decoded else { panic!() };
-/// assert_eq!(r.body, "hello");
+/// assert_eq!(*r, response);
+/// assert_eq!(r.body(), "hello");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedResponse {
-    /// The response status.
-    pub status: StatusCode,
-    /// The stored headers (credentials-bearing and hop-by-hop headers already removed).
-    pub headers: StoredHeaders,
-    /// The whole body.
-    pub body: Bytes,
+    pub(crate) status: StatusCode,
+    /// Credentials-bearing and hop-by-hop headers already removed.
+    pub(crate) headers: StoredHeaders,
+    pub(crate) body: Bytes,
     /// When it was stored, in milliseconds since the Unix epoch.
-    pub stored_at_millis: u64,
+    pub(crate) stored_at_millis: u64,
     /// How long it stays fresh.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 impl fmt::Debug for CachedResponse {
@@ -74,22 +83,66 @@ impl fmt::Debug for CachedResponse {
 }
 
 impl CachedResponse {
+    /// A response with these parts, stored at `stored_at_millis` (milliseconds since the Unix
+    /// epoch) and fresh for `ttl`. The headers are kept as given: the layer removes credentials
+    /// and hop-by-hop headers before it makes one.
+    #[must_use]
+    pub fn new(
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        body: Bytes,
+        stored_at_millis: u64,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            status,
+            headers: headers.into(),
+            body,
+            stored_at_millis,
+            ttl,
+        }
+    }
+
+    /// The response status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The whole body.
+    #[must_use]
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// When it was stored, in milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn stored_at_millis(&self) -> u64 {
+        self.stored_at_millis
+    }
+
+    /// How long it stays fresh from [`stored_at_millis`](Self::stored_at_millis).
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Milliseconds since it was stored, at `now_millis`.
     #[must_use]
-    pub fn age_millis(&self, now_millis: u64) -> u64 {
+    pub(crate) fn age_millis(&self, now_millis: u64) -> u64 {
         now_millis.saturating_sub(self.stored_at_millis)
     }
 
     /// Whether it is still fresh at `now_millis`.
     #[must_use]
-    pub fn is_fresh(&self, now_millis: u64) -> bool {
+    pub(crate) fn is_fresh(&self, now_millis: u64) -> bool {
         u128::from(self.age_millis(now_millis)) < self.ttl.as_millis()
     }
 
     /// Roughly how many bytes its body and headers hold. The memory store weighs more: what
     /// the allocator and its own bookkeeping take per entry too.
     #[must_use]
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         let headers: usize = self
             .headers
             .iter()

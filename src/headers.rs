@@ -7,71 +7,42 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A stored response's headers, in order, in exactly the space they need.
 ///
-/// Build one from a [`HeaderMap`] (or any iterator of pairs); read it back by name or in order.
-///
-/// ```
-/// use http::{header, HeaderMap};
-/// use tower_response_cache::StoredHeaders;
-///
-/// let mut map = HeaderMap::new();
-/// map.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-/// map.append(header::VARY, "accept".parse().unwrap());
-/// map.append(header::VARY, "accept-language".parse().unwrap());
-/// let stored = StoredHeaders::from(&map);
-/// assert_eq!(stored.len(), 3);
-/// assert_eq!(stored.get(&header::CONTENT_TYPE).unwrap(), "text/plain");
-/// assert_eq!(stored.get_all(&header::VARY).count(), 2);
-/// assert_eq!(stored.to_header_map(), map);
-/// ```
+/// Built from a [`HeaderMap`] (or any iterator of pairs); read back by name or in order.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct StoredHeaders(Box<[(HeaderName, HeaderValue)]>);
+pub(crate) struct StoredHeaders(Box<[(HeaderName, HeaderValue)]>);
 
 impl StoredHeaders {
     /// How many header lines there are.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// Whether there are none.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The first value of `name`.
     #[must_use]
-    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    /// Every value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
-        self.0
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
-
     /// Whether `name` is present.
-    #[must_use]
-    pub fn contains_key(&self, name: &HeaderName) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains_key(&self, name: &HeaderName) -> bool {
         self.get(name).is_some()
     }
 
-    /// Every header line, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n, v))
-    }
-
     /// The headers as a [`HeaderMap`].
-    #[must_use]
-    pub fn to_header_map(&self) -> HeaderMap {
+    #[cfg(test)]
+    pub(crate) fn to_header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.len());
         for (name, value) in self.iter() {
             map.append(name.clone(), value.clone());
         }
         map
+    }
+
+    /// Every header line, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
     }
 }
 
@@ -96,5 +67,25 @@ impl From<HeaderMap> for StoredHeaders {
 impl fmt::Debug for StoredHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{header, HeaderMap};
+
+    use super::StoredHeaders;
+
+    #[test]
+    fn keeps_every_line_in_order() {
+        let mut map = HeaderMap::new();
+        map.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        map.append(header::VARY, "accept".parse().unwrap());
+        map.append(header::VARY, "accept-language".parse().unwrap());
+        let stored = StoredHeaders::from(&map);
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored.get(&header::CONTENT_TYPE).unwrap(), "text/plain");
+        assert!(stored.contains_key(&header::VARY));
+        assert_eq!(stored.to_header_map(), map);
     }
 }

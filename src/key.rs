@@ -4,8 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::OriginalUri;
-use http::{HeaderMap, HeaderName, Method, Request, Uri};
+use http::{HeaderMap, HeaderName, Method, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::negotiation::{is_negotiation, Members};
@@ -182,22 +181,9 @@ pub(crate) fn canonical_query(query: Option<&str>, rule: &QueryKey) -> Vec<(Stri
     pairs
 }
 
-/// The URI a request's key is made from: the one the client sent.
-///
-/// A router that nests another (axum's `nest`, `nest_service`) strips its mount prefix from the
-/// URI before the inner router's layers see it, so `/v1/users` and `/v2/users` would both read
-/// `/users`. axum keeps the URI as it arrived in the [`OriginalUri`] extension; plain tower has
-/// no nesting, and the request URI is the client's. `OriginalUri` is a clone of that same
-/// request's URI, so its scheme and authority (present in HTTP/2, absent in HTTP/1's origin
-/// form, where the `Host` header names the host) are the request's own.
-///
-/// [`OriginalUri`]: axum::extract::OriginalUri
-pub(crate) fn client_uri<B>(req: &Request<B>) -> &Uri {
-    match req.extensions().get::<OriginalUri>() {
-        Some(OriginalUri(uri)) => uri,
-        None => req.uri(),
-    }
-}
+/// The URI a request's key is made from: the one the client sent (axum's `OriginalUri` when a
+/// nested router stripped the mount prefix).
+pub(crate) use crate::route::client_uri;
 
 /// Everything a primary key is derived from.
 pub(crate) struct KeyInput<'a> {

@@ -98,10 +98,13 @@ impl CacheLayer {
     /// let b = http::Request::get("/v2/top?limit=5").body(()).unwrap();
     /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
     ///
-    /// // Inside `Router::nest("/v2", …)`, the route sees `/top`; the key is the same.
+    /// // Inside `Router::nest("/v2", …)`, the route sees `/top`; the key is the same
+    /// // (feature `axum`: without it, `OriginalUri` is not read).
+    /// # #[cfg(feature = "axum")] {
     /// let mut inner = http::Request::get("/top?limit=5").body(()).unwrap();
     /// inner.extensions_mut().insert(OriginalUri("/v2/top?limit=5".parse().unwrap()));
     /// assert_eq!(layer.key_for(&inner), layer.key_for(&b));
+    /// # }
     /// ```
     #[must_use]
     pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {
@@ -114,29 +117,40 @@ impl CacheLayer {
         self.with(|p| p.ttl = Some(ttl))
     }
 
-    /// Key on these query parameters only; all others are ignored.
+    /// Which query parameters make up the key (default [`Query::All`]: every parameter, sorted,
+    /// tracking parameters dropped). One setting: calling it again, or
+    /// [`vary_query`](Self::vary_query), replaces the previous choice.
+    ///
+    /// ```
+    /// use tower_response_cache::{Query, ResponseCache};
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.route().query(Query::Ignore);
+    /// let a = http::Request::get("/feed?page=2").body(()).unwrap();
+    /// let b = http::Request::get("/feed").body(()).unwrap();
+    /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
+    /// ```
+    pub fn query(self, query: Query) -> Self {
+        let rule = match query {
+            Query::All => QueryKey::All {
+                keep_tracking: false,
+            },
+            Query::AllWithTracking => QueryKey::All {
+                keep_tracking: true,
+            },
+            Query::Only(names) => QueryKey::Only(names),
+            Query::Ignore => QueryKey::Only(Vec::new()),
+        };
+        self.with(|p| p.query = rule)
+    }
+
+    /// Key on these query parameters only; all others are ignored. Shorthand for
+    /// [`query(Query::only(names))`](Self::query), and the same setting: the last call decides.
     pub fn vary_query<I, N>(self, names: I) -> Self
     where
         I: IntoIterator<Item = N>,
         N: Into<String>,
     {
-        let names = names.into_iter().map(Into::into).collect();
-        self.with(|p| p.query = QueryKey::Only(names))
-    }
-
-    /// Ignore the query string entirely.
-    pub fn ignore_query(self) -> Self {
-        self.with(|p| p.query = QueryKey::Only(Vec::new()))
-    }
-
-    /// Keep tracking parameters (`utm_*`, `gclid`, `fbclid`, …) in the key; they are dropped by
-    /// default.
-    pub fn keep_tracking_params(self) -> Self {
-        self.with(|p| {
-            p.query = QueryKey::All {
-                keep_tracking: true,
-            }
-        })
+        self.query(Query::only(names))
     }
 
     /// Key on these request headers too (Django's `vary_on_headers`). Headers named by the
@@ -267,6 +281,33 @@ impl CacheLayer {
     }
 }
 
+/// Which query parameters make up a route's key; see [`CacheLayer::query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Query {
+    /// Every parameter, sorted, with tracking parameters (`utm_*`, `gclid`, `fbclid`, …)
+    /// dropped: they identify a visitor's campaign, not the resource. The default.
+    #[default]
+    All,
+    /// Every parameter, tracking parameters included.
+    AllWithTracking,
+    /// Only the parameters with these names; all others are ignored.
+    Only(Vec<String>),
+    /// None: the query string is ignored.
+    Ignore,
+}
+
+impl Query {
+    /// [`Query::Only`] from any list of names.
+    pub fn only<I, N>(names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        Self::Only(names.into_iter().map(Into::into).collect())
+    }
+}
+
 impl<S> Layer<S> for CacheLayer {
     type Service = CacheService<S>;
 
@@ -277,5 +318,49 @@ impl<S> Layer<S> for CacheLayer {
             policy: self.policy.clone(),
             route: Arc::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Query;
+    use crate::ResponseCache;
+
+    fn same(layer: &super::CacheLayer, a: &str, b: &str) -> bool {
+        let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
+        layer.key_for(&req(a)) == layer.key_for(&req(b))
+    }
+
+    #[test]
+    fn each_query_choice_keys_as_documented() {
+        let cache = ResponseCache::default();
+        let all = cache.route();
+        assert!(same(&all, "/p?b=2&a=1&utm_source=x", "/p?a=1&b=2"));
+        assert!(!same(&all, "/p?a=1", "/p?a=2"));
+
+        let tracking = cache.route().query(Query::AllWithTracking);
+        assert!(!same(&tracking, "/p?a=1&utm_source=x", "/p?a=1"));
+        assert!(same(
+            &tracking,
+            "/p?utm_source=x&a=1",
+            "/p?a=1&utm_source=x"
+        ));
+
+        let only = cache.route().query(Query::only(["limit"]));
+        assert!(same(&only, "/p?limit=5&page=2", "/p?limit=5"));
+        assert!(!same(&only, "/p?limit=5", "/p?limit=6"));
+
+        let ignore = cache.route().query(Query::Ignore);
+        assert!(same(&ignore, "/p?limit=5&page=2", "/p"));
+    }
+
+    #[test]
+    fn the_last_query_choice_wins() {
+        let cache = ResponseCache::default();
+        let layer = cache.route().vary_query(["limit"]).query(Query::Ignore);
+        assert!(same(&layer, "/p?limit=5", "/p?limit=6"));
+        let layer = cache.route().query(Query::Ignore).vary_query(["limit"]);
+        assert!(!same(&layer, "/p?limit=5", "/p?limit=6"));
+        assert!(same(&layer, "/p?limit=5&page=1", "/p?limit=5"));
     }
 }

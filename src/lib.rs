@@ -61,15 +61,21 @@
 //!
 //! [`MemoryStore`] (the default) keeps entries in process, bounded by bytes. `RedisStore`
 //! (feature `redis`) shares them between processes on Redis or Redis Cluster, fails open and
-//! trips a circuit breaker when Redis is in trouble. [`CacheConfig`] builds either from TOML or
+//! trips a circuit breaker when Redis is in trouble. `CacheConfig` (feature `config`) builds either from TOML or
 //! environment variables, the way Django's `CACHES` setting does.
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `axum` | yes | per-route metrics labelled by axum's `MatchedPath` (`/users/{id}`), keys from `OriginalUri` (the path as the client sent it, mount prefix of a nested router included) |
+//! | `config` | yes | `CacheConfig`: settings from TOML or `PREFIX_FIELD` environment variables (serde, toml) |
 //! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
 //! | `redis-tls` | no | `rediss://` URLs, through rustls |
+//!
+//! A plain tower service needs none of them: with `default-features = false` the crate builds
+//! without axum, serde, toml or fred, keys on the request's own URI and counts every request
+//! under the route `*`.
 //!
 //! [axum]: https://docs.rs/axum
 //! [tower]: https://docs.rs/tower
@@ -79,6 +85,7 @@ mod cache;
 mod clock;
 mod coalesce;
 mod conditional;
+#[cfg(feature = "config")]
 mod config;
 mod entry;
 mod future;
@@ -94,7 +101,10 @@ mod miss;
 mod negotiation;
 mod policy;
 mod redact;
+#[cfg(any(feature = "config", feature = "redis"))]
+mod redis_url;
 mod respond;
+mod route;
 mod service;
 mod store;
 mod variants;
@@ -103,18 +113,20 @@ mod write;
 pub use body::ResponseBody;
 pub use cache::{ResponseCache, ResponseCacheBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "config")]
 pub use config::{CacheConfig, ConfigError};
 pub use entry::{CachedResponse, DecodeError, Entry};
 pub use future::ResponseFuture;
-pub use headers::StoredHeaders;
+pub(crate) use headers::StoredHeaders;
 pub use key::CacheKey;
-pub use layer::CacheLayer;
+pub use layer::{CacheLayer, Query};
 pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;
 /// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
-#[cfg(doctest)]
+/// Its examples use every default feature.
+#[cfg(all(doctest, feature = "axum", feature = "config", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 

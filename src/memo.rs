@@ -305,6 +305,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "axum")] // without axum, `OriginalUri` is not read
     fn mounts_of_one_inner_path_are_remembered_apart() {
         use axum::extract::OriginalUri;
         let layer = ResponseCache::default().ttl(Duration::from_secs(1));

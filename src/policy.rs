@@ -48,8 +48,9 @@ pub enum BypassReason {
 }
 
 impl BypassReason {
-    /// All reasons, in a stable order.
-    pub const ALL: [BypassReason; 14] = [
+    /// All reasons, in a stable order: the metrics' counter slots. Crate-private because the
+    /// enum is `#[non_exhaustive]`: a public list would break users' code whenever it grows.
+    pub(crate) const ALL: [BypassReason; 14] = [
         Self::Method,
         Self::Authorization,
         Self::Cookie,

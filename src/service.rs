@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use axum::extract::MatchedPath;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
@@ -19,6 +18,7 @@ use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::{only_if_cached, RoutePolicy};
 use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, with_status};
+use crate::route::{route_label, RouteLabel};
 use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -39,6 +39,34 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CacheService<S> {
             .field("inner", &self.inner)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S> CacheService<S> {
+    /// The wrapped service.
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let mut svc = cache.layer().layer(String::from("inner"));
+    /// assert_eq!(svc.get_ref(), "inner");
+    /// svc.get_mut().push('!');
+    /// assert_eq!(svc.into_inner(), "inner!");
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service, dropping the cache around it.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -116,10 +144,7 @@ impl<S> CacheService<S> {
         if !shared.answers_now || policy.identity.is_some() {
             return Now::Skipped;
         }
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
+        let route = route_label(req).map(RouteLabel::as_str);
         if policy.ttl.is_none() && route.is_some_and(|r| is_delegated(shared, r)) {
             return Now::Skipped;
         }
@@ -216,8 +241,8 @@ where
     ResB: Body,
 {
     // A clone is an `Arc` increment; it outlives `req`, which the inner service takes.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map(MatchedPath::as_str);
+    let matched = route_label(&req).cloned();
+    let route = matched.as_ref().map(RouteLabel::as_str);
     let app_wide = policy.ttl.is_none();
     // The fast path in `call` looked this request up only after finding the route not
     // delegated, the request admitted and the client not forcing a miss: none is asked again.
@@ -443,7 +468,7 @@ impl Flight<'_> {
 /// app-wide layer then remembers the route and stops looking it up. `Err` gives it back.
 fn passed_on<B: Body>(
     shared: &Shared,
-    delegate_label: Option<&MatchedPath>,
+    delegate_label: Option<&RouteLabel>,
     res: Response<B>,
 ) -> Result<Response<ResponseBody<B>>, Response<B>> {
     if !handled(shared, &res) {

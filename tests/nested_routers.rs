@@ -292,7 +292,7 @@ async fn key_for_and_invalidate_name_the_nested_entry() {
     let key = layer.key_for(&plain);
     assert_eq!(layer.key_for(&nested), key);
     match fx.store.get(&key).await.unwrap() {
-        Some(Entry::Response(r)) => assert_eq!(&r.body[..], b"v2 users"),
+        Some(Entry::Response(r)) => assert_eq!(&r.body()[..], b"v2 users"),
         other => panic!("the layer stored nothing under key_for: {other:?}"),
     }
     assert_ne!(layer.key_for(&get("/v1/users")), key);

@@ -28,13 +28,13 @@ fn response(body: &'static [u8], ttl: Duration) -> CachedResponse {
     headers.insert("content-type", "application/json".parse().unwrap());
     headers.append("x-many", "1".parse().unwrap());
     headers.append("x-many", "2".parse().unwrap());
-    CachedResponse {
-        status: StatusCode::OK,
-        headers: headers.into(),
-        body: Bytes::from_static(body),
-        stored_at_millis: 1_700_000_000_000,
+    CachedResponse::new(
+        StatusCode::OK,
+        &headers,
+        Bytes::from_static(body),
+        1_700_000_000_000,
         ttl,
-    }
+    )
 }
 
 fn key(prefix: &str, name: &str) -> CacheKey {
@@ -43,7 +43,7 @@ fn key(prefix: &str, name: &str) -> CacheKey {
 
 async fn body_of(s: &Subject, k: &CacheKey) -> Option<Bytes> {
     match s.store.get(k).await.expect("get") {
-        Some(Entry::Response(r)) => Some(r.body.clone()),
+        Some(Entry::Response(r)) => Some(r.body().clone()),
         Some(other) => panic!("{}: expected a response, got {other:?}", s.name),
         None => None,
     }

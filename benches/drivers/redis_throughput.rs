@@ -280,13 +280,13 @@ async fn run(o: Options) -> Result<(), String> {
         HeaderValue::from_static("application/json"),
     );
     let entry_of = |len: usize| {
-        Entry::from(CachedResponse {
-            status: StatusCode::OK,
-            headers: (&headers).into(),
-            body: body_of(len),
-            stored_at_millis: now_millis(),
-            ttl: Duration::from_secs(3600),
-        })
+        Entry::from(CachedResponse::new(
+            StatusCode::OK,
+            &headers,
+            body_of(len),
+            now_millis(),
+            Duration::from_secs(3600),
+        ))
     };
     let overhead = entry_of(0).encode().len();
     let entry = entry_of(o.size.saturating_sub(overhead));

@@ -8,7 +8,7 @@ use fred::prelude::*;
 use fred::types::config::{Options, TcpConfig};
 
 use super::RedisStore;
-use crate::config::{is_redis_url, redact, tls_unavailable};
+use crate::redis_url::{is_redis_url, redact, tls_unavailable};
 use crate::{StoreError, StoreErrorKind};
 
 /// The default command timeout: small, because a slow cache must cost little more than a miss.
