@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::raw_http::{self, Reply};
 use common::redis_server::{RedisCluster, RedisServer};
@@ -84,6 +85,19 @@ impl Server {
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.request("GET", path, headers, "")
+    }
+
+    /// GETs `path` until it is a hit (at most 5 s): a miss's write to Redis follows its response,
+    /// so the entry lands a moment after the client has the miss.
+    fn get_until_hit(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reply = self.get(path, headers);
+            if reply.is_hit() || Instant::now() > deadline {
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn db_queries(&self) -> u64 {
@@ -375,6 +389,12 @@ fn two_processes_on_one_redis_share_entries() {
         miss.cache_status().contains("fwd=uri-miss; stored"),
         "{miss:?}"
     );
+    // The write follows the response: wait until the entry is in Redis, so the second
+    // process's one GET below must be a hit that runs no SQL.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["DBSIZE"]).trim() == "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let queries = second.db_queries();
     let hit = second.get("/influencers/bluesky?limit=7", &[]);
     assert!(
@@ -397,7 +417,7 @@ fn twiscope_runs_on_a_redis_cluster() {
     let stats = [("accept-language", "fr")];
     let miss = server.get("/platforms/mastodon/stats", &stats);
     assert!(miss.cache_status().contains("stored"), "{miss:?}");
-    let hit = server.get("/platforms/mastodon/stats", &stats);
+    let hit = server.get_until_hit("/platforms/mastodon/stats", &stats);
     assert!(hit.is_hit(), "{hit:?}");
     assert_eq!(hit.body, miss.body);
 }
