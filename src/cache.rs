@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::coalesce::Flights;
-use crate::policy::{BypassHook, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::policy::{BypassHook, Mode, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::variants::Variants;
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
@@ -39,6 +39,9 @@ pub struct ResponseCache {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// The next cache instance's `Shared::id`.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     /// Whether the store answers lookups without waiting (`Store::get_now`), so hits can be
@@ -47,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) prefix: Arc<str>,
     /// `name; `: how this cache's `Cache-Status` member starts.
     pub(crate) status_prefix: String,
+    /// This cache instance, unique in the process: the mark its layers put on the responses
+    /// they handled (see `respond::Handled`), so another cache with the same name, or a proxied
+    /// response carrying our `Cache-Status`, is never taken for one of ours.
+    pub(crate) id: u64,
     pub(crate) version: AtomicU64,
     pub(crate) default_ttl: Duration,
     pub(crate) max_body_size: usize,
@@ -99,7 +106,10 @@ impl ResponseCache {
     pub fn layer(&self) -> CacheLayer {
         CacheLayer::new(
             self.shared.clone(),
-            RoutePolicy::new(None, self.shared.max_body_size),
+            RoutePolicy::new(
+                Mode::AppWide { default_ttl: None },
+                self.shared.max_body_size,
+            ),
         )
     }
 
@@ -112,7 +122,7 @@ impl ResponseCache {
     pub fn ttl(&self, ttl: Duration) -> CacheLayer {
         CacheLayer::new(
             self.shared.clone(),
-            RoutePolicy::new(Some(ttl), self.shared.max_body_size),
+            RoutePolicy::new(Mode::Route { ttl }, self.shared.max_body_size),
         )
     }
 
@@ -352,6 +362,7 @@ impl ResponseCacheBuilder {
                 answers_now,
                 prefix: Arc::from(self.prefix),
                 status_prefix: format!("{name}; "),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 version: AtomicU64::new(self.version),
                 default_ttl: self.default_ttl,
                 max_body_size: self.max_body_size,

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::cache::Shared;
 use crate::key::QueryKey;
-use crate::policy::{BypassHook, CookieRule, RoutePolicy};
+use crate::policy::{BypassHook, CookieRule, Mode, RoutePolicy};
 use crate::service::request_key;
 use crate::{CacheKey, CacheService};
 
@@ -108,10 +108,20 @@ impl CacheLayer {
         request_key(&self.shared, &self.policy, req, None)
     }
 
-    /// Keep responses for `ttl` whatever the handler's `Cache-Control` says of lifetime (it can
-    /// still refuse with `no-store`, `private` or `no-cache`).
+    /// On a per-route layer ([`ResponseCache::ttl`](crate::ResponseCache::ttl),
+    /// [`ResponseCache::route`](crate::ResponseCache::route)): keep responses for `ttl` whatever
+    /// the handler's `Cache-Control` says of lifetime (it can still refuse with `no-store`,
+    /// `private` or `no-cache`).
+    ///
+    /// On the app-wide layer ([`ResponseCache::layer`](crate::ResponseCache::layer)): the
+    /// lifetime of responses whose `Cache-Control` gives none (no `s-maxage` or `max-age`). The
+    /// layer stays app-wide: a handler's own lifetime still wins, and routes with their own
+    /// layer are still left to it.
     pub fn ttl(self, ttl: Duration) -> Self {
-        self.with(|p| p.ttl = Some(ttl))
+        self.with(|p| match &mut p.mode {
+            Mode::AppWide { default_ttl } => *default_ttl = Some(ttl),
+            Mode::Route { ttl: t } => *t = ttl,
+        })
     }
 
     /// Key on these query parameters only; all others are ignored.

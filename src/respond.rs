@@ -165,8 +165,6 @@ pub(crate) fn bypass<B>(shared: &Shared, res: Response<B>, reason: BypassReason)
 
 /// Adds this cache's member (`name; params…`) to `Cache-Status` (RFC 9211).
 ///
-/// The member also marks the response as handled: an enclosing layer of the same cache sees it
-/// (see [`handled`]) and passes the response on, so the per-route policy wins.
 pub(crate) fn with_status<B>(
     shared: &Shared,
     mut res: Response<B>,
@@ -189,13 +187,22 @@ fn status_value(shared: &Shared, params: &[&str]) -> Option<HeaderValue> {
     HeaderValue::try_from(value).ok()
 }
 
-/// Whether a layer of this cache already handled `res`: its `Cache-Status` has our member.
+/// The private mark a layer puts on every response it handled: the cache instance's id. An
+/// enclosing layer of the same cache passes such a response on untouched (the per-route policy
+/// wins); a response marked by another cache, or carrying our `Cache-Status` name without the
+/// mark (proxied from another service using this crate), is treated like any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Handled(u64);
+
+/// Marks `res` as handled by this cache.
+pub(crate) fn mark<B>(shared: &Shared, mut res: Response<B>) -> Response<B> {
+    res.extensions_mut().insert(Handled(shared.id));
+    res
+}
+
+/// Whether a layer of this cache already handled `res`.
 pub(crate) fn handled<B>(shared: &Shared, res: &Response<B>) -> bool {
-    let ours = shared.status_prefix.as_bytes();
-    res.headers()
-        .get_all(CACHE_STATUS)
-        .iter()
-        .any(|v| v.as_bytes().starts_with(ours))
+    res.extensions().get::<Handled>() == Some(&Handled(shared.id))
 }
 
 /// Sets `max-age` in `Cache-Control`, keeping the other directives.

@@ -17,8 +17,8 @@ use crate::lookup::{lookup, lookup_now};
 use crate::memo;
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
-use crate::policy::{only_if_cached, RoutePolicy};
-use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, with_status};
+use crate::policy::{only_if_cached, Mode, RoutePolicy};
+use crate::respond::{bypass, fresh_hit, gateway_timeout, handled, mark, with_status};
 use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -54,96 +54,189 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResB, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        // Without hooks (the common case) the request is not even moved.
-        let mut hooked = None;
-        if !self.policy.bypass_hooks.is_empty() {
-            (req, hooked) = self.policy.hooked(req);
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        match self.decide(req) {
+            Decision::Ready(res) => ResponseFuture::ready(res),
+            // The service driven to readiness takes the request: no clone, no box.
+            Decision::Bypass(req, finish) => ResponseFuture::bypass(self.inner.call(req), finish),
+            Decision::Fill(req, plan) => {
+                // Take the service that was driven to readiness; leave a fresh clone in its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::fill(plan.run(inner, req))
+            }
         }
-        let now = if hooked.is_some() {
-            Now::Skipped
-        } else {
-            self.hit_now(&req)
-        };
-        let looked = match now {
-            Now::Hit(res) => return ResponseFuture::ready(res),
-            Now::Miss(looked) => Some(looked),
-            Now::Skipped => None,
-        };
-        // Take the service that was driven to readiness; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(handle(
-            inner,
-            self.shared.clone(),
-            self.policy.clone(),
-            self.route.clone(),
-            looked,
-            hooked,
-            req,
-        ))
     }
 }
 
-/// What [`CacheService::hit_now`] found out.
-enum Now<B: Body> {
-    Hit(Response<ResponseBody<B>>),
-    /// Looked up and not fresh: the full path reuses this instead of looking again.
-    Miss(Looked),
-    Skipped,
+/// What `call` decided for a request, once: nothing below asks again.
+enum Decision<ReqB, ResB: Body> {
+    /// Answered without the handler: a fresh hit (or its 304), or a `504` for `only-if-cached`.
+    Ready(Response<ResponseBody<ResB>>),
+    /// Straight to the inner service; `Some` adds the bypass's `Cache-Status` and counts it,
+    /// `None` passes on a route an inner layer of this cache handles.
+    Bypass(Request<ReqB>, Option<Bypassed>),
+    /// A lookup to wait for, then the handler and the store.
+    Fill(Request<ReqB>, Plan),
 }
 
-/// A lookup already made for a shared (not per-user), admitted, unforced request.
-struct Looked {
+/// How a bypassed response is finished once the inner service answers.
+pub(crate) struct Bypassed {
+    shared: Arc<Shared>,
+    counters: Arc<RouteCounters>,
+    reason: BypassReason,
+    /// The hook's reason, or `reason`'s name.
+    detail: &'static str,
+    /// The route to remember as handled inside, when an app-wide layer sees its GET answered
+    /// by an inner layer of this cache.
+    learn: Option<MatchedPath>,
+}
+
+impl Bypassed {
+    pub(crate) fn finish<B: Body>(self, res: Response<B>) -> Response<ResponseBody<B>> {
+        match passed_on(&self.shared, self.learn.as_ref(), res) {
+            Ok(handled) => handled,
+            Err(res) => {
+                self.counters.bypass(self.reason);
+                let res = res.map(ResponseBody::inner);
+                let res = with_status(&self.shared, res, &["fwd=bypass; detail=", self.detail]);
+                mark(&self.shared, res)
+            }
+        }
+    }
+}
+
+/// A request that may be served from or stored in the cache, as `call` found it.
+struct Plan {
+    shared: Arc<Shared>,
+    policy: Arc<RoutePolicy>,
     counters: Arc<RouteCounters>,
     primary: CacheKey,
-    /// The key looked up last (the variant when the resource varies).
-    key: CacheKey,
+    /// `Some(key)`: already looked up in `call` (a store that answers at once) and nothing fresh
+    /// was found; the key is the one a fill stores under (the variant when the URL varies).
+    looked: Option<CacheKey>,
+    /// The per-user identity the key was made with.
+    identity: Option<String>,
+    /// The client asked to skip the stored copy, and the layer honours that.
+    forced: bool,
+    is_head: bool,
+    only_if_cached: bool,
+    learn: Option<MatchedPath>,
+}
+
+/// The route label axum matched, if any: the only place the pipeline reads `MatchedPath`.
+fn matched_path<B>(req: &Request<B>) -> Option<&MatchedPath> {
+    req.extensions().get::<MatchedPath>()
 }
 
 impl<S> CacheService<S> {
-    /// A fresh hit answered at once, when the store can answer without waiting (the memory
-    /// store): no clone of the inner service, no boxed future. Anything else goes down the full
-    /// path, which also covers every case skipped here.
-    fn hit_now<ReqB, ResB: Body>(&self, req: &Request<ReqB>) -> Now<ResB> {
-        let (shared, policy) = (&*self.shared, &*self.policy);
-        if !shared.answers_now || policy.identity.is_some() {
-            return Now::Skipped;
+    /// Decides what happens to `req`: every check is made here, once.
+    fn decide<ReqB, ResB: Body>(&self, mut req: Request<ReqB>) -> Decision<ReqB, ResB> {
+        let (shared, policy) = (&self.shared, &self.policy);
+        // Without hooks (the common case) the request is not even moved.
+        let mut hooked = None;
+        if !policy.bypass_hooks.is_empty() {
+            (req, hooked) = policy.hooked(req);
         }
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        if policy.ttl.is_none() && route.is_some_and(|r| is_delegated(shared, r)) {
-            return Now::Skipped;
-        }
-        if policy
-            .admit_request(req.method(), req.headers(), None)
-            .is_err()
-            || policy.client_forces_miss(req.headers())
-        {
-            return Now::Skipped;
+        let app_wide = matches!(policy.mode, Mode::AppWide { .. });
+        // A route layer handles the methods it wraps, GET and HEAD; other methods on the same
+        // route may be bare and still get their `Cache-Status` here.
+        let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
+        let route = matched_path(&req).map(MatchedPath::as_str);
+        if app_wide && cacheable_method && route.is_some_and(|r| is_delegated(shared, r)) {
+            return Decision::Bypass(req, None);
         }
         let counters = route_counters(&self.route, shared, route.unwrap_or("*"));
-        let primary = shared_key(&self.shared, &self.policy, req);
-        let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) else {
-            return Now::Skipped;
+        // Learn only from GET/HEAD: a route layer wrapping just another method says nothing
+        // about whether GETs on the route are handled inside.
+        let learn = |req: &Request<ReqB>| {
+            (app_wide && cacheable_method)
+                .then(|| matched_path(req).cloned())
+                .flatten()
+        };
+
+        let (req, identity) = match &policy.identity {
+            Some(identify) if hooked.is_none() => {
+                let (parts, body) = req.into_parts();
+                let id = identify(&parts);
+                (Request::from_parts(parts, body), id)
+            }
+            _ => (req, None),
+        };
+        let admitted = match hooked {
+            Some(_) => Err(BypassReason::Custom),
+            None => policy.admit_request(req.method(), req.headers(), identity),
+        };
+        let only_if_cached = only_if_cached(req.headers());
+        let identity = match admitted {
+            Ok(identity) => identity,
+            Err(reason) if only_if_cached => {
+                // Nothing that bypasses the cache can be answered from it.
+                counters.bypass(reason);
+                return Decision::Ready(mark(shared, gateway_timeout(shared)));
+            }
+            Err(reason) => {
+                let finish = Bypassed {
+                    shared: shared.clone(),
+                    counters,
+                    reason,
+                    detail: hooked.unwrap_or(reason.as_str()),
+                    learn: learn(&req),
+                };
+                return Decision::Bypass(req, Some(finish));
+            }
+        };
+
+        let forced = policy.client_forces_miss(req.headers());
+        if forced && only_if_cached {
+            // The client wants no stored copy, and no response from elsewhere either.
+            counters.miss();
+            return Decision::Ready(mark(shared, gateway_timeout(shared)));
+        }
+        let primary = match identity.as_deref() {
+            Some(id) => request_key(shared, policy, &req, Some(id)),
+            None => shared_key(shared, policy, &req),
         };
         let is_head = req.method() == Method::HEAD;
-        match fresh_hit(shared, policy, &counters, found, is_head, req.headers()) {
-            Some(res) => Now::Hit(res),
-            None => Now::Miss(Looked {
+        let mut looked = None;
+        // A store that answers without waiting (the memory store) is asked here: a fresh hit
+        // is answered at once, with no clone of the inner service and no boxed future.
+        if !forced && shared.answers_now {
+            if let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
+                if let Some(res) =
+                    fresh_hit(shared, policy, &counters, found, is_head, req.headers())
+                {
+                    return Decision::Ready(mark(shared, res));
+                }
+                if only_if_cached {
+                    counters.miss();
+                    return Decision::Ready(mark(shared, gateway_timeout(shared)));
+                }
+                looked = Some(key);
+            }
+        }
+        let learn = learn(&req);
+        Decision::Fill(
+            req,
+            Plan {
+                shared: shared.clone(),
+                policy: policy.clone(),
                 counters,
                 primary,
-                key,
-            }),
-        }
+                looked,
+                identity,
+                forced,
+                is_head,
+                only_if_cached,
+                learn,
+            },
+        )
     }
 }
 
@@ -202,181 +295,136 @@ fn route_counters(
     }
 }
 
-async fn handle<S, ReqB, ResB>(
-    mut inner: S,
-    shared: Arc<Shared>,
-    policy: Arc<RoutePolicy>,
-    route_memo: Arc<OnceLock<(Box<str>, Arc<RouteCounters>)>>,
-    looked: Option<Looked>,
-    hooked: Option<&'static str>,
-    req: Request<ReqB>,
-) -> Result<Response<ResponseBody<ResB>>, S::Error>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body,
-{
-    // A clone is an `Arc` increment; it outlives `req`, which the inner service takes.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map(MatchedPath::as_str);
-    let app_wide = policy.ttl.is_none();
-    // The fast path in `call` looked this request up only after finding the route not
-    // delegated, the request admitted and the client not forcing a miss: none is asked again.
-    let checked = looked.is_some();
-    // A route layer handles the methods it wraps, GET and HEAD; other methods on the same
-    // route may be bare and still get their `Cache-Status` here.
-    let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
-    if !checked && app_wide && cacheable_method && route.is_some_and(|r| is_delegated(&shared, r)) {
-        return Ok(inner.call(req).await?.map(ResponseBody::inner));
+impl Plan {
+    /// The async part: the lookup `call` could not make at once, coalescing, the handler and
+    /// the fill. Every response it gives is marked as handled by this cache.
+    async fn run<S, ReqB, ResB>(
+        self,
+        inner: S,
+        req: Request<ReqB>,
+    ) -> Result<Response<ResponseBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let shared = self.shared.clone();
+        Ok(mark(&shared, self.respond(inner, req).await?))
     }
-    let counters = match &looked {
-        Some(looked) => looked.counters.clone(),
-        None => route_counters(&route_memo, &shared, route.unwrap_or("*")),
-    };
-    // Learn only from GET/HEAD: a route layer wrapping just another method says nothing about
-    // whether GETs on the route are handled inside.
-    let delegate_label = if app_wide && cacheable_method {
-        matched.as_ref()
-    } else {
-        None
-    };
 
-    let (req, identity) = match &policy.identity {
-        Some(identify) => {
-            let (parts, body) = req.into_parts();
-            let id = identify(&parts);
-            (Request::from_parts(parts, body), id)
-        }
-        None => (req, None),
-    };
-    let admitted = if hooked.is_some() {
-        Err(BypassReason::Custom)
-    } else if checked {
-        Ok(None)
-    } else {
-        policy.admit_request(req.method(), req.headers(), identity)
-    };
-    let only_if_cached = only_if_cached(req.headers());
-    let identity = match admitted {
-        Ok(identity) => identity,
-        Err(reason) if only_if_cached => {
-            // Nothing that bypasses the cache can be answered from it.
-            counters.bypass(reason);
-            return Ok(gateway_timeout(&shared));
-        }
-        Err(reason) => {
-            let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
-                Ok(handled) => return Ok(handled),
-                Err(res) => res,
+    async fn respond<S, ReqB, ResB>(
+        self,
+        mut inner: S,
+        req: Request<ReqB>,
+    ) -> Result<Response<ResponseBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let Plan {
+            shared,
+            policy,
+            counters,
+            primary,
+            looked,
+            identity,
+            forced,
+            is_head,
+            only_if_cached,
+            learn,
+        } = self;
+        let mut lead = None;
+        let mut store_failed = false;
+        if !forced {
+            // One time budget for all of this request's reads from the store.
+            let deadline = shared
+                .lookup_timeout
+                .and_then(|t| tokio::time::Instant::now().checked_add(t));
+            let key = match looked {
+                // `call` looked already and found nothing fresh.
+                Some(key) => key,
+                None => {
+                    let looked =
+                        lookup(&shared, &counters, &primary, req.headers(), deadline).await;
+                    store_failed = looked.failed;
+                    if let Some(res) = fresh_hit(
+                        &shared,
+                        &policy,
+                        &counters,
+                        looked.found,
+                        is_head,
+                        req.headers(),
+                    ) {
+                        return Ok(res);
+                    }
+                    if only_if_cached {
+                        counters.miss();
+                        return Ok(gateway_timeout(&shared));
+                    }
+                    looked.key
+                }
             };
-            counters.bypass(reason);
-            let detail = hooked.unwrap_or(reason.as_str());
-            let res = res.map(ResponseBody::inner);
-            return Ok(with_status(&shared, res, &["fwd=bypass; detail=", detail]));
-        }
-    };
-
-    let is_head = req.method() == Method::HEAD;
-    let (primary, looked_key) = match looked {
-        Some(looked) => (looked.primary, Some(looked.key)),
-        None => {
-            let key = match identity.as_deref() {
-                Some(id) => request_key(&shared, &policy, &req, Some(id)),
-                None => shared_key(&shared, &policy, &req),
-            };
-            (key, None)
-        }
-    };
-
-    let forced = !checked && policy.client_forces_miss(req.headers());
-    let mut lead = None;
-    let mut store_failed = false;
-    if !forced {
-        // One time budget for all of this request's reads from the store.
-        let deadline = shared
-            .lookup_timeout
-            .and_then(|t| tokio::time::Instant::now().checked_add(t));
-        let (found, key) = match looked_key {
-            // The fast path in `call` looked already and found nothing fresh.
-            Some(key) => (None, key),
-            None => {
-                let looked = lookup(&shared, &counters, &primary, req.headers(), deadline).await;
-                store_failed = looked.failed;
-                (looked.found, looked.key)
+            // A store that just failed will not be filled by a leader either: nobody waits on it.
+            if !is_head && !store_failed && !shared.coalesce_wait.is_zero() {
+                let flight = Flight {
+                    shared: &shared,
+                    policy: &policy,
+                    counters: &counters,
+                    primary: &primary,
+                    headers: req.headers(),
+                    deadline,
+                };
+                match flight.join(&key).await {
+                    Ok(led) => lead = led,
+                    Err(hit) => return Ok(hit),
+                }
             }
+        }
+
+        let req_headers = req.headers().clone();
+        let res = match passed_on(&shared, learn.as_ref(), inner.call(req).await?) {
+            Ok(handled) => {
+                // A layer inside answered (and stored, if it could): waiters look it up.
+                if let Some(lead) = lead {
+                    lead.finish();
+                }
+                return Ok(handled);
+            }
+            Err(res) => res,
         };
-        if let Some(res) = fresh_hit(&shared, &policy, &counters, found, is_head, req.headers()) {
-            return Ok(res);
+        let fwd = if forced { "request" } else { "uri-miss" };
+        if is_head {
+            // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It
+            // counts as the GET would: a bypass when the policy refuses to store it, else a miss.
+            let (parts, body) = res.into_parts();
+            let refused = policy.admit_response(&parts, identity.is_some()).err();
+            let res = Response::from_parts(parts, ResponseBody::inner(body));
+            return Ok(match refused {
+                Some(reason) => {
+                    counters.bypass(reason);
+                    bypass(&shared, res, reason)
+                }
+                None => {
+                    counters.miss();
+                    with_status(&shared, res, &["fwd=", fwd])
+                }
+            });
         }
-        if only_if_cached {
-            counters.miss();
-            return Ok(gateway_timeout(&shared));
-        }
-        // A store that just failed will not be filled by a leader either: nobody waits on it.
-        if !is_head && !store_failed && !shared.coalesce_wait.is_zero() {
-            let flight = Flight {
-                shared: &shared,
-                policy: &policy,
-                counters: &counters,
-                primary: &primary,
-                headers: req.headers(),
-                deadline,
-            };
-            match flight.join(&key).await {
-                Ok(led) => lead = led,
-                Err(hit) => return Ok(hit),
-            }
-        }
+        // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
+        let miss = Miss {
+            shared: shared.clone(),
+            policy: &policy,
+            counters,
+            primary,
+            per_user: identity.is_some(),
+            req_headers,
+            fwd,
+            lead,
+            store_failed,
+        };
+        // Boxed: the miss path's state is large, and would otherwise be carried by every
+        // request that waits on the store, hits included.
+        Ok(Box::pin(miss.respond(res)).await)
     }
-
-    if forced && only_if_cached {
-        // The client wants no stored copy, and no response from elsewhere either.
-        counters.miss();
-        return Ok(gateway_timeout(&shared));
-    }
-    let req_headers = req.headers().clone();
-    let res = match passed_on(&shared, delegate_label, inner.call(req).await?) {
-        Ok(handled) => {
-            // A layer inside answered (and stored, if it could): waiters look it up.
-            if let Some(lead) = lead {
-                lead.finish();
-            }
-            return Ok(handled);
-        }
-        Err(res) => res,
-    };
-    let fwd = if forced { "request" } else { "uri-miss" };
-    if is_head {
-        // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It counts
-        // as the GET would: a bypass when the policy refuses to store it, else a miss.
-        let (parts, body) = res.into_parts();
-        let refused = policy.admit_response(&parts, identity.is_some()).err();
-        let res = Response::from_parts(parts, ResponseBody::inner(body));
-        return Ok(match refused {
-            Some(reason) => {
-                counters.bypass(reason);
-                bypass(&shared, res, reason)
-            }
-            None => {
-                counters.miss();
-                with_status(&shared, res, &["fwd=", fwd])
-            }
-        });
-    }
-    // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
-    let miss = Miss {
-        shared: shared.clone(),
-        policy: &policy,
-        counters,
-        primary,
-        per_user: identity.is_some(),
-        req_headers,
-        fwd,
-        lead,
-        store_failed,
-    };
-    // Boxed: the miss path's state is large, and would otherwise be carried (and copied into
-    // the boxed `ResponseFuture`) by every request, hits included.
-    Ok(Box::pin(miss.respond(res)).await)
 }
 
 /// A missing GET about to join the flight of its key.
@@ -439,17 +487,18 @@ impl Flight<'_> {
     }
 }
 
-/// `Ok` with the inner response untouched when a cache layer inside already handled it; the
-/// app-wide layer then remembers the route and stops looking it up. `Err` gives it back.
+/// `Ok` with the inner response untouched when a layer of this cache inside already handled
+/// it; the app-wide layer then remembers the route (`learn`) and stops looking it up. `Err`
+/// gives it back.
 fn passed_on<B: Body>(
     shared: &Shared,
-    delegate_label: Option<&MatchedPath>,
+    learn: Option<&MatchedPath>,
     res: Response<B>,
 ) -> Result<Response<ResponseBody<B>>, Response<B>> {
     if !handled(shared, &res) {
         return Err(res);
     }
-    if let Some(label) = delegate_label {
+    if let Some(label) = learn {
         let mut set = shared.delegated.write().unwrap_or_else(|e| e.into_inner());
         set.insert(Arc::from(label.as_str()));
     }
