@@ -199,13 +199,61 @@ pub(crate) fn client_uri<B>(req: &Request<B>) -> &Uri {
     }
 }
 
+/// The parts of one request its primary key is made from. Both consumers read them here and
+/// destructure this struct without `..`: [`primary_key`] derives the key from them, and the
+/// per-thread memo ([`memo`](crate::memo)) remembers them raw through [`Self::write_raw`]. A new
+/// key input is a new field, which neither can then leave out without a compile error.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestParts<'a> {
+    /// The URI the client sent ([`client_uri`]): scheme, authority, path and query.
+    pub(crate) uri: &'a Uri,
+    /// The request's headers: `Host` (when the URI has no authority) and the vary headers.
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> RequestParts<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>) -> Self {
+        Self {
+            uri: client_uri(req),
+            headers: req.headers(),
+        }
+    }
+
+    /// Every input, unprocessed and length-delimited, to `w`: what the memo compares byte for
+    /// byte. `vary_headers` are the layer's; `false` when `w` refuses a part (too long).
+    pub(crate) fn write_raw(&self, vary_headers: &[HeaderName], w: &mut impl RawWriter) -> bool {
+        let Self { uri, headers } = *self;
+        let mut fits = w.part(uri.scheme_str().map(str::as_bytes))
+            && w.part(uri.authority().map(|a| a.as_str().as_bytes()))
+            && w.part(Some(uri.path().as_bytes()))
+            && w.part(uri.query().map(str::as_bytes))
+            && w.part(headers.get(http::header::HOST).map(|v| v.as_bytes()));
+        for name in vary_headers {
+            for value in headers.get_all(name) {
+                fits = fits && w.value(value.as_bytes());
+            }
+            // Ends this header's values: `a: [x, y]` and `a: [x], b: [y]` differ.
+            fits = fits && w.end();
+        }
+        fits
+    }
+}
+
+/// Where [`RequestParts::write_raw`] writes.
+pub(crate) trait RawWriter {
+    /// An optional part: absent and empty must be told apart.
+    fn part(&mut self, bytes: Option<&[u8]>) -> bool;
+    /// One value of a vary header.
+    fn value(&mut self, bytes: &[u8]) -> bool;
+    /// The end of one vary header's values.
+    fn end(&mut self) -> bool;
+}
+
 /// Everything a primary key is derived from.
 pub(crate) struct KeyInput<'a> {
     pub(crate) prefix: &'a Arc<str>,
     pub(crate) version: u64,
-    /// The URI the client sent ([`client_uri`]).
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: &'a HeaderMap,
+    pub(crate) request: RequestParts<'a>,
     pub(crate) query: &'a QueryKey,
     pub(crate) vary_headers: &'a [HeaderName],
     pub(crate) identity: Option<&'a str>,
@@ -213,20 +261,20 @@ pub(crate) struct KeyInput<'a> {
 
 /// Derives the primary key of a GET/HEAD request (both share one key).
 pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
+    let RequestParts { uri, headers } = input.request;
     let mut h = KeyHasher::new(b"trc:request:v1");
     h.part(input.prefix.as_bytes());
     h.write(&input.version.to_be_bytes());
     h.part(Method::GET.as_str().as_bytes());
-    h.part(input.uri.scheme_str().unwrap_or("http").as_bytes());
-    let host = input
-        .uri
+    h.part(uri.scheme_str().unwrap_or("http").as_bytes());
+    let host = uri
         .authority()
         .map(|a| a.as_str().as_bytes())
-        .or_else(|| input.headers.get(http::header::HOST).map(|v| v.as_bytes()))
+        .or_else(|| headers.get(http::header::HOST).map(|v| v.as_bytes()))
         .unwrap_or_default();
     h.part_lowercase(host_name(host));
-    h.part(input.uri.path().as_bytes());
-    let query = canonical_query(input.uri.query(), input.query);
+    h.part(uri.path().as_bytes());
+    let query = canonical_query(uri.query(), input.query);
     h.count(query.len());
     for (k, v) in &query {
         h.part(k.as_bytes());
@@ -234,7 +282,7 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
     }
     h.count(input.vary_headers.len());
     for name in input.vary_headers {
-        h.header(name, input.headers);
+        h.header(name, headers);
     }
     match input.identity {
         // The identity is hashed with the rest: it never appears in the key in clear.
@@ -373,8 +421,7 @@ mod tests {
         primary_key(&KeyInput {
             prefix: &prefix,
             version: 1,
-            uri: &uri,
-            headers,
+            request: RequestParts { uri: &uri, headers },
             query,
             vary_headers: vary,
             identity: None,

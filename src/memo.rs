@@ -7,17 +7,16 @@
 //! memo hit compares all of them byte for byte, so it is the key the derivation would give,
 //! never a neighbour's. Per-user keys are never remembered.
 //!
-//! The invariant holds only if the memo reads exactly what the derivation reads: the URI the
-//! client sent ([`client_uri`](crate::key::client_uri)), not the one a nested router stripped,
-//! and the raw vary header values (the derivation normalises them; different raw spellings then
-//! just derive separately and land on one key).
+//! The invariant holds only if the memo reads exactly what the derivation reads: both take the
+//! request's inputs from one [`RequestParts`] (the URI the client sent, not the one a nested
+//! router stripped; `Host`; the raw vary header values, which the derivation normalises, so
+//! different raw spellings just derive separately and land on one key).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
-use http::{HeaderMap, Uri};
-
 use crate::cache::Shared;
+use crate::key::{RawWriter, RequestParts};
 use crate::policy::RoutePolicy;
 use crate::CacheKey;
 
@@ -46,12 +45,11 @@ pub(crate) fn shared_key(
     shared: &Arc<Shared>,
     policy: &Arc<RoutePolicy>,
     version: u64,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: RequestParts<'_>,
     derive: impl FnOnce() -> CacheKey,
 ) -> CacheKey {
     let mut raw = Raw::new();
-    if !raw.request(policy, uri, headers) {
+    if !request.write_raw(&policy.vary_headers, &mut raw) {
         return derive();
     }
     let raw = raw.bytes();
@@ -137,32 +135,6 @@ impl Raw {
         &self.buf[..self.len]
     }
 
-    /// Gathers everything the primary key is made from; `false` when it does not fit.
-    fn request(&mut self, policy: &RoutePolicy, uri: &Uri, headers: &HeaderMap) -> bool {
-        let mut fits = self.part(uri.scheme_str().map(str::as_bytes))
-            && self.part(uri.authority().map(|a| a.as_str().as_bytes()))
-            && self.part(Some(uri.path().as_bytes()))
-            && self.part(uri.query().map(str::as_bytes))
-            && self.part(headers.get(http::header::HOST).map(|v| v.as_bytes()));
-        for name in &policy.vary_headers {
-            for value in headers.get_all(name) {
-                fits = fits && self.tagged(VALUE, value.as_bytes());
-            }
-            // Ends this header's values: `a: [x, y]` and `a: [x], b: [y]` differ.
-            fits = fits && self.tagged(END, &[]);
-        }
-        fits
-    }
-
-    /// An optional part: absent and empty are told apart.
-    #[inline]
-    fn part(&mut self, bytes: Option<&[u8]>) -> bool {
-        match bytes {
-            Some(b) => self.tagged(VALUE, b),
-            None => self.tagged(ABSENT, &[]),
-        }
-    }
-
     /// A tag, a length and the bytes.
     #[inline]
     fn tagged(&mut self, tag: u8, bytes: &[u8]) -> bool {
@@ -181,6 +153,26 @@ impl Raw {
     }
 }
 
+impl RawWriter for Raw {
+    #[inline]
+    fn part(&mut self, bytes: Option<&[u8]>) -> bool {
+        match bytes {
+            Some(b) => self.tagged(VALUE, b),
+            None => self.tagged(ABSENT, &[]),
+        }
+    }
+
+    #[inline]
+    fn value(&mut self, bytes: &[u8]) -> bool {
+        self.tagged(VALUE, bytes)
+    }
+
+    #[inline]
+    fn end(&mut self) -> bool {
+        self.tagged(END, &[])
+    }
+}
+
 const ABSENT: u8 = 0;
 const VALUE: u8 = 1;
 const END: u8 = 2;
@@ -192,7 +184,7 @@ mod tests {
 
     use http::{header, HeaderName, HeaderValue, Request};
 
-    use crate::service::request_key;
+    use crate::service::key_at;
     use crate::{CacheLayer, ResponseCache};
 
     /// The memo's answer for `req`, and whether it had to derive it.
@@ -202,11 +194,10 @@ mod tests {
             &layer.shared,
             &layer.policy,
             version,
-            crate::key::client_uri(req),
-            req.headers(),
+            crate::key::RequestParts::of(req),
             || {
                 derived.set(true);
-                request_key(&layer.shared, &layer.policy, req, None)
+                key_at(&layer.shared, &layer.policy, req, None, version)
             },
         );
         (key, derived.get())
@@ -329,5 +320,78 @@ mod tests {
         let req = get(&format!("/x?q={}", "a".repeat(super::MAX_RAW)), &[]);
         assert!(memo_key(&layer, 1, &req).1);
         assert!(memo_key(&layer, 1, &req).1);
+    }
+
+    mod agree {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One generated request: few distinct values, so requests repeat and share slots.
+        fn request() -> impl Strategy<Value = Request<()>> {
+            let path = prop::sample::select(vec!["/a", "/b", "/A", "/a/b", "/%61"]);
+            let query = prop::option::of(prop::sample::select(vec![
+                "",
+                "x=1",
+                "x=2",
+                "x=1&y=2",
+                "y=2&x=1",
+                "utm_source=z",
+                "x",
+            ]));
+            let host = prop::option::of(prop::sample::select(vec!["h", "H", "h:8080", "g", ""]));
+            let value = prop::sample::select(vec!["", "es", "ES", "en, es;q=0.5", "*", "a"]);
+            let headers = prop::collection::vec(
+                (
+                    prop::sample::select(vec!["accept", "accept-language", "x-v"]),
+                    value,
+                ),
+                0..4,
+            );
+            let mount = prop::option::of(prop::sample::select(vec!["/v1", "/v2"]));
+            (path, query, host, headers, mount).prop_map(|(path, query, host, headers, mount)| {
+                let uri = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                let mut pairs: Vec<(&str, &str)> = headers;
+                if let Some(h) = host {
+                    pairs.push(("host", h));
+                }
+                match mount {
+                    // Inside a nest: the route sees the stripped URI, the client sent the whole.
+                    Some(m) => {
+                        let mut req = get(&uri, &pairs);
+                        let original = format!("{m}{uri}").parse().unwrap();
+                        req.extensions_mut()
+                            .insert(axum::extract::OriginalUri(original));
+                        req
+                    }
+                    None => get(&uri, &pairs),
+                }
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn memoised_and_derived_keys_agree(
+                reqs in prop::collection::vec((request(), 0..3usize, 1..3u64), 1..40)
+            ) {
+                let cache = ResponseCache::default();
+                let layers = [
+                    cache.ttl(Duration::from_secs(1)),
+                    cache
+                        .ttl(Duration::from_secs(1))
+                        .vary_headers([header::ACCEPT_LANGUAGE, header::ACCEPT]),
+                    cache.ttl(Duration::from_secs(1)).vary_query(["x"]),
+                ];
+                for (req, layer, version) in &reqs {
+                    let layer = &layers[*layer];
+                    let (memo, _) = memo_key(layer, *version, req);
+                    let derived = key_at(&layer.shared, &layer.policy, req, None, *version);
+                    prop_assert_eq!(memo, derived, "{:?}", req);
+                }
+            }
+        }
     }
 }

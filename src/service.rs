@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::cache::Shared;
 use crate::coalesce::{Lead, Turn};
-use crate::key::{client_uri, primary_key, KeyInput};
+use crate::key::{primary_key, KeyInput, RequestParts};
 use crate::lookup::{lookup, lookup_now};
 use crate::memo;
 use crate::metrics::RouteCounters;
@@ -255,13 +255,13 @@ pub(crate) fn request_key<B>(
 fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
     // One reading of the version names both the memo slot and the key derived for it.
     let version = shared.version.load(Ordering::Acquire);
-    let uri = client_uri(req);
-    memo::shared_key(shared, policy, version, uri, req.headers(), || {
+    memo::shared_key(shared, policy, version, RequestParts::of(req), || {
         key_at(shared, policy, req, None, version)
     })
 }
 
-fn key_at<B>(
+/// The primary key of `req` in namespace `version`.
+pub(crate) fn key_at<B>(
     shared: &Shared,
     policy: &RoutePolicy,
     req: &Request<B>,
@@ -271,8 +271,7 @@ fn key_at<B>(
     primary_key(&KeyInput {
         prefix: &shared.prefix,
         version,
-        uri: client_uri(req),
-        headers: req.headers(),
+        request: RequestParts::of(req),
         query: &policy.query,
         vary_headers: &policy.vary_headers,
         identity,
