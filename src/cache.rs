@@ -1,16 +1,15 @@
 //! The cache handle: one store, one key namespace and one set of metrics, from which the
 //! app-wide and per-route layers are made.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderName;
-
 use crate::coalesce::Flights;
 use crate::policy::{BypassHook, Mode, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::shared::Shared;
+use crate::shared::NEXT_ID;
 use crate::variants::Variants;
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
@@ -37,44 +36,6 @@ use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError
 #[derive(Clone)]
 pub struct ResponseCache {
     pub(crate) shared: Arc<Shared>,
-}
-
-/// The next cache instance's `Shared::id`.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn Store>,
-    /// Whether the store answers lookups without waiting (`Store::get_now`), so hits can be
-    /// served while the request is being called.
-    pub(crate) answers_now: bool,
-    pub(crate) prefix: Arc<str>,
-    /// `name; `: how this cache's `Cache-Status` member starts.
-    pub(crate) status_prefix: String,
-    /// This cache instance, unique in the process: the mark its layers put on the responses
-    /// they handled (see `respond::Handled`), so another cache with the same name, or a proxied
-    /// response carrying our `Cache-Status`, is never taken for one of ours.
-    pub(crate) id: u64,
-    pub(crate) version: AtomicU64,
-    pub(crate) default_ttl: Duration,
-    pub(crate) max_body_size: usize,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) metrics: Metrics,
-    /// Routes whose own per-route layer answered; the app-wide layer leaves them alone.
-    pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
-    /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
-    pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
-    /// How many variants of each varying URL were stored, for `CacheLayer::max_variants`.
-    pub(crate) variants: Variants,
-    pub(crate) flights: Flights,
-    /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
-    pub(crate) coalesce_wait: Duration,
-    /// Hooks every layer of this cache starts with.
-    pub(crate) bypass_hooks: Vec<BypassHook>,
-    /// A request's time budget for reading the store; `None`: no cap.
-    pub(crate) lookup_timeout: Option<Duration>,
-    /// Permits for background writes: a write that finds none is skipped, never queued.
-    pub(crate) writes: Arc<tokio::sync::Semaphore>,
-    pub(crate) max_writes: u32,
 }
 
 impl fmt::Debug for ResponseCache {

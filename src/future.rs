@@ -10,7 +10,7 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::service::Bypassed;
+use crate::bypass::Bypassed;
 use crate::ResponseBody;
 
 type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;

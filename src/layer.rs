@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
-use crate::cache::Shared;
 use crate::key::QueryKey;
 use crate::policy::{BypassHook, CookieRule, Mode, RoutePolicy};
 use crate::service::request_key;
+use crate::shared::Shared;
 use crate::{CacheKey, CacheService};
 
 /// A tower [`Layer`] that caches responses; made by a [`ResponseCache`](crate::ResponseCache).

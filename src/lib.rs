@@ -75,15 +75,18 @@
 //! [tower]: https://docs.rs/tower
 
 mod body;
+mod bypass;
 mod cache;
 mod clock;
 mod coalesce;
 mod conditional;
 mod config;
 mod entry;
+mod fill;
 mod future;
 mod head;
 mod headers;
+mod hit;
 mod key;
 mod layer;
 mod log;
@@ -93,8 +96,9 @@ mod metrics;
 mod miss;
 mod negotiation;
 mod policy;
-mod respond;
 mod service;
+mod shared;
+mod status;
 mod store;
 mod variants;
 mod write;

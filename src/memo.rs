@@ -15,9 +15,9 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
-use crate::cache::Shared;
 use crate::key::{RawWriter, RequestParts};
 use crate::policy::RoutePolicy;
+use crate::shared::Shared;
 use crate::CacheKey;
 
 /// Slots per thread; a hot set larger than this still works, it just derives more often.
