@@ -199,10 +199,8 @@ pub(crate) fn client_uri<B>(req: &Request<B>) -> &Uri {
     }
 }
 
-/// The parts of one request its primary key is made from. Both consumers read them here and
-/// destructure this struct without `..`: [`primary_key`] derives the key from them, and the
-/// per-thread memo ([`memo`](crate::memo)) remembers them raw through [`Self::write_raw`]. A new
-/// key input is a new field, which neither can then leave out without a compile error.
+/// The parts of one request its primary key is made from, read here and nowhere else:
+/// [`primary_key`] destructures it without `..`, so a new key input is a new field here.
 #[derive(Clone, Copy)]
 pub(crate) struct RequestParts<'a> {
     /// The URI the client sent ([`client_uri`]): scheme, authority, path and query.
@@ -218,35 +216,6 @@ impl<'a> RequestParts<'a> {
             headers: req.headers(),
         }
     }
-
-    /// Every input, unprocessed and length-delimited, to `w`: what the memo compares byte for
-    /// byte. `vary_headers` are the layer's; `false` when `w` refuses a part (too long).
-    pub(crate) fn write_raw(&self, vary_headers: &[HeaderName], w: &mut impl RawWriter) -> bool {
-        let Self { uri, headers } = *self;
-        let mut fits = w.part(uri.scheme_str().map(str::as_bytes))
-            && w.part(uri.authority().map(|a| a.as_str().as_bytes()))
-            && w.part(Some(uri.path().as_bytes()))
-            && w.part(uri.query().map(str::as_bytes))
-            && w.part(headers.get(http::header::HOST).map(|v| v.as_bytes()));
-        for name in vary_headers {
-            for value in headers.get_all(name) {
-                fits = fits && w.value(value.as_bytes());
-            }
-            // Ends this header's values: `a: [x, y]` and `a: [x], b: [y]` differ.
-            fits = fits && w.end();
-        }
-        fits
-    }
-}
-
-/// Where [`RequestParts::write_raw`] writes.
-pub(crate) trait RawWriter {
-    /// An optional part: absent and empty must be told apart.
-    fn part(&mut self, bytes: Option<&[u8]>) -> bool;
-    /// One value of a vary header.
-    fn value(&mut self, bytes: &[u8]) -> bool;
-    /// The end of one vary header's values.
-    fn end(&mut self) -> bool;
 }
 
 /// Everything a primary key is derived from.

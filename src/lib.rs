@@ -91,7 +91,6 @@ mod key;
 mod layer;
 mod log;
 mod lookup;
-mod memo;
 mod metrics;
 mod miss;
 mod negotiation;

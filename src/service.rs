@@ -16,7 +16,6 @@ use crate::fill::Plan;
 use crate::hit::fresh_hit;
 use crate::key::{primary_key, KeyInput, RequestParts};
 use crate::lookup::lookup_now;
-use crate::memo;
 use crate::metrics::RouteCounters;
 use crate::policy::{only_if_cached, Mode, RoutePolicy};
 use crate::shared::Shared;
@@ -159,7 +158,7 @@ impl<S> CacheService<S> {
         }
         let primary = match identity.as_deref() {
             Some(id) => request_key(shared, policy, &req, Some(id)),
-            None => shared_key(shared, policy, &req),
+            None => request_key(shared, policy, &req, None),
         };
         let is_head = req.method() == Method::HEAD;
         let mut looked = None;
@@ -207,15 +206,6 @@ pub(crate) fn request_key<B>(
 ) -> CacheKey {
     let version = shared.version.load(Ordering::Acquire);
     key_at(shared, policy, req, identity, version)
-}
-
-/// The primary key of a shared request, from this thread's memo of recent keys when it can.
-fn shared_key<B>(shared: &Arc<Shared>, policy: &Arc<RoutePolicy>, req: &Request<B>) -> CacheKey {
-    // One reading of the version names both the memo slot and the key derived for it.
-    let version = shared.version.load(Ordering::Acquire);
-    memo::shared_key(shared, policy, version, RequestParts::of(req), || {
-        key_at(shared, policy, req, None, version)
-    })
 }
 
 /// The primary key of `req` in namespace `version`.
