@@ -22,6 +22,8 @@ pub(crate) struct Bypassed {
     /// The route to remember as handled inside, when an app-wide layer sees its GET answered
     /// by an inner layer of this cache.
     pub(crate) learn: Option<MatchedPath>,
+    /// An enclosing layer of this cache wants the response marked.
+    pub(crate) mark: bool,
 }
 
 impl Bypassed {
@@ -32,7 +34,7 @@ impl Bypassed {
                 self.counters.bypass(self.reason);
                 let res = res.map(ResponseBody::inner);
                 let res = with_status(&self.shared, res, &["fwd=bypass; detail=", self.detail]);
-                mark(&self.shared, res)
+                mark(&self.shared, res, self.mark)
             }
         }
     }

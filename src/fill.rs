@@ -36,11 +36,13 @@ pub(crate) struct Plan {
     pub(crate) is_head: bool,
     pub(crate) only_if_cached: bool,
     pub(crate) learn: Option<MatchedPath>,
+    /// An enclosing layer of this cache wants the response marked.
+    pub(crate) mark: bool,
 }
 
 impl Plan {
     /// The async part: the lookup `call` could not make at once, coalescing, the handler and
-    /// the fill. Every response it gives is marked as handled by this cache.
+    /// the fill. Its response is marked as handled by this cache when an enclosing layer asked.
     pub(crate) async fn run<S, ReqB, ResB>(
         self,
         inner: S,
@@ -51,7 +53,8 @@ impl Plan {
         ResB: Body,
     {
         let shared = self.shared.clone();
-        Ok(mark(&shared, self.respond(inner, req).await?))
+        let wanted = self.mark;
+        Ok(mark(&shared, self.respond(inner, req).await?, wanted))
     }
 
     async fn respond<S, ReqB, ResB>(
@@ -74,6 +77,7 @@ impl Plan {
             is_head,
             only_if_cached,
             learn,
+            mark: _,
         } = self;
         let mut lead = None;
         let mut store_failed = false;

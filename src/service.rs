@@ -19,7 +19,7 @@ use crate::lookup::lookup_now;
 use crate::metrics::RouteCounters;
 use crate::policy::{only_if_cached, Mode, RoutePolicy};
 use crate::shared::Shared;
-use crate::status::{gateway_timeout, mark};
+use crate::status::{ask_mark, gateway_timeout, mark, wants_mark};
 use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -102,6 +102,7 @@ impl<S> CacheService<S> {
             (req, hooked) = policy.hooked(req);
         }
         let app_wide = matches!(policy.mode, Mode::AppWide { .. });
+        let wanted = wants_mark(shared, &req);
         // A route layer handles the methods it wraps, GET and HEAD; other methods on the same
         // route may be bare and still get their `Cache-Status` here.
         let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
@@ -136,7 +137,7 @@ impl<S> CacheService<S> {
             Err(reason) if only_if_cached => {
                 // Nothing that bypasses the cache can be answered from it.
                 counters.bypass(reason);
-                return Decision::Ready(mark(shared, gateway_timeout(shared)));
+                return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
             }
             Err(reason) => {
                 let finish = Bypassed {
@@ -145,7 +146,10 @@ impl<S> CacheService<S> {
                     reason,
                     detail: hooked.unwrap_or(reason.as_str()),
                     learn: learn(&req),
+                    mark: wanted,
                 };
+                let mut req = req;
+                ask_mark(shared, &mut req);
                 return Decision::Bypass(req, Some(finish));
             }
         };
@@ -154,7 +158,7 @@ impl<S> CacheService<S> {
         if forced && only_if_cached {
             // The client wants no stored copy, and no response from elsewhere either.
             counters.miss();
-            return Decision::Ready(mark(shared, gateway_timeout(shared)));
+            return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
         }
         let primary = match identity.as_deref() {
             Some(id) => request_key(shared, policy, &req, Some(id)),
@@ -169,16 +173,18 @@ impl<S> CacheService<S> {
                 if let Some(res) =
                     fresh_hit(shared, policy, &counters, found, is_head, req.headers())
                 {
-                    return Decision::Ready(mark(shared, res));
+                    return Decision::Ready(mark(shared, res, wanted));
                 }
                 if only_if_cached {
                     counters.miss();
-                    return Decision::Ready(mark(shared, gateway_timeout(shared)));
+                    return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
                 }
                 looked = Some(key);
             }
         }
         let learn = learn(&req);
+        let mut req = req;
+        ask_mark(shared, &mut req);
         Decision::Fill(
             req,
             Plan {
@@ -192,6 +198,7 @@ impl<S> CacheService<S> {
                 is_head,
                 only_if_cached,
                 learn,
+                mark: wanted,
             },
         )
     }
