@@ -1,16 +1,15 @@
 //! The cache handle: one store, one key namespace and one set of metrics, from which the
 //! app-wide and per-route layers are made.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderName;
-
 use crate::coalesce::Flights;
-use crate::policy::{BypassHook, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::policy::{BypassHook, Mode, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::shared::Shared;
+use crate::shared::NEXT_ID;
 use crate::variants::Variants;
 use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
 
@@ -37,37 +36,6 @@ use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError
 #[derive(Clone)]
 pub struct ResponseCache {
     pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn Store>,
-    /// Whether the store answers lookups without waiting (`Store::get_now`), so hits can be
-    /// served while the request is being called.
-    pub(crate) answers_now: bool,
-    pub(crate) prefix: Arc<str>,
-    /// `name; `: how this cache's `Cache-Status` member starts.
-    pub(crate) status_prefix: String,
-    pub(crate) version: AtomicU64,
-    pub(crate) default_ttl: Duration,
-    pub(crate) max_body_size: usize,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) metrics: Metrics,
-    /// Routes whose own per-route layer answered; the app-wide layer leaves them alone.
-    pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
-    /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
-    pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
-    /// How many variants of each varying URL were stored, for `CacheLayer::max_variants`.
-    pub(crate) variants: Variants,
-    pub(crate) flights: Flights,
-    /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
-    pub(crate) coalesce_wait: Duration,
-    /// Hooks every layer of this cache starts with.
-    pub(crate) bypass_hooks: Vec<BypassHook>,
-    /// A request's time budget for reading the store; `None`: no cap.
-    pub(crate) lookup_timeout: Option<Duration>,
-    /// Permits for background writes: a write that finds none is skipped, never queued.
-    pub(crate) writes: Arc<tokio::sync::Semaphore>,
-    pub(crate) max_writes: u32,
 }
 
 impl fmt::Debug for ResponseCache {
@@ -99,7 +67,10 @@ impl ResponseCache {
     pub fn layer(&self) -> CacheLayer {
         CacheLayer::new(
             self.shared.clone(),
-            RoutePolicy::new(None, self.shared.max_body_size),
+            RoutePolicy::new(
+                Mode::AppWide { default_ttl: None },
+                self.shared.max_body_size,
+            ),
         )
     }
 
@@ -112,7 +83,7 @@ impl ResponseCache {
     pub fn ttl(&self, ttl: Duration) -> CacheLayer {
         CacheLayer::new(
             self.shared.clone(),
-            RoutePolicy::new(Some(ttl), self.shared.max_body_size),
+            RoutePolicy::new(Mode::Route { ttl }, self.shared.max_body_size),
         )
     }
 
@@ -363,6 +334,7 @@ impl ResponseCacheBuilder {
                 answers_now,
                 prefix: Arc::from(self.prefix),
                 status_prefix: format!("{name}; "),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 version: AtomicU64::new(self.version),
                 default_ttl: self.default_ttl,
                 max_body_size: self.max_body_size,

@@ -1,60 +1,98 @@
-//! The future [`CacheService`](crate::CacheService) returns.
+//! The future [`CacheService`](crate::CacheService) returns: one variant per outcome `call`
+//! decided, as tower-http's futures are built.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http::Response;
 use http_body::Body;
+use pin_project_lite::pin_project;
 
+use crate::bypass::Bypassed;
 use crate::ResponseBody;
 
 type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
-/// Resolves to the cached, stored or passed-through response.
-pub struct ResponseFuture<B: Body, E> {
-    kind: Kind<B, E>,
+pin_project! {
+    /// Resolves to the cached, stored or passed-through response.
+    ///
+    /// `F` is the inner service's future: a bypassed request (a POST, a request with
+    /// credentials) drives it directly, with no box and no clone of the inner service.
+    pub struct ResponseFuture<F, B: Body, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
 }
 
-enum Kind<B: Body, E> {
-    /// A hit answered while the request was being called: nothing left to wait for.
-    Ready(Option<Response<ResponseBody<B>>>),
-    Boxed(Boxed<B, E>),
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B: Body, E> {
+        // A hit (or a `504` for `only-if-cached`) answered while the request was being called.
+        Ready { res: Option<Response<ResponseBody<B>>> },
+        // The inner service's own future; `finish` adds the bypass's `Cache-Status` and counts
+        // it (`None`: a route an inner layer of this cache handles, passed on untouched).
+        Bypass { #[pin] fut: F, finish: Option<Bypassed> },
+        // A lookup in a store that must be waited for, or a miss that fills the entry.
+        Fill { fut: Boxed<B, E> },
+    }
 }
 
-// Nothing is structurally pinned: the pending future is boxed, a ready response is plain data.
-impl<B: Body, E> Unpin for ResponseFuture<B, E> {}
+impl<F, B: Body, E> ResponseFuture<F, B, E> {
+    pub(crate) fn ready(res: Response<ResponseBody<B>>) -> Self {
+        Self {
+            kind: Kind::Ready { res: Some(res) },
+        }
+    }
 
-impl<B: Body, E> ResponseFuture<B, E> {
-    pub(crate) fn new(
+    pub(crate) fn bypass(fut: F, finish: Option<Bypassed>) -> Self {
+        Self {
+            kind: Kind::Bypass { fut, finish },
+        }
+    }
+
+    pub(crate) fn fill(
         fut: impl Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static,
     ) -> Self {
         Self {
-            kind: Kind::Boxed(Box::pin(fut)),
-        }
-    }
-
-    pub(crate) fn ready(res: Response<ResponseBody<B>>) -> Self {
-        Self {
-            kind: Kind::Ready(Some(res)),
+            kind: Kind::Fill { fut: Box::pin(fut) },
         }
     }
 }
 
-impl<B: Body, E> Future for ResponseFuture<B, E> {
+impl<F, B: Body, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().kind {
-            Kind::Ready(res) => Poll::Ready(Ok(res.take().expect("polled after completion"))),
-            Kind::Boxed(fut) => fut.as_mut().poll(cx),
+        match self.project().kind.project() {
+            KindProj::Ready { res } => {
+                Poll::Ready(Ok(res.take().expect("polled after completion")))
+            }
+            KindProj::Bypass { fut, finish } => {
+                let res = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(match finish.take() {
+                    Some(finish) => finish.finish(res),
+                    None => res.map(ResponseBody::inner),
+                }))
+            }
+            KindProj::Fill { fut } => fut.as_mut().poll(cx),
         }
     }
 }
 
-impl<B: Body, E> fmt::Debug for ResponseFuture<B, E> {
+impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let kind = match &self.kind {
+            Kind::Ready { .. } => "Ready",
+            Kind::Bypass { .. } => "Bypass",
+            Kind::Fill { .. } => "Fill",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use http::header::{self, Entry, HeaderMap, HeaderValue};
 
-use crate::respond::CACHE_STATUS;
+use crate::status::CACHE_STATUS;
 use crate::CachedResponse;
 
 const SLOTS: usize = 16;

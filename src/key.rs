@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, HeaderName, Method, Request, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::negotiation::{is_negotiation, Members};
@@ -185,13 +185,30 @@ pub(crate) fn canonical_query(query: Option<&str>, rule: &QueryKey) -> Vec<(Stri
 /// nested router stripped the mount prefix).
 pub(crate) use crate::route::client_uri;
 
+/// The parts of one request its primary key is made from, read here and nowhere else:
+/// [`primary_key`] destructures it without `..`, so a new key input is a new field here.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestParts<'a> {
+    /// The URI the client sent ([`client_uri`]): scheme, authority, path and query.
+    pub(crate) uri: &'a Uri,
+    /// The request's headers: `Host` (when the URI has no authority) and the vary headers.
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> RequestParts<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>) -> Self {
+        Self {
+            uri: client_uri(req),
+            headers: req.headers(),
+        }
+    }
+}
+
 /// Everything a primary key is derived from.
 pub(crate) struct KeyInput<'a> {
     pub(crate) prefix: &'a Arc<str>,
     pub(crate) version: u64,
-    /// The URI the client sent ([`client_uri`]).
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: &'a HeaderMap,
+    pub(crate) request: RequestParts<'a>,
     pub(crate) query: &'a QueryKey,
     pub(crate) vary_headers: &'a [HeaderName],
     pub(crate) identity: Option<&'a str>,
@@ -199,20 +216,20 @@ pub(crate) struct KeyInput<'a> {
 
 /// Derives the primary key of a GET/HEAD request (both share one key).
 pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
+    let RequestParts { uri, headers } = input.request;
     let mut h = KeyHasher::new(b"trc:request:v1");
     h.part(input.prefix.as_bytes());
     h.write(&input.version.to_be_bytes());
     h.part(Method::GET.as_str().as_bytes());
-    h.part(input.uri.scheme_str().unwrap_or("http").as_bytes());
-    let host = input
-        .uri
+    h.part(uri.scheme_str().unwrap_or("http").as_bytes());
+    let host = uri
         .authority()
         .map(|a| a.as_str().as_bytes())
-        .or_else(|| input.headers.get(http::header::HOST).map(|v| v.as_bytes()))
+        .or_else(|| headers.get(http::header::HOST).map(|v| v.as_bytes()))
         .unwrap_or_default();
     h.part_lowercase(host_name(host));
-    h.part(input.uri.path().as_bytes());
-    let query = canonical_query(input.uri.query(), input.query);
+    h.part(uri.path().as_bytes());
+    let query = canonical_query(uri.query(), input.query);
     h.count(query.len());
     for (k, v) in &query {
         h.part(k.as_bytes());
@@ -220,7 +237,7 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
     }
     h.count(input.vary_headers.len());
     for name in input.vary_headers {
-        h.header(name, input.headers);
+        h.header(name, headers);
     }
     match input.identity {
         // The identity is hashed with the rest: it never appears in the key in clear.
@@ -359,8 +376,7 @@ mod tests {
         primary_key(&KeyInput {
             prefix: &prefix,
             version: 1,
-            uri: &uri,
-            headers,
+            request: RequestParts { uri: &uri, headers },
             query,
             vary_headers: vary,
             identity: None,

@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
-use crate::cache::Shared;
 use crate::key::QueryKey;
-use crate::policy::{BypassHook, CookieRule, RoutePolicy};
+use crate::policy::{BypassHook, CookieRule, Mode, RoutePolicy};
 use crate::service::request_key;
+use crate::shared::Shared;
 use crate::{CacheKey, CacheService};
 
 /// A tower [`Layer`] that caches responses; made by a [`ResponseCache`](crate::ResponseCache).
@@ -111,10 +111,20 @@ impl CacheLayer {
         request_key(&self.shared, &self.policy, req, None)
     }
 
-    /// Keep responses for `ttl` whatever the handler's `Cache-Control` says of lifetime (it can
-    /// still refuse with `no-store`, `private` or `no-cache`).
+    /// On a per-route layer ([`ResponseCache::ttl`](crate::ResponseCache::ttl),
+    /// [`ResponseCache::route`](crate::ResponseCache::route)): keep responses for `ttl` whatever
+    /// the handler's `Cache-Control` says of lifetime (it can still refuse with `no-store`,
+    /// `private` or `no-cache`).
+    ///
+    /// On the app-wide layer ([`ResponseCache::layer`](crate::ResponseCache::layer)): the
+    /// lifetime of responses whose `Cache-Control` gives none (no `s-maxage` or `max-age`). The
+    /// layer stays app-wide: a handler's own lifetime still wins, and routes with their own
+    /// layer are still left to it.
     pub fn ttl(self, ttl: Duration) -> Self {
-        self.with(|p| p.ttl = Some(ttl))
+        self.with(|p| match &mut p.mode {
+            Mode::AppWide { default_ttl } => *default_ttl = Some(ttl),
+            Mode::Route { ttl: t } => *t = ttl,
+        })
     }
 
     /// Which query parameters make up the key (default [`Query::All`]: every parameter, sorted,

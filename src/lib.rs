@@ -81,6 +81,7 @@
 //! [tower]: https://docs.rs/tower
 
 mod body;
+mod bypass;
 mod cache;
 mod clock;
 mod coalesce;
@@ -88,14 +89,15 @@ mod conditional;
 #[cfg(feature = "config")]
 mod config;
 mod entry;
+mod fill;
 mod future;
 mod head;
 mod headers;
+mod hit;
 mod key;
 mod layer;
 mod log;
 mod lookup;
-mod memo;
 mod metrics;
 mod miss;
 mod negotiation;
@@ -103,9 +105,10 @@ mod policy;
 mod redact;
 #[cfg(any(feature = "config", feature = "redis"))]
 mod redis_url;
-mod respond;
 mod route;
 mod service;
+mod shared;
+mod status;
 mod store;
 mod variants;
 mod write;

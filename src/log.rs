@@ -37,6 +37,14 @@ impl RateLimit {
     }
 }
 
+/// Logs at most one store error a second, saying how many were not logged.
+pub(crate) fn log_store_error(e: &crate::StoreError) {
+    static LIMIT: RateLimit = RateLimit::new();
+    LIMIT.log(|suppressed| {
+        tracing::warn!(error = %e, suppressed, "cache store failed; serving from the handler");
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,12 +15,12 @@ use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::body::{collect, Collected, PartialReason};
-use crate::cache::Shared;
 use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy, StorePlan};
-use crate::respond::{bypass, not_modified_response, set_max_age, with_status};
+use crate::shared::Shared;
+use crate::status::{bypass, not_modified_response, set_max_age, with_status};
 use crate::write::Write;
 use crate::{BypassReason, CacheKey, CachedResponse, ResponseBody};
 

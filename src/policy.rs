@@ -151,11 +151,22 @@ pub(crate) enum CookieRule {
     Ignore,
 }
 
+/// Which kind of layer a policy belongs to: chosen by the constructor (`ResponseCache::layer`
+/// or `ResponseCache::ttl`/`route`), never by a later setter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The app-wide layer: the handler's `Cache-Control` lifetime decides; `default_ttl` (set by
+    /// `CacheLayer::ttl`) covers responses that give none. It leaves routes whose own layer of
+    /// the same cache handled them to that layer.
+    AppWide { default_ttl: Option<Duration> },
+    /// A per-route layer: responses are kept for `ttl` whatever their lifetime says.
+    Route { ttl: Duration },
+}
+
 /// One route's (or the app-wide layer's) settings.
 #[derive(Clone)]
 pub(crate) struct RoutePolicy {
-    /// `None`: the app-wide mode, where the handler's `Cache-Control` says how long.
-    pub(crate) ttl: Option<Duration>,
+    pub(crate) mode: Mode,
     pub(crate) query: QueryKey,
     pub(crate) vary_headers: Vec<HeaderName>,
     /// The most `Vary` variants of one URL stored (per process).
@@ -173,7 +184,7 @@ pub(crate) struct RoutePolicy {
 impl fmt::Debug for RoutePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoutePolicy")
-            .field("ttl", &self.ttl)
+            .field("mode", &self.mode)
             .field("query", &self.query)
             .field("vary_headers", &self.vary_headers)
             .field("max_variants", &self.max_variants)
@@ -196,9 +207,9 @@ pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub(crate) const DEFAULT_MAX_VARIANTS: usize = 100;
 
 impl RoutePolicy {
-    pub(crate) fn new(ttl: Option<Duration>, max_body_size: usize) -> Self {
+    pub(crate) fn new(mode: Mode, max_body_size: usize) -> Self {
         Self {
-            ttl,
+            mode,
             query: QueryKey::All {
                 keep_tracking: false,
             },
@@ -317,9 +328,12 @@ impl RoutePolicy {
                 return Err(BypassReason::TooLarge);
             }
         }
-        let ttl = match self.ttl {
-            Some(ttl) => ttl,
-            None => s_maxage.or(max_age).ok_or(BypassReason::NoTtl)?,
+        let ttl = match self.mode {
+            Mode::Route { ttl } => ttl,
+            Mode::AppWide { default_ttl } => s_maxage
+                .or(max_age)
+                .or(default_ttl)
+                .ok_or(BypassReason::NoTtl)?,
         };
         if ttl.is_zero() {
             return Err(BypassReason::NoTtl);
@@ -463,7 +477,7 @@ mod tests {
 
     #[test]
     fn app_wide_ttl_prefers_s_maxage() {
-        let p = RoutePolicy::new(None, DEFAULT_MAX_BODY);
+        let p = RoutePolicy::new(Mode::AppWide { default_ttl: None }, DEFAULT_MAX_BODY);
         let r = parts(|b| b.header("cache-control", "public, max-age=60, s-maxage=600"));
         assert_eq!(
             p.admit_response(&r, false).unwrap().ttl,
@@ -483,7 +497,12 @@ mod tests {
 
     #[test]
     fn refusals_name_their_reason() {
-        let p = RoutePolicy::new(Some(Duration::from_secs(5)), 10);
+        let p = RoutePolicy::new(
+            Mode::Route {
+                ttl: Duration::from_secs(5),
+            },
+            10,
+        );
         let cases = [
             ("set-cookie", "a=b", BypassReason::SetCookie),
             ("cache-control", "private", BypassReason::Private),
@@ -514,7 +533,12 @@ mod tests {
 
     #[test]
     fn vary_is_normalised() {
-        let p = RoutePolicy::new(Some(Duration::from_secs(5)), 10);
+        let p = RoutePolicy::new(
+            Mode::Route {
+                ttl: Duration::from_secs(5),
+            },
+            10,
+        );
         let r = parts(|b| {
             b.header("vary", "Accept-Language, accept")
                 .header("vary", "Accept")
@@ -525,7 +549,12 @@ mod tests {
 
     #[test]
     fn session_cookies_only_bypass_when_named() {
-        let mut p = RoutePolicy::new(Some(Duration::from_secs(5)), 10);
+        let mut p = RoutePolicy::new(
+            Mode::Route {
+                ttl: Duration::from_secs(5),
+            },
+            10,
+        );
         p.cookies = CookieRule::Session(vec!["sessionid".into()]);
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "theme=dark; lang=en".parse().unwrap());

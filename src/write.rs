@@ -7,12 +7,12 @@ use std::task::{Context, Poll, Waker};
 
 use http::header::{HeaderMap, HeaderName};
 
-use crate::cache::Shared;
 use crate::coalesce::Lead;
+use crate::log::log_store_error;
 use crate::log::RateLimit;
-use crate::lookup::{store, target, Stored, Target};
 use crate::metrics::RouteCounters;
-use crate::{CacheKey, CachedResponse};
+use crate::shared::Shared;
+use crate::{CacheKey, CachedResponse, Entry};
 
 /// Where and how one entry is to be written, and the flight it ends.
 pub(crate) struct Write {
@@ -109,6 +109,103 @@ impl Write {
         });
         if let Some(lead) = self.lead.take() {
             lead.finish();
+        }
+    }
+}
+
+/// What became of a response the policy admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    Yes,
+    /// The store failed (counted and logged).
+    Failed,
+    /// Its URL already has as many variants as the route keeps.
+    TooManyVariants,
+}
+
+impl Stored {
+    /// How the response's `Cache-Status` ends.
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Self::Yes => "; stored",
+            Self::Failed => "; detail=store-error",
+            Self::TooManyVariants => "; detail=too-many-variants",
+        }
+    }
+}
+
+/// Where an admitted entry goes: under its primary key, or under the variant its `Vary` selects
+/// with a `Vary` record under the primary key.
+pub(crate) enum Target {
+    Primary,
+    Variant(Arc<[HeaderName]>, CacheKey),
+}
+
+/// Where `entry` would be stored, keeping at most `max_variants` variants per URL in this
+/// process. Decided before any write (and so before a background write is sent), so a refusal
+/// can still be told to the client.
+pub(crate) fn target(
+    shared: &Shared,
+    primary: &CacheKey,
+    vary: &[HeaderName],
+    req_headers: &HeaderMap,
+    entry: &CachedResponse,
+    max_variants: usize,
+) -> Result<Target, Stored> {
+    if vary.is_empty() {
+        return Ok(Target::Primary);
+    }
+    let names: Arc<[HeaderName]> = vary.into();
+    let variant = primary.with_variant(&names, req_headers);
+    let now = entry.stored_at_millis;
+    let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
+    let id = variant.variant().unwrap_or(primary.primary());
+    if shared.variants.admit(
+        primary.primary(),
+        id,
+        now,
+        now.saturating_add(ttl_ms),
+        max_variants,
+    ) {
+        Ok(Target::Variant(names, variant))
+    } else {
+        Err(Stored::TooManyVariants)
+    }
+}
+
+/// Stores `entry` under `primary`, or under its variant when the response varies.
+pub(crate) async fn store(
+    shared: &Shared,
+    counters: &RouteCounters,
+    primary: &CacheKey,
+    target: Target,
+    entry: CachedResponse,
+) -> Stored {
+    let ttl = entry.ttl;
+    let result = match target {
+        Target::Primary => {
+            shared.vary.invalidate(primary.primary());
+            shared.variants.forget(primary.primary());
+            shared.store.put(primary, Entry::from(entry), ttl).await
+        }
+        Target::Variant(names, variant) => {
+            counters.set_varies();
+            shared.vary.insert(*primary.primary(), names.clone());
+            match shared.store.put(&variant, Entry::from(entry), ttl).await {
+                Ok(()) => shared.store.put(primary, Entry::Vary(names), ttl).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            counters.stored();
+            Stored::Yes
+        }
+        Err(e) => {
+            counters.store_error();
+            log_store_error(&e);
+            Stored::Failed
         }
     }
 }

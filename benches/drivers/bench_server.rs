@@ -13,6 +13,7 @@
 //! | `GET /cached` | the same handler behind `cache.ttl(1 h)`: a hit after the first request |
 //! | `GET /miss?n=N` | a body built per request (it names `N`) behind `cache.ttl(1 h)`: each distinct query is a miss that stores |
 //! | `GET /origin?n=N` | the same per-request handler with no cache layer |
+//! | `POST /app/post` | the fixed-bytes handler behind the app-wide `cache.layer()`: every request is a bypass (method) |
 //! | `GET /stats` | JSON: the memory store's `entry_count` and `weighted_size`, the body bytes it holds, and per-route handler calls with the time between the first and last call |
 //!
 //! The start-up line names the bound address, so `--listen 127.0.0.1:0` works for scripts.
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -138,7 +139,7 @@ fn app(store_bytes: u64) -> Router {
     };
     Router::new()
         .route("/bare", get(bare.clone()))
-        .route("/cached", get(bare).layer(cache.ttl(ttl)))
+        .route("/cached", get(bare.clone()).layer(cache.ttl(ttl)))
         .route(
             "/miss",
             get(|State(s): State<AppState>, Query(q): Query<N>| async move {
@@ -151,6 +152,12 @@ fn app(store_bytes: u64) -> Router {
             get(|State(s): State<AppState>, Query(q): Query<N>| async move {
                 per_request(&s.origin, q.n)
             }),
+        )
+        .nest(
+            "/app",
+            Router::new()
+                .route("/post", post(bare))
+                .layer(cache.layer()),
         )
         .route("/stats", get(stats))
         .with_state(state)

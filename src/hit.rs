@@ -1,20 +1,19 @@
-//! The responses the layer sends: hits (and their 304s), and the `Cache-Status` and `Age`
-//! headers every handled response carries.
+//! A hit: the response (or its 304) made from a fresh entry, with `Age` and this cache's
+//! `Cache-Status` member.
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Response;
 use http_body::Body;
 
-use crate::cache::Shared;
-use crate::conditional::{not_modified, Validators, NOT_MODIFIED_HEADERS};
+use crate::conditional::{not_modified, Validators};
 use crate::head::hit_headers;
 use crate::metrics::RouteCounters;
-use crate::policy::{directives, RoutePolicy};
-use crate::{BypassReason, CachedResponse, ResponseBody};
-
-pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+use crate::policy::RoutePolicy;
+use crate::shared::Shared;
+use crate::status::{not_modified_response, set_max_age, status_value, CACHE_STATUS};
+use crate::{CachedResponse, ResponseBody};
 
 /// The answer when `found` is fresh.
 pub(crate) fn fresh_hit<B: Body>(
@@ -134,78 +133,4 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
         }
     }
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// A 304 carrying the headers of `headers` that RFC 9110 says it must repeat.
-pub(crate) fn not_modified_response<'a, B: Body>(
-    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-) -> Response<ResponseBody<B>> {
-    let mut res = Response::new(ResponseBody::empty());
-    *res.status_mut() = StatusCode::NOT_MODIFIED;
-    for (name, value) in headers.filter(|(n, _)| NOT_MODIFIED_HEADERS.contains(n)) {
-        res.headers_mut().append(name.clone(), value.clone());
-    }
-    res
-}
-
-/// The answer to `Cache-Control: only-if-cached` when nothing fresh is stored for the request
-/// (or it may not be served from the cache at all): `504`, the handler not called. Its
-/// `Cache-Status` member has no `fwd`, since nothing went forward (RFC 9211 §2.2).
-pub(crate) fn gateway_timeout<B: Body>(shared: &Shared) -> Response<ResponseBody<B>> {
-    let mut res = Response::new(ResponseBody::empty());
-    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    with_status(shared, res, &["detail=only-if-cached"])
-}
-
-pub(crate) fn bypass<B>(shared: &Shared, res: Response<B>, reason: BypassReason) -> Response<B> {
-    with_status(shared, res, &["fwd=bypass; detail=", reason.as_str()])
-}
-
-/// Adds this cache's member (`name; params…`) to `Cache-Status` (RFC 9211).
-///
-/// The member also marks the response as handled: an enclosing layer of the same cache sees it
-/// (see [`handled`]) and passes the response on, so the per-route policy wins.
-pub(crate) fn with_status<B>(
-    shared: &Shared,
-    mut res: Response<B>,
-    params: &[&str],
-) -> Response<B> {
-    if let Some(v) = status_value(shared, params) {
-        res.headers_mut().append(CACHE_STATUS, v);
-    }
-    res
-}
-
-/// This cache's `Cache-Status` member: its name, then `params`.
-fn status_value(shared: &Shared, params: &[&str]) -> Option<HeaderValue> {
-    let len = shared.status_prefix.len() + params.iter().map(|p| p.len()).sum::<usize>();
-    let mut value = String::with_capacity(len);
-    value.push_str(&shared.status_prefix);
-    for p in params {
-        value.push_str(p);
-    }
-    HeaderValue::try_from(value).ok()
-}
-
-/// Whether a layer of this cache already handled `res`: its `Cache-Status` has our member.
-pub(crate) fn handled<B>(shared: &Shared, res: &Response<B>) -> bool {
-    let ours = shared.status_prefix.as_bytes();
-    res.headers()
-        .get_all(CACHE_STATUS)
-        .iter()
-        .any(|v| v.as_bytes().starts_with(ours))
-}
-
-/// Sets `max-age` in `Cache-Control`, keeping the other directives.
-pub(crate) fn set_max_age(headers: &mut HeaderMap, secs: u64) {
-    let mut parts: Vec<String> = directives(headers.get_all(header::CACHE_CONTROL).iter())
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("max-age"))
-        .map(|(n, v)| v.map_or_else(|| n.to_owned(), |v| format!("{n}={v}")))
-        .collect();
-    parts.push(format!("max-age={secs}"));
-    if let Ok(v) = HeaderValue::from_str(&parts.join(", ")) {
-        headers.insert(header::CACHE_CONTROL, v);
-    }
 }

@@ -1,0 +1,52 @@
+//! What every layer of one cache shares: the store, the key namespace, the metrics and the
+//! state learned at run time (delegated routes, `Vary` names, flights).
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::coalesce::Flights;
+use crate::policy::BypassHook;
+use crate::variants::Variants;
+use crate::{Clock, Metrics, Store};
+
+/// The next cache instance's `Shared::id`.
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    /// Whether the store answers lookups without waiting (`Store::get_now`), so hits can be
+    /// served while the request is being called.
+    pub(crate) answers_now: bool,
+    pub(crate) prefix: Arc<str>,
+    /// `name; `: how this cache's `Cache-Status` member starts.
+    pub(crate) status_prefix: String,
+    /// This cache instance, unique in the process: the mark its layers put on the responses
+    /// they handled (see `status::Handled`), so another cache with the same name, or a proxied
+    /// response carrying our `Cache-Status`, is never taken for one of ours.
+    pub(crate) id: u64,
+    pub(crate) version: AtomicU64,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_body_size: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    /// Routes whose own per-route layer answered; the app-wide layer leaves them alone.
+    pub(crate) delegated: RwLock<HashSet<Arc<str>>>,
+    /// Learned `Vary` names per primary key, so a varying resource costs one store round trip.
+    pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
+    /// How many variants of each varying URL were stored, for `CacheLayer::max_variants`.
+    pub(crate) variants: Variants,
+    pub(crate) flights: Flights,
+    /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
+    pub(crate) coalesce_wait: Duration,
+    /// Hooks every layer of this cache starts with.
+    pub(crate) bypass_hooks: Vec<BypassHook>,
+    /// A request's time budget for reading the store; `None`: no cap.
+    pub(crate) lookup_timeout: Option<Duration>,
+    /// Permits for background writes: a write that finds none is skipped, never queued.
+    pub(crate) writes: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_writes: u32,
+}
