@@ -183,10 +183,7 @@ impl<S> CacheService<S> {
             counters.miss();
             return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
         }
-        let primary = match identity.as_deref() {
-            Some(id) => request_key(shared, policy, &req, Some(id)),
-            None => request_key(shared, policy, &req, None),
-        };
+        let primary = request_key(shared, policy, &req, identity.as_deref());
         let is_head = req.method() == Method::HEAD;
         let mut looked = None;
         // A store that answers without waiting (the memory store) is asked here: a fresh hit

@@ -44,14 +44,22 @@ fn binary() -> PathBuf {
     bin
 }
 
-/// Starts twiscope with `--cache cache` on a small data set and waits for its start-up line.
-fn start(cache: &str) -> Server {
-    let mut child = Command::new(binary())
+/// twiscope with `--cache cache` on a free port and a small data set, its environment cleared of
+/// the variables that would override the flags.
+fn twiscope(cache: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
         .args(["--listen", "127.0.0.1:0", "--cache", cache])
         // A twentieth of the data: the same queries, seeded in a fraction of a second.
         .env("TWISCOPE_SCALE", "0.05")
         .env_remove("CACHE_URL")
-        .env_remove("TWISCOPE_LISTEN")
+        .env_remove("TWISCOPE_LISTEN");
+    command
+}
+
+/// Starts twiscope with `--cache cache` on a small data set and waits for its start-up line.
+fn start(cache: &str) -> Server {
+    let mut child = twiscope(cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -342,12 +350,7 @@ fn an_unreachable_redis_is_a_warning_on_stderr() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         probe.local_addr().expect("port").port()
     };
-    let mut child = Command::new(binary())
-        .args(["--listen", "127.0.0.1:0", "--cache"])
-        .arg(format!("redis://127.0.0.1:{port}/0"))
-        .env("TWISCOPE_SCALE", "0.05")
-        .env_remove("CACHE_URL")
-        .env_remove("TWISCOPE_LISTEN")
+    let mut child = twiscope(&format!("redis://127.0.0.1:{port}/0"))
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
