@@ -4,7 +4,9 @@
 //!
 //! A body of known length is read before answering, so its response carries the computed
 //! `ETag` and can be a 304. A body of unknown length (a stream) goes out frame by frame while a
-//! copy is kept: it has no computed `ETag` (that needs the whole body), its entry does.
+//! copy is kept: it has no computed `ETag` (that needs the whole body), its entry does. The
+//! copy is laid out in [`copy`](crate::copy) and written by [`write`](crate::write); a HEAD
+//! keeps nothing.
 
 use std::sync::Arc;
 

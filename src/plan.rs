@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::route::RouteLabel;
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
@@ -16,6 +15,7 @@ use crate::hit::{fresh_hit, lookup};
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
+use crate::route::RouteLabel;
 use crate::shared::Shared;
 use crate::status::{gateway_timeout, mark};
 use crate::{CacheKey, ResponseBody};
