@@ -117,21 +117,30 @@ pub(crate) fn seed_if_empty(
     scale: f64,
 ) -> Result<Option<SeedStats>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let tables: Vec<String> = tx
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if !tables.is_empty() {
-        if let Some(missing) = TABLES.iter().find(|t| !tables.iter().any(|n| n == *t)) {
-            return Err(DbError::new(format!(
-                "not a twiscope database: it has tables but no '{missing}' table"
-            )));
-        }
+    if is_seeded(&tx)? {
         return Ok(None);
     }
     let stats = seed(&tx, scale)?;
     tx.commit()?;
     Ok(Some(stats))
+}
+
+/// Whether the database has twiscope's tables (`false`: no tables at all); an error if it has
+/// tables but not those, so that a file given by mistake is refused, not written to.
+pub(crate) fn is_seeded(conn: &Connection) -> Result<bool, DbError> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if tables.is_empty() {
+        return Ok(false);
+    }
+    match TABLES.iter().find(|t| !tables.iter().any(|n| n == *t)) {
+        Some(missing) => Err(DbError::new(format!(
+            "not a twiscope database: it has tables but no '{missing}' table"
+        ))),
+        None => Ok(true),
+    }
 }
 
 /// Creates the schema and fills it with `scale` of the full data set, in the caller's

@@ -1,6 +1,7 @@
 //! The SQLite database: schema, deterministic seed data, and every query the handlers run,
 //! each one counted for `twiscope_db_queries_total`.
 
+mod open;
 mod write;
 
 use std::fmt;
@@ -33,9 +34,6 @@ fn platform_name(id: i64) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// How long opening a shared file waits for another process's lock: a first start seeds for
-/// a second or two (longer on a slow disk) while the others wait for it.
-const OPEN_WAIT: Duration = Duration::from_secs(120);
 /// How long a request's statement waits for another process's write to a shared file.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
@@ -84,23 +82,33 @@ pub(crate) struct SeedStats {
 
 /// A failed query, or a worker thread that died running it.
 #[derive(Debug)]
-pub(crate) struct DbError(String);
+pub(crate) struct DbError {
+    message: String,
+    /// SQLite said `SQLITE_BUSY`: another connection holds a lock.
+    busy: bool,
+}
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "database: {}", self.0)
+        write!(f, "database: {}", self.message)
     }
 }
 
 impl DbError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            busy: false,
+        }
     }
 }
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self {
+            busy: e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -113,11 +121,8 @@ impl Db {
     /// seed run in one `IMMEDIATE` transaction, so exactly one of them seeds and the others
     /// wait for its lock (up to [`OPEN_WAIT`]), then find the file seeded.
     pub(crate) fn open(path: Option<&Path>, scale: f64) -> Result<(Self, Opened), DbError> {
-        let mut conn = match path {
-            None => Connection::open_in_memory()?,
-            Some(path) => open_shared(path)?,
-        };
-        let opened = match crate::seed::seed_if_empty(&mut conn, scale)? {
+        let (conn, seeded) = open::connect(path, scale)?;
+        let opened = match seeded {
             Some(stats) => Opened::Seeded(stats),
             None => {
                 let (influencers, posts) = conn.query_row(
@@ -169,29 +174,8 @@ impl Db {
             })
         })
         .await
-        .map_err(|e| DbError(format!("query worker failed: {e}")))?
+        .map_err(|e| DbError::new(format!("query worker failed: {e}")))?
     }
-}
-
-/// A connection to the shared file at `path`, in WAL mode.
-fn open_shared(path: &Path) -> Result<Connection, DbError> {
-    let conn = Connection::open(path)
-        .map_err(|e| DbError(format!("cannot open {}: {e}", path.display())))?;
-    // Set before anything that locks: another process may be switching the new file to WAL
-    // or seeding it.
-    conn.busy_timeout(OPEN_WAIT)?;
-    // WAL: readers in every process go on while one process writes, and see each commit at
-    // their next statement. The mode is stored in the file, so later opens find it set.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(DbError(format!(
-            "{}: cannot use WAL mode (journal_mode is '{mode}')",
-            path.display()
-        )));
-    }
-    // Durable at each checkpoint rather than each commit: what WAL makes safe, and fast.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
 }
 
 /// The connection as the handlers see it: every statement goes through here and is counted.

@@ -52,7 +52,7 @@ impl Sql<'_> {
         )?;
         let influencer = self
             .influencer(influencer_id)?
-            .ok_or_else(|| DbError(format!("influencer {influencer_id} vanished")))?;
+            .ok_or_else(|| DbError::new(format!("influencer {influencer_id} vanished")))?;
         tx.commit()?;
         Ok(Recorded {
             influencer,
