@@ -30,9 +30,9 @@ Routes:
   GET  /influencers/{platform}?limit=N
                                      top N (1..=100, default 10) by engagement; cached 60 s
   GET  /platforms/{platform}/stats   localised by Accept-Language (en, es, fr, de); cached 10 min
+  GET  /platforms/{platform}         an HTML page: the stats panel and the top 5 influencers
   GET  /me                           Authorization: Bearer token-<id>, or X-Api-Key: key-<id>;
                                      never cached
-  GET  /platforms/{platform}         an HTML page: the stats panel and the top 5 influencers
   POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N} records a post, creating
                                      the influencer if new; optional \"display_name\", \"followers\"
   GET  /metrics                      Prometheus text

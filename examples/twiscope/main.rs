@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example twiscope -- --listen 127.0.0.1:3000 --cache memory
+//! cargo run --release --example twiscope -- --listen 127.0.0.1:3001 --db /tmp/twiscope.db
 //! curl -i localhost:3000/trending                      # miss, then a hit for 15 min
 //! curl -i 'localhost:3000/influencers/twitter?limit=5' # keyed on `limit` only
 //! curl -i -H 'Accept-Language: es' localhost:3000/platforms/twitter/stats
@@ -10,6 +11,7 @@
 //! curl -i -H 'X-Api-Key: key-42' localhost:3000/me                # the same, by API key
 //! curl -i -X POST -H 'content-type: application/json' \
 //!      -d '{"username":"ada","engagement":7}' localhost:3000/influencers/mastodon
+//! curl -i localhost:3000/platforms/mastodon            # HTML: stats and the top 5
 //! curl -s localhost:3000/metrics                       # cache outcomes per route, SQL count
 //! ```
 //!

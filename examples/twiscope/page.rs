@@ -139,7 +139,7 @@ pub(crate) fn render_top_panel(rows: &[Influencer]) -> String {
         let _ = writeln!(
             html,
             "<li><span class=\"name\">{}</span> <span class=\"username\">@{}</span>: \
-             {} engagement, {} followers, {} posts</li>",
+             engagement {}, followers {}, posts {}</li>",
             escape(&row.display_name),
             escape(&row.username),
             row.engagement,
