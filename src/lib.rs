@@ -110,6 +110,8 @@ mod service;
 mod shared;
 mod status;
 mod store;
+#[cfg(feature = "values")]
+mod value;
 mod variants;
 mod write;
 
@@ -127,6 +129,8 @@ pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;
+#[cfg(feature = "values")]
+pub use value::VALUES_ROUTE;
 /// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
 /// Its examples use every default feature.
 #[cfg(all(doctest, feature = "axum", feature = "config", feature = "redis"))]

@@ -2,6 +2,7 @@
 //! the memory store matches value keys the way Redis would, so a pattern means the same on both.
 
 /// Escapes glob metacharacters so `literal` matches only itself.
+#[cfg(any(feature = "redis", feature = "values"))]
 pub(crate) fn escape(literal: &str) -> String {
     let mut out = String::with_capacity(literal.len() + 4);
     for c in literal.chars() {
@@ -98,6 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(feature = "redis", feature = "values"))]
     fn metacharacters_are_escaped() {
         assert_eq!(escape("app:{ab}:"), "app:{ab}:");
         assert_eq!(escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");

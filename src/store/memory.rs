@@ -53,7 +53,10 @@ struct Stored {
 enum Held {
     Entry(Entry),
     /// Under `value_slot`'s key; `key` is the readable one, for pattern removal.
-    Value { key: Arc<str>, bytes: Bytes },
+    Value {
+        key: Arc<str>,
+        bytes: Bytes,
+    },
 }
 
 struct PerEntryTtl;

@@ -35,7 +35,9 @@ impl MemoryStore {
         let victims: Vec<Arc<CacheKey>> = self
             .cache
             .iter()
-            .filter(|(_, v)| matches!(&v.held, Held::Value { key, .. } if glob::matches(pattern, key)))
+            .filter(
+                |(_, v)| matches!(&v.held, Held::Value { key, .. } if glob::matches(pattern, key)),
+            )
             .map(|(k, _)| k)
             .collect();
         let removed = victims
@@ -72,7 +74,10 @@ impl MemoryStore {
                     Some(sum) => {
                         outcome = Ok(sum);
                         let bytes = Bytes::from(sum.to_string());
-                        let held = Held::Value { key: Arc::from(key), bytes };
+                        let held = Held::Value {
+                            key: Arc::from(key),
+                            bytes,
+                        };
                         Op::Put(Stored { held, deadline })
                     }
                     None => {
@@ -92,4 +97,3 @@ impl MemoryStore {
 fn parse_counter(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
-
