@@ -157,3 +157,16 @@ async fn a_store_without_values_fails_loudly_and_get_or_insert_with_still_comput
         "nothing could be cached"
     );
 }
+
+#[tokio::test]
+async fn a_value_that_does_not_serialise_is_an_error_and_get_or_insert_with_returns_it() {
+    use std::collections::HashMap;
+    let cache = ResponseCache::default();
+    let unserialisable: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+    let err = cache.set("k", &unserialisable, TTL).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Encode, "{err}");
+    let got = cache
+        .get_or_insert_with("k", TTL, || async { unserialisable.clone() })
+        .await;
+    assert_eq!(got, unserialisable);
+}

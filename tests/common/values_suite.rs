@@ -62,6 +62,12 @@ pub async fn round_trips_and_removes(store: &Arc<dyn Store>) {
     // A zero TTL stores nothing.
     cache.set("gone", &1.5, Duration::ZERO).await.unwrap();
     assert_eq!(cache.get::<f64>("gone").await, None);
+    // `clear()` drops the cache's values with its responses, on every store alike.
+    cache.set("a", "str", TTL).await.unwrap();
+    cache.incr("n", 1).await.unwrap();
+    assert_eq!(cache.clear().await.unwrap(), 2);
+    assert_eq!(cache.get::<String>("a").await, None);
+    assert_eq!(cache.get::<i64>("n").await, None);
 }
 
 pub async fn expires_on_the_cache_clock(store: &Arc<dyn Store>) {

@@ -93,7 +93,12 @@ impl MemoryStore {
     }
 }
 
-/// A counter's value: decimal ASCII digits with an optional `-`, as Redis keeps integers.
+/// A counter's value: decimal ASCII digits with an optional `-`, as Redis keeps integers
+/// (no `+`, no spaces: what `INCRBY` refuses, this refuses too).
 fn parse_counter(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
