@@ -447,4 +447,33 @@ mod tests {
         assert!(body(&store, &small).is_some());
         assert!(hot::get(&store.generation, &small).is_some());
     }
+
+    #[tokio::test]
+    async fn value_writes_leave_remembered_responses_alone() {
+        let store = MemoryStore::default();
+        let k = CacheKey::from_parts("t", &[b"page"]);
+        store.put(&k, entry("page"), TTL).await.unwrap();
+        assert!(body(&store, &k).is_some());
+        assert!(hot::get(&store.generation, &k).is_some());
+        // Counters, overwrites and removals of values: none is a response write.
+        for i in 0..200 {
+            store.incr_value("t:v:hits", 1).await.unwrap();
+            let big = Bytes::from(vec![b'x'; 2048]);
+            store
+                .put_value(&format!("t:v:{i}"), big, TTL)
+                .await
+                .unwrap();
+            store.remove_value(&format!("t:v:{}", i / 2)).await.unwrap();
+        }
+        store.remove_values_matching("t:v:1*").await.unwrap();
+        store.cache.run_pending_tasks();
+        assert!(
+            hot::get(&store.generation, &k).is_some(),
+            "still remembered"
+        );
+        // A response write still reaches every reader.
+        store.put(&k, entry("new"), TTL).await.unwrap();
+        assert!(hot::get(&store.generation, &k).is_none());
+        assert_eq!(body(&store, &k).as_deref(), Some(&b"new"[..]));
+    }
 }
