@@ -223,8 +223,9 @@ impl ResponseCache {
         let value = compute().await;
         match serde_json::to_vec(&value) {
             Ok(json) => {
+                let json = Bytes::from(json);
                 if let Some(lead) = &lead {
-                    lead.publish(Bytes::copy_from_slice(&json));
+                    lead.publish(json.clone());
                 }
                 if let Err(e) = self.write(&key, &json, ttl).await {
                     log_store_error(&e); // and the value is returned all the same
