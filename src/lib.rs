@@ -64,6 +64,10 @@
 //! trips a circuit breaker when Redis is in trouble. `CacheConfig` (feature `config`) builds either from TOML or
 //! environment variables, the way Django's `CACHES` setting does.
 //!
+//! The same cache and store also keep any serde value by key (feature `values`, Django's
+//! low-level API and `{% cache %}`): `cache.get_or_insert_with("top:twitter", ttl, || query())`,
+//! `cache.incr("version:twitter", 1)`, `cache.fragment("stats", &[platform], ttl, || render())`.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
@@ -72,6 +76,7 @@
 //! | `config` | yes | `CacheConfig`: settings from TOML or `PREFIX_FIELD` environment variables (serde, toml) |
 //! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
 //! | `redis-tls` | no | `rediss://` URLs, through rustls |
+//! | `values` | yes | the low-level API: [`ResponseCache::get`], `set`, `incr`, `get_or_insert_with`, `remove_pattern`, `fragment` for any serde value (serde, serde_json) |
 //!
 //! A plain tower service needs none of them: with `default-features = false` the crate builds
 //! without axum, serde, toml or fred, keys on the request's own URI and counts every request
@@ -110,6 +115,8 @@ mod service;
 mod shared;
 mod status;
 mod store;
+#[cfg(feature = "values")]
+mod value;
 mod variants;
 mod write;
 
@@ -127,9 +134,17 @@ pub use metrics::{Metrics, RouteStats};
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;
+#[cfg(feature = "values")]
+pub use value::VALUES_ROUTE;
 /// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
 /// Its examples use every default feature.
-#[cfg(all(doctest, feature = "axum", feature = "config", feature = "redis"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "config",
+    feature = "redis",
+    feature = "values"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 

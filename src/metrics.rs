@@ -68,7 +68,7 @@ impl RouteCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouteStats {
-    /// The route template, or `*`.
+    /// The route template, or `*`; `values` counts the low-level API (`ResponseCache::get`…).
     pub route: String,
     /// Requests answered from a fresh stored response (`200`, `304` or HEAD).
     pub hits: u64,
