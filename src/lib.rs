@@ -135,4 +135,4 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
 pub use store::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
-pub use store::{MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};
+pub use store::{Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -7,8 +7,9 @@ use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::generations::GenerationTable;
 use super::hot::{self, Generation};
-use super::{Store, StoreError, StoreFuture};
+use super::{Generations, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
 
 /// An in-process store; the default.
@@ -35,6 +36,8 @@ pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
     /// Bumped after every write and eviction; see [`hot`].
     generation: Arc<Generation>,
+    /// The invalidation counters, shared by the clones: the store is their authority.
+    gens: Arc<GenerationTable>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +144,11 @@ impl MemoryStore {
             .expire_after(PerEntryTtl)
             .eviction_listener(move |_, _, _| evicted.bump())
             .build();
-        Self { cache, generation }
+        Self {
+            cache,
+            generation,
+            gens: Arc::default(),
+        }
     }
 
     /// How many entries it holds (approximate until pending maintenance runs).
@@ -220,6 +227,30 @@ impl Store for MemoryStore {
         }
         self.generation.bump();
         Box::pin(std::future::ready(Ok(victims.len() as u64)))
+    }
+
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(std::future::ready(Ok(self.gens.read(prefix, names))))
+    }
+
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(std::future::ready(Ok(self.gens.bump(prefix, names))))
+    }
+
+    fn generations_now(
+        &self,
+        prefix: &str,
+        names: &[Arc<str>],
+    ) -> Option<Result<Generations, StoreError>> {
+        Some(Ok(self.gens.read(prefix, names)))
     }
 }
 

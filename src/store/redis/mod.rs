@@ -19,6 +19,7 @@ use crate::{CacheKey, Entry};
 mod breaker;
 mod builder;
 mod clear;
+mod generations;
 mod stats;
 
 use breaker::Breaker;
@@ -364,5 +365,21 @@ impl Store for RedisStore {
 
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(self.clear(prefix))
+    }
+
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, super::Generations> {
+        Box::pin(self.read_generations(prefix, names))
+    }
+
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, super::Generations> {
+        Box::pin(self.bump(prefix, names))
     }
 }
