@@ -11,6 +11,9 @@ use tower_service::Service;
 
 use crate::bypass::passed_on;
 use crate::coalesce::{Lead, Turn};
+use crate::generations::Stamp;
+use crate::log::log_store_error;
+use crate::names;
 use crate::hit::fresh_hit;
 use crate::lookup::lookup;
 use crate::metrics::RouteCounters;
@@ -127,8 +130,23 @@ impl Plan {
             }
         }
 
+        // Taken before the handler runs: an invalidation while it runs wins (see `generations`).
+        let mut stamp = Stamp::default();
+        if !is_head && !store_failed {
+            let names = names::of_request(&shared, &policy, &req, identity.as_deref());
+            match shared.gens.stamp(names).await {
+                Ok(taken) => stamp = taken,
+                Err(e) => {
+                    counters.store_error();
+                    log_store_error(&e);
+                    store_failed = true;
+                }
+            }
+        }
         let req_headers = req.headers().clone();
-        let res = match passed_on(&shared, learn.as_ref(), inner.call(req).await?) {
+        let mut res = inner.call(req).await?;
+        let late = names::take_handler_tags(&mut res);
+        let res = match passed_on(&shared, learn.as_ref(), res) {
             Ok(handled) => {
                 // A layer inside answered (and stored, if it could): waiters look it up.
                 if let Some(lead) = lead {
@@ -167,6 +185,8 @@ impl Plan {
             fwd,
             lead,
             store_failed,
+            stamp,
+            late,
         };
         // Boxed: the miss path's state is large, and would otherwise be carried by every
         // request that waits on the store, hits included.

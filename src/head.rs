@@ -121,6 +121,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
+            stamp: crate::generations::Stamp::default(),
         })
     }
 

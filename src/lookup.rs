@@ -22,15 +22,24 @@ pub(crate) fn lookup_now(
     headers: &HeaderMap,
 ) -> Option<(Option<Arc<CachedResponse>>, CacheKey)> {
     let key = learned_key(shared, counters, primary, headers);
-    let found = match shared.store.get_now(&key)? {
+    let (found, key) = match shared.store.get_now(&key)? {
         Ok(Some(Entry::Vary(names))) => {
             let variant = learn_vary(shared, counters, primary, headers, names);
-            let found = answered(counters, shared.store.get_now(&variant)?);
-            return Some((found.and_then(response), variant));
+            (answered(counters, shared.store.get_now(&variant)?), variant)
         }
-        answer => answered(counters, answer),
+        answer => (answered(counters, answer), key),
     };
-    Some((found.and_then(response), key))
+    let found = match found.and_then(response) {
+        Some(r) => match shared.gens.check_now(&r.stamp)? {
+            true => Some(r),
+            false => {
+                counters.invalidated();
+                None
+            }
+        },
+        None => None,
+    };
+    Some((found, key))
 }
 
 /// What a lookup found.
@@ -88,11 +97,15 @@ async fn read(
         }
         found => (found, key),
     };
-    Lookup {
-        failed: found.is_err(),
-        found: found.ok().flatten().and_then(response),
-        key,
+    let failed = found.is_err();
+    let mut found = found.ok().flatten().and_then(response);
+    if let Some(r) = &found {
+        if !shared.gens.check(&r.stamp).await {
+            counters.invalidated();
+            found = None;
+        }
     }
+    Lookup { failed, found, key }
 }
 
 /// The key to look up first: the variant when the route's `Vary` is already known here.

@@ -17,6 +17,7 @@ use http_body::Body;
 use crate::body::{collect, Collected, PartialReason};
 use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
+use crate::generations::Stamp;
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy, StorePlan};
 use crate::shared::Shared;
@@ -37,6 +38,10 @@ pub(crate) struct Miss<'a> {
     pub(crate) lead: Option<Lead>,
     /// The lookup failed: the store is in trouble, so no write is piled onto it.
     pub(crate) store_failed: bool,
+    /// What the entry can be invalidated by, taken before the handler was called.
+    pub(crate) stamp: Stamp,
+    /// The names of the tags the handler added (their generations are read at write time).
+    pub(crate) late: Vec<Arc<str>>,
 }
 
 impl Miss<'_> {
@@ -121,6 +126,7 @@ impl Miss<'_> {
             body: bytes.clone(),
             stored_at_millis,
             ttl: plan.ttl,
+            stamp: Stamp::default(),
         };
         let (shared, fwd) = (self.shared.clone(), self.fwd);
         if self.policy.downstream_max_age {
@@ -175,6 +181,8 @@ impl Miss<'_> {
             req_headers: self.req_headers,
             max_variants: self.policy.max_variants,
             lead: self.lead,
+            stamp: self.stamp,
+            late: self.late,
         }
     }
 
@@ -258,6 +266,7 @@ impl StreamCopy {
             body: stored_body.body,
             stored_at_millis: self.stored_at_millis,
             ttl: self.ttl,
+            stamp: Stamp::default(),
         };
         write.submit(entry);
     }

@@ -8,11 +8,12 @@ use std::task::{Context, Poll, Waker};
 use http::header::{HeaderMap, HeaderName};
 
 use crate::coalesce::Lead;
+use crate::generations::Stamp;
 use crate::log::log_store_error;
 use crate::log::RateLimit;
 use crate::metrics::RouteCounters;
 use crate::shared::Shared;
-use crate::{CacheKey, CachedResponse, Entry};
+use crate::{CacheKey, CachedResponse, Entry, StoreError};
 
 /// Where and how one entry is to be written, and the flight it ends.
 pub(crate) struct Write {
@@ -25,6 +26,10 @@ pub(crate) struct Write {
     pub(crate) max_variants: usize,
     /// Held until the entry is written, so requests waiting on the flight then find it.
     pub(crate) lead: Option<Lead>,
+    /// The entry's invalidation stamp, taken before the handler was called.
+    pub(crate) stamp: Stamp,
+    /// The handler's tags, added to the stamp at write time.
+    pub(crate) late: Vec<Arc<str>>,
 }
 
 impl Write {
@@ -87,8 +92,20 @@ impl Write {
         }
     }
 
-    async fn run(mut self, target: Target, entry: CachedResponse) -> Stored {
-        let stored = store(&self.shared, &self.counters, &self.primary, target, entry).await;
+    async fn run(mut self, target: Target, mut entry: CachedResponse) -> Stored {
+        let stamp = std::mem::take(&mut self.stamp);
+        let stored = match seal(&self.shared, stamp, std::mem::take(&mut self.late)).await {
+            Ok(Some(stamp)) => {
+                entry.stamp = stamp;
+                store(&self.shared, &self.counters, &self.primary, target, entry).await
+            }
+            Ok(None) => Stored::Stale,
+            Err(e) => {
+                self.counters.store_error();
+                log_store_error(&e);
+                Stored::Failed
+            }
+        };
         if let Some(lead) = self.lead.take() {
             lead.finish();
         }
@@ -121,6 +138,9 @@ pub(crate) enum Stored {
     Failed,
     /// Its URL already has as many variants as the route keeps.
     TooManyVariants,
+    /// The handler tagged it, and something was invalidated while it ran: it might predate an
+    /// invalidation of one of its tags.
+    Stale,
 }
 
 impl Stored {
@@ -130,8 +150,29 @@ impl Stored {
             Self::Yes => "; stored",
             Self::Failed => "; detail=store-error",
             Self::TooManyVariants => "; detail=too-many-variants",
+            Self::Stale => "",
         }
     }
+}
+
+/// The stamp an entry is stored with: `stamp` plus the handler's tags (`late`) at their current
+/// generations, if nothing was invalidated since `stamp` was taken; `None` otherwise, since the
+/// response might predate an invalidation of a tag only now known.
+async fn seal(
+    shared: &Shared,
+    stamp: Stamp,
+    late: Vec<Arc<str>>,
+) -> Result<Option<Stamp>, StoreError> {
+    if late.is_empty() {
+        return Ok(Some(stamp));
+    }
+    let now = shared.gens.read(&late).await?;
+    if now.seq != stamp.seq {
+        return Ok(None);
+    }
+    let mut names = stamp.names;
+    names.extend(late.into_iter().zip(now.gens));
+    Ok(Some(Stamp::new(stamp.seq, names)))
 }
 
 /// Where an admitted entry goes: under its primary key, or under the variant its `Vary` selects

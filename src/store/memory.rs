@@ -271,6 +271,7 @@ mod tests {
             body: Bytes::from_static(body.as_bytes()),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
+            stamp: crate::generations::Stamp::default(),
         })
     }
 
@@ -360,6 +361,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; 1000]),
             stored_at_millis: 0,
             ttl: TTL,
+            stamp: crate::generations::Stamp::default(),
         });
         store
             .put(&CacheKey::from_parts("t", &[b"k"]), e, TTL)
@@ -388,6 +390,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; len]),
                 stored_at_millis: 0,
                 ttl: TTL,
+                stamp: crate::generations::Stamp::default(),
             })
         };
         assert!(cost(&body(64 * 1024)) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
@@ -405,6 +408,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; 1024]),
                 stored_at_millis: 0,
                 ttl: TTL,
+                stamp: crate::generations::Stamp::default(),
             });
             store.put(&k, e, TTL).await.unwrap();
         }
@@ -425,6 +429,7 @@ mod tests {
             body: big,
             stored_at_millis: 0,
             ttl: TTL,
+            stamp: crate::generations::Stamp::default(),
         });
         store.put(&k, e, TTL).await.unwrap();
         assert!(body(&store, &k).is_some());

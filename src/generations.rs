@@ -1,0 +1,293 @@
+//! Invalidation by generation counters: the [`Stamp`] every entry carries, and what this cache
+//! knows of the store's counters ([`Gens`]), which decides whether a stamp still holds.
+//!
+//! An entry is served only if the store's sequence is the one it was stamped at (one atomic
+//! compare: the usual case), or every name it carries still has the generation it had when its
+//! miss started. A store that is its own authority in process (memory) is read on every check;
+//! for a remote one (Redis) this keeps a mirror — the sequence and the names asked so far —
+//! refreshed by a background poll and at once by this cache's own bumps.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::log::log_store_error;
+use crate::{Generations, Store, StoreError};
+
+/// The default of `ResponseCacheBuilder::invalidation_poll`.
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
+/// How many names the mirror remembers; past it, it starts over (names reload lazily).
+const MAX_NAMES: usize = 10_000;
+
+/// What an entry can be invalidated by: each name with its generation when the entry's miss
+/// started, and the store's sequence at that moment.
+#[derive(Default)]
+pub(crate) struct Stamp {
+    pub(crate) seq: u64,
+    pub(crate) names: Vec<(Arc<str>, u64)>,
+    /// The latest sequence at which the names were found unchanged: a stored entry that passed
+    /// the per-name check once is back on the fast path until the next invalidation.
+    checked: AtomicU64,
+}
+
+impl Stamp {
+    pub(crate) fn new(seq: u64, names: Vec<(Arc<str>, u64)>) -> Self {
+        Self {
+            seq,
+            names,
+            checked: AtomicU64::new(seq),
+        }
+    }
+
+    /// Whether it was checked at `seq` already (or made then).
+    fn holds_at(&self, seq: u64) -> bool {
+        self.checked.load(Ordering::Relaxed) == seq
+    }
+
+    pub(crate) fn weight(&self) -> usize {
+        self.names.iter().map(|(n, _)| n.len() + 24).sum::<usize>() + 16
+    }
+}
+
+impl Clone for Stamp {
+    fn clone(&self) -> Self {
+        Self {
+            seq: self.seq,
+            names: self.names.clone(),
+            checked: AtomicU64::new(self.checked.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.names == other.names
+    }
+}
+
+impl Eq for Stamp {}
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stamp")
+            .field("seq", &self.seq)
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+/// This cache's view of the store's counters for its prefix.
+pub(crate) struct Gens {
+    store: Arc<dyn Store>,
+    prefix: Arc<str>,
+    /// The store answers `generations_now`: it is read on every check, never mirrored.
+    direct: bool,
+    /// The mirror's sequence (mirror mode): written under `mirror`'s lock, read without it.
+    seq: AtomicU64,
+    mirror: Mutex<Mirror>,
+    poll: Duration,
+    polling: AtomicBool,
+}
+
+/// The generations of the names asked so far, all as of `seq`.
+#[derive(Default)]
+struct Mirror {
+    seq: u64,
+    names: HashMap<Arc<str>, u64>,
+}
+
+impl Mirror {
+    /// Takes in counters read or bumped in the store; `bumped`: this cache's own bump, which
+    /// moved the sequence by one if nobody else did.
+    fn observe(&mut self, seen: &Generations, names: &[Arc<str>], bumped: bool) {
+        let follows = seen.seq == self.seq || (bumped && seen.seq == self.seq + 1);
+        if !follows {
+            if seen.seq < self.seq {
+                // Read before a newer answer arrived: it says nothing about now.
+                return;
+            }
+            self.names.clear();
+        }
+        self.seq = seen.seq;
+        if self.names.len() + names.len() > MAX_NAMES {
+            self.names.clear();
+        }
+        for (name, gen) in names.iter().zip(&seen.gens) {
+            self.names.insert(name.clone(), *gen);
+        }
+    }
+}
+
+impl fmt::Debug for Gens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gens")
+            .field("direct", &self.direct)
+            .field("seq", &self.seq.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gens {
+    pub(crate) fn new(store: Arc<dyn Store>, prefix: Arc<str>, poll: Duration) -> Self {
+        let direct = store.generations_now(&prefix, &[]).is_some();
+        Self {
+            store,
+            prefix,
+            direct,
+            seq: AtomicU64::new(0),
+            mirror: Mutex::default(),
+            poll,
+            polling: AtomicBool::new(false),
+        }
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `stamp` holds, if that can be told without waiting; `None`: ask [`check`].
+    ///
+    /// [`check`]: Self::check
+    pub(crate) fn check_now(&self, stamp: &Stamp) -> Option<bool> {
+        if !self.direct {
+            let seq = self.seq.load(Ordering::Acquire);
+            if stamp.holds_at(seq) {
+                return Some(true);
+            }
+            let mirror = self.mirror();
+            let mut unknown = false;
+            for (name, gen) in &stamp.names {
+                match mirror.names.get(name) {
+                    Some(now) if now != gen => return Some(false),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+            if unknown {
+                return None;
+            }
+            stamp.checked.store(mirror.seq, Ordering::Relaxed);
+            return Some(true);
+        }
+        let now = match self.store.generations_now(&self.prefix, &[])? {
+            Ok(now) => now,
+            Err(e) => return Some(failed(&e)),
+        };
+        if stamp.holds_at(now.seq) {
+            return Some(true);
+        }
+        let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
+        match self.store.generations_now(&self.prefix, &names)? {
+            Ok(now) => Some(self.compare(stamp, &now)),
+            Err(e) => Some(failed(&e)),
+        }
+    }
+
+    /// Whether `stamp` holds: its sequence is current, or each of its names is unchanged. A
+    /// store that fails to answer fails the check (logged).
+    pub(crate) async fn check(self: &Arc<Self>, stamp: &Stamp) -> bool {
+        self.poll_in_background();
+        if let Some(holds) = self.check_now(stamp) {
+            return holds;
+        }
+        let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
+        match self.read(&names).await {
+            Ok(now) => self.compare(stamp, &now),
+            Err(e) => failed(&e),
+        }
+    }
+
+    fn compare(&self, stamp: &Stamp, now: &Generations) -> bool {
+        let same = stamp.names.iter().zip(&now.gens).all(|((_, g), n)| g == n);
+        if same {
+            stamp.checked.store(now.seq, Ordering::Relaxed);
+        }
+        same
+    }
+
+    /// The counters of `names` now, from the mirror when it knows them all.
+    pub(crate) async fn read(self: &Arc<Self>, names: &[Arc<str>]) -> Result<Generations, StoreError> {
+        if self.direct {
+            if let Some(now) = self.store.generations_now(&self.prefix, names) {
+                return now;
+            }
+            return self.store.generations(&self.prefix, names).await;
+        }
+        self.poll_in_background();
+        {
+            let mirror = self.mirror();
+            let known: Option<Vec<u64>> = names.iter().map(|n| mirror.names.get(n).copied()).collect();
+            if let Some(gens) = known {
+                return Ok(Generations::new(mirror.seq, gens));
+            }
+        }
+        let now = self.store.generations(&self.prefix, names).await?;
+        self.observe(&now, names, false);
+        Ok(now)
+    }
+
+    /// A stamp for an entry carrying `names`, taken now.
+    pub(crate) async fn stamp(self: &Arc<Self>, names: Vec<Arc<str>>) -> Result<Stamp, StoreError> {
+        let now = self.read(&names).await?;
+        Ok(Stamp::new(now.seq, names.into_iter().zip(now.gens).collect()))
+    }
+
+    /// Bumps `names` in the store: every entry carrying one of them stops being served.
+    pub(crate) async fn bump(self: &Arc<Self>, names: &[Arc<str>]) -> Result<Generations, StoreError> {
+        let now = self.store.bump_generations(&self.prefix, names).await?;
+        if !self.direct {
+            self.observe(&now, names, true);
+            self.poll_in_background();
+        }
+        Ok(now)
+    }
+
+    fn observe(&self, now: &Generations, names: &[Arc<str>], bumped: bool) {
+        let mut mirror = self.mirror();
+        mirror.observe(now, names, bumped);
+        self.seq.store(mirror.seq, Ordering::Release);
+    }
+
+    /// Reads the store's sequence: a change drops what the mirror knew.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let now = self.store.generations(&self.prefix, &[]).await?;
+        self.observe(&now, &[], false);
+        Ok(())
+    }
+
+    /// Starts the poll of the store's sequence, once, when a runtime is there to run it. It ends
+    /// when the cache is dropped.
+    fn poll_in_background(self: &Arc<Self>) {
+        if self.direct || self.polling.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let poll = self.poll;
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gens) = weak.upgrade() else { break };
+                if let Err(e) = gens.refresh().await {
+                    log_store_error(&e);
+                }
+            }
+        });
+    }
+}
+
+/// A failed check: logged, and the entry is not served.
+fn failed(e: &StoreError) -> bool {
+    log_store_error(e);
+    false
+}
