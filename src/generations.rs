@@ -92,23 +92,38 @@ pub(crate) struct Gens {
     polling: AtomicBool,
 }
 
+/// The mirror's sequence before the store was first read: no stamp holds at it.
+const UNKNOWN: u64 = u64::MAX;
+
 /// The generations of the names asked so far, all as of `seq`.
-#[derive(Default)]
 struct Mirror {
     seq: u64,
     names: HashMap<Arc<str>, u64>,
 }
 
+impl Default for Mirror {
+    fn default() -> Self {
+        Self {
+            seq: UNKNOWN,
+            names: HashMap::new(),
+        }
+    }
+}
+
 impl Mirror {
-    /// Takes in counters read or bumped in the store; `bumped`: this cache's own bump, which
-    /// moved the sequence by one if nobody else did.
-    fn observe(&mut self, seen: &Generations, names: &[Arc<str>], bumped: bool) {
-        let follows = seen.seq == self.seq || (bumped && seen.seq == self.seq + 1);
+    /// Takes in counters read or bumped in the store. `bumped`: this cache's own bump, which
+    /// moved the sequence by one if nobody else did. `polled`: the poll's read, which is taken
+    /// whatever it says (a store that lost its counters starts over); a lookup's read older
+    /// than what the mirror knows is ignored.
+    fn observe(&mut self, seen: &Generations, names: &[Arc<str>], bumped: bool, polled: bool) {
+        let known = self.seq != UNKNOWN;
+        if known && seen.seq < self.seq && !polled {
+            // Read before a newer answer arrived: it says nothing about now.
+            return;
+        }
+        let follows =
+            known && (seen.seq == self.seq || (bumped && seen.seq == self.seq.wrapping_add(1)));
         if !follows {
-            if seen.seq < self.seq {
-                // Read before a newer answer arrived: it says nothing about now.
-                return;
-            }
             self.names.clear();
         }
         self.seq = seen.seq;
@@ -137,7 +152,7 @@ impl Gens {
             store,
             prefix,
             direct,
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(UNKNOWN),
             mirror: Mutex::default(),
             poll,
             polling: AtomicBool::new(false),
@@ -225,7 +240,7 @@ impl Gens {
             }
         }
         let now = self.store.generations(&self.prefix, names).await?;
-        self.observe(&now, names, false);
+        self.observe(&now, names, false, false);
         Ok(now)
     }
 
@@ -239,22 +254,22 @@ impl Gens {
     pub(crate) async fn bump(self: &Arc<Self>, names: &[Arc<str>]) -> Result<Generations, StoreError> {
         let now = self.store.bump_generations(&self.prefix, names).await?;
         if !self.direct {
-            self.observe(&now, names, true);
+            self.observe(&now, names, true, false);
             self.poll_in_background();
         }
         Ok(now)
     }
 
-    fn observe(&self, now: &Generations, names: &[Arc<str>], bumped: bool) {
+    fn observe(&self, now: &Generations, names: &[Arc<str>], bumped: bool, polled: bool) {
         let mut mirror = self.mirror();
-        mirror.observe(now, names, bumped);
+        mirror.observe(now, names, bumped, polled);
         self.seq.store(mirror.seq, Ordering::Release);
     }
 
     /// Reads the store's sequence: a change drops what the mirror knew.
     async fn refresh(&self) -> Result<(), StoreError> {
         let now = self.store.generations(&self.prefix, &[]).await?;
-        self.observe(&now, &[], false);
+        self.observe(&now, &[], false, true);
         Ok(())
     }
 

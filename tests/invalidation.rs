@@ -1,0 +1,108 @@
+//! Invalidation on the memory store: by tag (static, from path parameters, from the handler),
+//! path, user, named and namespace version, and the race with a slow miss. The same scenarios
+//! run on Redis in tests/invalidation_redis.rs.
+
+mod common;
+#[path = "invalidation/scenarios.rs"]
+mod scenarios;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_response_cache::{MemoryStore, ResponseCache, Store};
+
+use common::test_store::TestStore;
+use scenarios::{Site, OTHERS, TWITTER};
+
+fn cache_on(store: Arc<dyn Store>) -> ResponseCache {
+    ResponseCache::builder()
+        .shared_store(store)
+        .key_prefix("inv")
+        .build()
+}
+
+fn fresh() -> ResponseCache {
+    cache_on(Arc::new(MemoryStore::new(16 << 20)))
+}
+
+#[tokio::test]
+async fn a_tag_from_path_parameters_drops_every_variant_of_its_value_only() {
+    scenarios::tag_from_path_params(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn static_and_wildcard_tags() {
+    scenarios::static_and_wildcard_tags(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn paths_exact_and_by_prefix() {
+    scenarios::paths_exact_and_prefix(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn one_users_entries() {
+    scenarios::one_user(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn tags_the_handler_adds_and_never_sends() {
+    scenarios::handler_tags(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn named_and_namespace_versions() {
+    scenarios::versions(&Site::new(fresh())).await;
+}
+
+#[tokio::test]
+async fn an_invalidation_during_a_slow_miss_wins() {
+    scenarios::invalidation_during_a_slow_miss_wins(&Site::new(fresh())).await;
+}
+
+/// A store that answers only asynchronously takes the other lookup path: the same rules hold.
+#[tokio::test]
+async fn the_async_lookup_path_checks_stamps_too() {
+    scenarios::all(|| cache_on(Arc::new(TestStore::waiting()))).await;
+}
+
+/// Two caches on one memory store are two handles on one set of counters: an invalidation
+/// through either is seen by both at once, and a cache built later starts from them.
+#[tokio::test]
+async fn caches_sharing_a_memory_store_see_each_others_invalidations_at_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(16 << 20));
+    let (a, b) = (Site::new(cache_on(store.clone())), Site::new(cache_on(store.clone())));
+    a.expect(TWITTER, "miss").await;
+    b.expect(TWITTER, "hit").await;
+    b.cache.invalidate_tag("platform:twitter").await.unwrap();
+    a.expect(TWITTER, "miss").await;
+    b.expect(OTHERS, "miss").await;
+    assert_eq!(a.cache.bump_version().await.unwrap(), 2);
+    b.expect(OTHERS, "miss").await;
+    let later = Site::new(cache_on(store));
+    assert_eq!(later.cache.namespace_version().await.unwrap(), 2);
+    later.expect(OTHERS, "hit").await;
+    later.expect(TWITTER, "miss").await;
+}
+
+/// An invalidation the store cannot record is an error, never a silent success; lookups then
+/// miss rather than serve what may be stale.
+#[tokio::test]
+async fn a_store_that_fails_reports_the_invalidation_and_serves_nothing_unchecked() {
+    let store = TestStore::new();
+    let site = Site::new(cache_on(Arc::new(store.clone())));
+    site.expect(TWITTER, "miss").await;
+    store.set_down(true);
+    assert!(site.cache.invalidate_tag("platform:twitter").await.is_err());
+    assert!(site.cache.bump_version().await.is_err());
+    store.set_down(false);
+    site.expect(TWITTER, "hit").await;
+}
+
+#[test]
+fn the_poll_setting_rejects_zero() {
+    let built = std::panic::catch_unwind(|| {
+        ResponseCache::builder().invalidation_poll(Duration::ZERO)
+    });
+    assert!(built.is_err());
+}
