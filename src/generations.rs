@@ -224,7 +224,10 @@ impl Gens {
     }
 
     /// The counters of `names` now, from the mirror when it knows them all.
-    pub(crate) async fn read(self: &Arc<Self>, names: &[Arc<str>]) -> Result<Generations, StoreError> {
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        names: &[Arc<str>],
+    ) -> Result<Generations, StoreError> {
         if self.direct {
             if let Some(now) = self.store.generations_now(&self.prefix, names) {
                 return now;
@@ -234,7 +237,8 @@ impl Gens {
         self.poll_in_background();
         {
             let mirror = self.mirror();
-            let known: Option<Vec<u64>> = names.iter().map(|n| mirror.names.get(n).copied()).collect();
+            let known: Option<Vec<u64>> =
+                names.iter().map(|n| mirror.names.get(n).copied()).collect();
             if let Some(gens) = known {
                 return Ok(Generations::new(mirror.seq, gens));
             }
@@ -247,11 +251,17 @@ impl Gens {
     /// A stamp for an entry carrying `names`, taken now.
     pub(crate) async fn stamp(self: &Arc<Self>, names: Vec<Arc<str>>) -> Result<Stamp, StoreError> {
         let now = self.read(&names).await?;
-        Ok(Stamp::new(now.seq, names.into_iter().zip(now.gens).collect()))
+        Ok(Stamp::new(
+            now.seq,
+            names.into_iter().zip(now.gens).collect(),
+        ))
     }
 
     /// Bumps `names` in the store: every entry carrying one of them stops being served.
-    pub(crate) async fn bump(self: &Arc<Self>, names: &[Arc<str>]) -> Result<Generations, StoreError> {
+    pub(crate) async fn bump(
+        self: &Arc<Self>,
+        names: &[Arc<str>],
+    ) -> Result<Generations, StoreError> {
         let now = self.store.bump_generations(&self.prefix, names).await?;
         if !self.direct {
             self.observe(&now, names, true, false);

@@ -37,6 +37,21 @@
 //! by frame and stored once it has ended whole within the size limit. A write to a remote store
 //! (Redis) happens after the response is sent.
 //!
+//! # Invalidation
+//!
+//! Every entry carries the names it can be invalidated by — the namespace, its route's
+//! [tags](CacheLayer::tags) and the handler's ([`CacheTags`]), its path and ancestors, its URL
+//! and, per user, the hashed identity — with their generations when its miss started.
+//! [`ResponseCache::invalidate_tag`], [`invalidate_path`](ResponseCache::invalidate_path),
+//! [`invalidate_user`](ResponseCache::invalidate_user),
+//! [`incr_version`](ResponseCache::incr_version) and
+//! [`bump_version`](ResponseCache::bump_version) bump generations in the store, in O(1): an
+//! entry is served only while its names are unchanged (checked with one atomic compare while
+//! nothing was invalidated), so an invalidation during a slow miss wins. Processes sharing a
+//! Redis store see each other's invalidations within
+//! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
+//! trip; their own at once.
+//!
 //! # Safe by default
 //!
 //! | rule | opt-out |

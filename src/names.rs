@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(p, [("a", "café".to_owned()), ("b", "2".to_owned())]);
         let p = path_params("/files/{*rest}", "/files/a/b/c.txt");
         assert_eq!(p, [("rest", "a/b/c.txt".to_owned())]);
-        assert_eq!(fill("{a}-{b}-{c}", &[("a", "1".into()), ("b", "2".into())]), "1-2-{c}");
+        assert_eq!(
+            fill("{a}-{b}-{c}", &[("a", "1".into()), ("b", "2".into())]),
+            "1-2-{c}"
+        );
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 
@@ -334,7 +337,10 @@ mod tests {
             .collect();
         assert_eq!(prefixes.len(), MAX_PREFIXES);
         assert_eq!(prefixes[MAX_PREFIXES - 1], "prefix:/1/2/3/4/5/6/7/");
-        assert_eq!(&*path_pattern_name("/1/2/3/4/5/6/7/8/9/*"), "prefix:/1/2/3/4/5/6/7/");
+        assert_eq!(
+            &*path_pattern_name("/1/2/3/4/5/6/7/8/9/*"),
+            "prefix:/1/2/3/4/5/6/7/"
+        );
         assert_eq!(&*path_pattern_name("/a/*"), "prefix:/a/");
         assert_eq!(&*path_pattern_name("/*"), "prefix:/");
         assert_eq!(&*path_pattern_name("/a/b"), "path:/a/b");

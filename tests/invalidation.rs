@@ -71,7 +71,10 @@ async fn the_async_lookup_path_checks_stamps_too() {
 #[tokio::test]
 async fn caches_sharing_a_memory_store_see_each_others_invalidations_at_once() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(16 << 20));
-    let (a, b) = (Site::new(cache_on(store.clone())), Site::new(cache_on(store.clone())));
+    let (a, b) = (
+        Site::new(cache_on(store.clone())),
+        Site::new(cache_on(store.clone())),
+    );
     a.expect(TWITTER, "miss").await;
     b.expect(TWITTER, "hit").await;
     b.cache.invalidate_tag("platform:twitter").await.unwrap();
@@ -101,8 +104,7 @@ async fn a_store_that_fails_reports_the_invalidation_and_serves_nothing_unchecke
 
 #[test]
 fn the_poll_setting_rejects_zero() {
-    let built = std::panic::catch_unwind(|| {
-        ResponseCache::builder().invalidation_poll(Duration::ZERO)
-    });
+    let built =
+        std::panic::catch_unwind(|| ResponseCache::builder().invalidation_poll(Duration::ZERO));
     assert!(built.is_err());
 }

@@ -50,8 +50,11 @@ pub(crate) struct GenerationTable {
     /// of one moment.
     seq: AtomicU64,
     // A std lock: held for a few map operations, never across an await.
-    names: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>>>,
+    names: Mutex<HashMap<Arc<str>, NameGens>>,
 }
+
+/// One prefix's generations by name.
+type NameGens = HashMap<Arc<str>, u64>;
 
 impl GenerationTable {
     pub(crate) fn read(&self, prefix: &str, names: &[Arc<str>]) -> Generations {
@@ -61,7 +64,10 @@ impl GenerationTable {
         let table = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.seq.load(Ordering::Acquire);
         let gens = match table.get(prefix) {
-            Some(map) => names.iter().map(|n| map.get(n).copied().unwrap_or(0)).collect(),
+            Some(map) => names
+                .iter()
+                .map(|n| map.get(n).copied().unwrap_or(0))
+                .collect(),
             None => vec![0; names.len()],
         };
         Generations::new(seq, gens)

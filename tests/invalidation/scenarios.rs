@@ -58,7 +58,8 @@ impl Site {
         let tagged_calls = calls.clone();
         let (slow_calls, slow_gate, slow_entered) = (calls.clone(), gate.clone(), entered.clone());
         let slow = move |tag_it: bool| {
-            let (calls, gate, entered) = (slow_calls.clone(), slow_gate.clone(), slow_entered.clone());
+            let (calls, gate, entered) =
+                (slow_calls.clone(), slow_gate.clone(), slow_entered.clone());
             get(move || {
                 let n = calls.bump();
                 let (gate, entered) = (gate.clone(), entered.clone());
@@ -222,7 +223,10 @@ pub async fn static_and_wildcard_tags(site: &Site) {
 /// `/a/b` is that path whatever its query, host, variant or user; `/a/*` everything under it.
 pub async fn paths_exact_and_prefix(site: &Site) {
     fill(site, &[TWITTER, OTHERS]).await;
-    site.cache.invalidate_path("/influencers/twitter").await.unwrap();
+    site.cache
+        .invalidate_path("/influencers/twitter")
+        .await
+        .unwrap();
     site.expect(&TWITTER[..6], "miss").await;
     site.expect(&TWITTER[6..], "hit").await;
     site.expect(OTHERS, "hit").await;
@@ -254,7 +258,9 @@ pub async fn handler_tags(site: &Site) {
         let seen = site.get("/tagged/1", &[]).await;
         assert_eq!(seen.header("cache-tag"), None, "{seen:?}");
     }
-    let bypass = site.get("/tagged/1", &[("authorization", "Bearer x")]).await;
+    let bypass = site
+        .get("/tagged/1", &[("authorization", "Bearer x")])
+        .await;
     assert!(bypass.cache_status().contains("fwd=bypass"), "{bypass:?}");
     assert_eq!(bypass.header("cache-tag"), None);
     fill(site, &[two]).await;
@@ -276,9 +282,18 @@ pub async fn versions(site: &Site) {
     let twitter: &[Req] = &[("/versioned/twitter", &[]), ("/versioned/twitter?x=1", &[])];
     let instagram: &[Req] = &[("/versioned/instagram", &[])];
     fill(site, &[twitter, instagram, OTHERS]).await;
-    assert_eq!(site.cache.named_version("platform:twitter").await.unwrap(), 0);
-    assert_eq!(site.cache.incr_version("platform:twitter").await.unwrap(), 1);
-    assert_eq!(site.cache.named_version("platform:twitter").await.unwrap(), 1);
+    assert_eq!(
+        site.cache.named_version("platform:twitter").await.unwrap(),
+        0
+    );
+    assert_eq!(
+        site.cache.incr_version("platform:twitter").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        site.cache.named_version("platform:twitter").await.unwrap(),
+        1
+    );
     site.expect(twitter, "miss").await;
     site.expect(instagram, "hit").await;
     let before = site.cache.namespace_version().await.unwrap();
@@ -293,7 +308,10 @@ pub async fn versions(site: &Site) {
 /// after it: here the handler is still running when the tag is invalidated. A handler-tagged
 /// response whose miss saw anything invalidated is not stored at all.
 pub async fn invalidation_during_a_slow_miss_wins(site: &Site) {
-    for (uri, invalidate) in [("/slow/twitter", "platform:twitter"), ("/slow-tagged", "unrelated")] {
+    for (uri, invalidate) in [
+        ("/slow/twitter", "platform:twitter"),
+        ("/slow-tagged", "unrelated"),
+    ] {
         let entered = site.entered.notified();
         tokio::pin!(entered);
         entered.as_mut().enable();

@@ -56,11 +56,11 @@ impl RedisStore {
         names: &[Arc<str>],
     ) -> Result<Generations, StoreError> {
         let args: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let eval = Box::pin(
-            self.shared
-                .client
-                .eval::<Vec<i64>, _, _, _>(BUMP, gens_key(prefix), args),
-        );
+        let eval = Box::pin(self.shared.client.eval::<Vec<i64>, _, _, _>(
+            BUMP,
+            gens_key(prefix),
+            args,
+        ));
         let values = self.call("EVAL", eval).await.map_err(Failure::into_error)?;
         counters(
             values.into_iter().map(|v| Some(v.to_string())).collect(),
