@@ -227,6 +227,7 @@ impl ResponseCacheBuilder {
     }
 
     /// The namespace version in every key (Django's `VERSION`; default 1).
+    /// [`ResponseCache::bump_version`] moves the version kept in the store on top of it.
     pub fn version(mut self, version: u64) -> Self {
         self.version = version;
         self

@@ -90,7 +90,8 @@ impl fmt::Debug for CachedResponse {
 impl CachedResponse {
     /// A response with these parts, stored at `stored_at_millis` (milliseconds since the Unix
     /// epoch) and fresh for `ttl`. The headers are kept as given: the layer removes credentials
-    /// and hop-by-hop headers before it makes one.
+    /// and hop-by-hop headers before it makes one. It carries no invalidation names (the
+    /// layer's own entries carry theirs), so no invalidation applies to it.
     #[must_use]
     pub fn new(
         status: StatusCode,

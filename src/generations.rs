@@ -89,7 +89,9 @@ pub(crate) struct Gens {
     seq: AtomicU64,
     mirror: Mutex<Mirror>,
     poll: Duration,
-    polling: AtomicBool,
+    /// Whether a poll task is running; it clears this when it ends, also when its runtime
+    /// shuts down, so the next runtime to use the cache starts another.
+    polling: Arc<AtomicBool>,
 }
 
 /// The mirror's sequence before the store was first read: no stamp holds at it.
@@ -155,7 +157,7 @@ impl Gens {
             seq: AtomicU64::new(UNKNOWN),
             mirror: Mutex::default(),
             poll,
-            polling: AtomicBool::new(false),
+            polling: Arc::default(),
         }
     }
 
@@ -297,7 +299,9 @@ impl Gens {
         }
         let weak: Weak<Self> = Arc::downgrade(self);
         let poll = self.poll;
+        let running = Running(self.polling.clone());
         rt.spawn(async move {
+            let _running = running;
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -308,6 +312,15 @@ impl Gens {
                 }
             }
         });
+    }
+}
+
+/// Held by the poll task: clears the flag when the task ends or is dropped with its runtime.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

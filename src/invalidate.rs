@@ -122,7 +122,9 @@ impl ResponseCache {
     }
 
     /// The namespace version in force: [`version`](Self::version) plus the bumps of
-    /// [`bump_version`](Self::bump_version) kept in the store.
+    /// [`bump_version`](Self::bump_version) kept in the store, as this process knows them
+    /// (another process's bump shows within
+    /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll)).
     ///
     /// # Errors
     /// When the store fails.
@@ -157,7 +159,8 @@ impl ResponseCache {
         Ok(now.gens.first().copied().unwrap_or(0))
     }
 
-    /// The current version named `name` (`0` until it is first bumped); see
+    /// The current version named `name` (`0` until it is first bumped), as this process knows
+    /// it (as for [`namespace_version`](Self::namespace_version)); see
     /// [`incr_version`](Self::incr_version).
     ///
     /// # Errors

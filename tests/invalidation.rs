@@ -108,3 +108,62 @@ fn the_poll_setting_rejects_zero() {
         std::panic::catch_unwind(|| ResponseCache::builder().invalidation_poll(Duration::ZERO));
     assert!(built.is_err());
 }
+
+/// Two caches on a store that is not its own authority in process (as Redis): each mirrors the
+/// counters and polls the sequence, so another cache's invalidation shows within the poll
+/// interval, its own at once.
+#[tokio::test(start_paused = true)]
+async fn a_store_read_remotely_is_polled_and_bounds_propagation_by_the_interval() {
+    let store: Arc<dyn Store> = Arc::new(TestStore::waiting());
+    let poll = Duration::from_secs(1);
+    let polled = |store: Arc<dyn Store>| {
+        ResponseCache::builder()
+            .shared_store(store)
+            .key_prefix("inv")
+            .invalidation_poll(poll)
+            .build()
+    };
+    let (a, b) = (Site::new(polled(store.clone())), Site::new(polled(store)));
+    a.expect(TWITTER, "miss").await;
+    b.expect(TWITTER, "hit").await;
+    a.cache.invalidate_tag("platform:twitter").await.unwrap();
+    a.expect(&TWITTER[..1], "miss").await;
+    // Until b polls, it may still serve what it had; after one interval it may not.
+    tokio::time::sleep(poll).await;
+    b.expect(&TWITTER[1..], "miss").await;
+    b.expect(OTHERS, "miss").await;
+    a.expect(OTHERS, "hit").await;
+}
+
+/// A cache outlives the runtime its poll started in: the next runtime polls again.
+#[test]
+fn the_poll_restarts_in_a_new_runtime() {
+    let store: Arc<dyn Store> = Arc::new(TestStore::waiting());
+    let site = |store: Arc<dyn Store>| {
+        Site::new(
+            ResponseCache::builder()
+                .shared_store(store)
+                .key_prefix("inv")
+                .invalidation_poll(Duration::from_secs(1))
+                .build(),
+        )
+    };
+    let (a, b) = (site(store.clone()), site(store));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        a.expect(TWITTER, "miss").await;
+        b.expect(TWITTER, "hit").await;
+    });
+    runtime().block_on(async {
+        b.expect(TWITTER, "hit").await;
+        a.cache.invalidate_tag("platform:twitter").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b.expect(TWITTER, "miss").await;
+    });
+}

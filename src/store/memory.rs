@@ -24,6 +24,9 @@ use crate::{CacheKey, CachedResponse, Entry};
 /// the store (through any clone, from any thread) since it was read, and never past its TTL.
 /// A write is seen by every thread's next read, exactly as without the table.
 ///
+/// The store is the authority on its invalidation counters ([`Generations`]): every cache on it
+/// (through any clone) sees an invalidation at once.
+///
 /// ```
 /// use tower_response_cache::{MemoryStore, ResponseCache};
 /// let cache = ResponseCache::builder()

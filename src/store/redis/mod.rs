@@ -34,7 +34,8 @@ pub use stats::RedisStats;
 /// are [`Entry::encode`]'s versioned bytes; a value that does not decode (corrupt, from another
 /// program, from a future version) is a miss, counted, and overwritten by the next store. Keys
 /// are [`CacheKey`]'s printable form, so operators can
-/// `redis-cli --scan --pattern 'prefix:*'`.
+/// `redis-cli --scan --pattern 'prefix:*'`. Invalidation counters live in one hash per prefix,
+/// `{prefix}:gens` (one slot: a bump is one atomic script, also on a cluster); `clear` keeps it.
 ///
 /// Fail-open: every Redis failure is a [`StoreError`] (the layer serves the handler's response)
 /// and no call waits longer than the command timeout. After repeated failures the circuit
