@@ -11,9 +11,7 @@ use tower_service::Service;
 
 use crate::bypass::passed_on;
 use crate::coalesce::{Lead, Turn};
-use crate::generations::Stamp;
 use crate::hit::fresh_hit;
-use crate::log::log_store_error;
 use crate::lookup::lookup;
 use crate::metrics::RouteCounters;
 use crate::miss::Miss;
@@ -130,19 +128,11 @@ impl Plan {
             }
         }
 
-        // Taken before the handler runs: an invalidation while it runs wins (see `generations`).
-        let mut stamp = Stamp::default();
-        if !is_head && !store_failed {
+        // Begun before the handler runs: an invalidation while it runs wins (see `generations`).
+        let stamp = (!is_head).then(|| {
             let names = names::of_request(&shared, &policy, &req, identity.as_deref());
-            match shared.gens.stamp(names).await {
-                Ok(taken) => stamp = taken,
-                Err(e) => {
-                    counters.store_error();
-                    log_store_error(&e);
-                    store_failed = true;
-                }
-            }
-        }
+            shared.gens.begin(names)
+        });
         let req_headers = req.headers().clone();
         let mut res = inner.call(req).await?;
         let late = names::take_handler_tags(&mut res);

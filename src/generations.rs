@@ -6,6 +6,13 @@
 //! miss started. A store that is its own authority in process (memory) is read on every check;
 //! for a remote one (Redis) this keeps a mirror — the sequence and the names asked so far —
 //! refreshed by a background poll and at once by this cache's own bumps.
+//!
+//! A miss takes its stamp before the handler runs ([`Gens::begin`]). When the generations are
+//! at hand (in process, or all mirrored) that is the stamp; otherwise it notes the sequence it
+//! knows and the names are read with the write, after the response is sent: the entry is
+//! stored only if the sequence read then is the one noted, so nothing was invalidated between
+//! the two and the generations read are those of before the handler ran. A miss never waits
+//! on the store for its stamp.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,6 +84,18 @@ impl fmt::Debug for Stamp {
             .field("names", &self.names)
             .finish()
     }
+}
+
+/// A miss's stamp as taken before the handler ran: complete, or the sequence to confirm when
+/// its generations are read at write time.
+pub(crate) enum Pending {
+    Ready(Stamp),
+    /// `seq` is no newer than the store's when the handler started (the mirror's, or `0` when
+    /// it knows none yet).
+    Deferred {
+        seq: u64,
+        names: Vec<Arc<str>>,
+    },
 }
 
 /// This cache's view of the store's counters for its prefix.
@@ -168,17 +187,17 @@ impl Gens {
     /// Whether `stamp` holds, if that can be told without waiting; `None`: ask [`check`].
     ///
     /// [`check`]: Self::check
-    pub(crate) fn check_now(&self, stamp: &Stamp) -> Option<bool> {
+    pub(crate) fn check_now(&self, stamp: &Stamp) -> Option<Result<bool, StoreError>> {
         if !self.direct {
             let seq = self.seq.load(Ordering::Acquire);
             if stamp.holds_at(seq) {
-                return Some(true);
+                return Some(Ok(true));
             }
             let mirror = self.mirror();
             let mut unknown = false;
             for (name, gen) in &stamp.names {
                 match mirror.names.get(name) {
-                    Some(now) if now != gen => return Some(false),
+                    Some(now) if now != gen => return Some(Ok(false)),
                     Some(_) => {}
                     None => unknown = true,
                 }
@@ -187,34 +206,32 @@ impl Gens {
                 return None;
             }
             stamp.checked.store(mirror.seq, Ordering::Relaxed);
-            return Some(true);
+            return Some(Ok(true));
         }
         let now = match self.store.generations_now(&self.prefix, &[])? {
             Ok(now) => now,
-            Err(e) => return Some(failed(&e)),
+            Err(e) => return Some(Err(e)),
         };
         if stamp.holds_at(now.seq) {
-            return Some(true);
+            return Some(Ok(true));
         }
         let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
-        match self.store.generations_now(&self.prefix, &names)? {
-            Ok(now) => Some(self.compare(stamp, &now)),
-            Err(e) => Some(failed(&e)),
-        }
+        Some(
+            self.store
+                .generations_now(&self.prefix, &names)?
+                .map(|now| self.compare(stamp, &now)),
+        )
     }
 
-    /// Whether `stamp` holds: its sequence is current, or each of its names is unchanged. A
-    /// store that fails to answer fails the check (logged).
-    pub(crate) async fn check(self: &Arc<Self>, stamp: &Stamp) -> bool {
+    /// Whether `stamp` holds: its sequence is current, or each of its names is unchanged.
+    pub(crate) async fn check(self: &Arc<Self>, stamp: &Stamp) -> Result<bool, StoreError> {
         self.poll_in_background();
         if let Some(holds) = self.check_now(stamp) {
             return holds;
         }
         let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
-        match self.read(&names).await {
-            Ok(now) => self.compare(stamp, &now),
-            Err(e) => failed(&e),
-        }
+        let now = self.read(&names).await?;
+        Ok(self.compare(stamp, &now))
     }
 
     fn compare(&self, stamp: &Stamp, now: &Generations) -> bool {
@@ -250,13 +267,52 @@ impl Gens {
         Ok(now)
     }
 
-    /// A stamp for an entry carrying `names`, taken now.
-    pub(crate) async fn stamp(self: &Arc<Self>, names: Vec<Arc<str>>) -> Result<Stamp, StoreError> {
-        let now = self.read(&names).await?;
-        Ok(Stamp::new(
-            now.seq,
-            names.into_iter().zip(now.gens).collect(),
-        ))
+    /// The stamp of an entry carrying `names`, taken now, before its handler runs, without
+    /// waiting on the store (see the module docs).
+    pub(crate) fn begin(self: &Arc<Self>, names: Vec<Arc<str>>) -> Pending {
+        if self.direct {
+            return match self.store.generations_now(&self.prefix, &names) {
+                Some(Ok(now)) => Pending::Ready(stamp(now, names)),
+                _ => Pending::Deferred { seq: 0, names },
+            };
+        }
+        self.poll_in_background();
+        let mirror = self.mirror();
+        let known: Option<Vec<u64>> = names.iter().map(|n| mirror.names.get(n).copied()).collect();
+        match known {
+            Some(gens) => Pending::Ready(stamp(Generations::new(mirror.seq, gens), names)),
+            None if mirror.seq == UNKNOWN => Pending::Deferred { seq: 0, names },
+            None => Pending::Deferred {
+                seq: mirror.seq,
+                names,
+            },
+        }
+    }
+
+    /// The stamp an entry is stored with: `pending` completed, plus the handler's tags
+    /// (`late`), whose generations are only read now. `None` when the store's sequence moved
+    /// since the stamp was begun: the response might predate an invalidation of a name whose
+    /// generation is only read now, so it is not stored.
+    pub(crate) async fn seal(
+        self: &Arc<Self>,
+        pending: Pending,
+        late: Vec<Arc<str>>,
+    ) -> Result<Option<Stamp>, StoreError> {
+        let (seq, mut named, mut unread) = match pending {
+            Pending::Ready(stamp) if late.is_empty() => return Ok(Some(stamp)),
+            Pending::Ready(stamp) => (stamp.seq, stamp.names, late),
+            Pending::Deferred { seq, mut names } => {
+                names.extend(late);
+                (seq, Vec::new(), names)
+            }
+        };
+        unread.dedup();
+        let now = self.read(&unread).await?;
+        if now.seq != seq {
+            return Ok(None);
+        }
+        named.extend(unread.into_iter().zip(now.gens));
+        Ok(Some(Stamp::new(seq, named)))
     }
 
     /// Bumps `names` in the store: every entry carrying one of them stops being served.
@@ -324,8 +380,7 @@ impl Drop for Running {
     }
 }
 
-/// A failed check: logged, and the entry is not served.
-fn failed(e: &StoreError) -> bool {
-    log_store_error(e);
-    false
+/// A stamp of `names` at `now`.
+fn stamp(now: Generations, names: Vec<Arc<str>>) -> Stamp {
+    Stamp::new(now.seq, names.into_iter().zip(now.gens).collect())
 }

@@ -31,9 +31,15 @@ pub(crate) fn lookup_now(
     };
     let found = match found.and_then(response) {
         Some(r) => match shared.gens.check_now(&r.stamp)? {
-            true => Some(r),
-            false => {
+            Ok(true) => Some(r),
+            Ok(false) => {
                 counters.invalidated();
+                None
+            }
+            // The store answers at once: the next lookup asks again.
+            Err(e) => {
+                counters.store_error();
+                log_store_error(&e);
                 None
             }
         },
@@ -97,12 +103,21 @@ async fn read(
         }
         found => (found, key),
     };
-    let failed = found.is_err();
+    let mut failed = found.is_err();
     let mut found = found.ok().flatten().and_then(response);
     if let Some(r) = &found {
-        if !shared.gens.check(&r.stamp).await {
-            counters.invalidated();
-            found = None;
+        match shared.gens.check(&r.stamp).await {
+            Ok(true) => {}
+            Ok(false) => {
+                counters.invalidated();
+                found = None;
+            }
+            Err(e) => {
+                counters.store_error();
+                log_store_error(&e);
+                failed = true;
+                found = None;
+            }
         }
     }
     Lookup { failed, found, key }

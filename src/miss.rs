@@ -17,7 +17,7 @@ use http_body::Body;
 use crate::body::{collect, Collected, PartialReason};
 use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
-use crate::generations::Stamp;
+use crate::generations::{Pending, Stamp};
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy, StorePlan};
 use crate::shared::Shared;
@@ -38,8 +38,9 @@ pub(crate) struct Miss<'a> {
     pub(crate) lead: Option<Lead>,
     /// The lookup failed: the store is in trouble, so no write is piled onto it.
     pub(crate) store_failed: bool,
-    /// What the entry can be invalidated by, taken before the handler was called.
-    pub(crate) stamp: Stamp,
+    /// What the entry can be invalidated by, begun before the handler was called (`None`
+    /// only for a HEAD, which stores nothing).
+    pub(crate) stamp: Option<Pending>,
     /// The names of the tags the handler added (their generations are read at write time).
     pub(crate) late: Vec<Arc<str>>,
 }

@@ -8,12 +8,12 @@ use std::task::{Context, Poll, Waker};
 use http::header::{HeaderMap, HeaderName};
 
 use crate::coalesce::Lead;
-use crate::generations::Stamp;
+use crate::generations::Pending;
 use crate::log::log_store_error;
 use crate::log::RateLimit;
 use crate::metrics::RouteCounters;
 use crate::shared::Shared;
-use crate::{CacheKey, CachedResponse, Entry, StoreError};
+use crate::{CacheKey, CachedResponse, Entry};
 
 /// Where and how one entry is to be written, and the flight it ends.
 pub(crate) struct Write {
@@ -26,8 +26,8 @@ pub(crate) struct Write {
     pub(crate) max_variants: usize,
     /// Held until the entry is written, so requests waiting on the flight then find it.
     pub(crate) lead: Option<Lead>,
-    /// The entry's invalidation stamp, taken before the handler was called.
-    pub(crate) stamp: Stamp,
+    /// The entry's invalidation stamp, begun before the handler was called.
+    pub(crate) stamp: Option<Pending>,
     /// The handler's tags, added to the stamp at write time.
     pub(crate) late: Vec<Arc<str>>,
 }
@@ -93,8 +93,12 @@ impl Write {
     }
 
     async fn run(mut self, target: Target, mut entry: CachedResponse) -> Stored {
-        let stamp = std::mem::take(&mut self.stamp);
-        let stored = match seal(&self.shared, stamp, std::mem::take(&mut self.late)).await {
+        let late = std::mem::take(&mut self.late);
+        let sealed = match self.stamp.take() {
+            Some(pending) => self.shared.gens.seal(pending, late).await,
+            None => Ok(None),
+        };
+        let stored = match sealed {
             Ok(Some(stamp)) => {
                 entry.stamp = stamp;
                 store(&self.shared, &self.counters, &self.primary, target, entry).await
@@ -138,8 +142,8 @@ pub(crate) enum Stored {
     Failed,
     /// Its URL already has as many variants as the route keeps.
     TooManyVariants,
-    /// The handler tagged it, and something was invalidated while it ran: it might predate an
-    /// invalidation of one of its tags.
+    /// Something was invalidated while its handler ran, and some of its names' generations
+    /// were only read afterwards: it might predate an invalidation of one of them.
     Stale,
 }
 
@@ -153,26 +157,6 @@ impl Stored {
             Self::Stale => "",
         }
     }
-}
-
-/// The stamp an entry is stored with: `stamp` plus the handler's tags (`late`) at their current
-/// generations, if nothing was invalidated since `stamp` was taken; `None` otherwise, since the
-/// response might predate an invalidation of a tag only now known.
-async fn seal(
-    shared: &Shared,
-    stamp: Stamp,
-    late: Vec<Arc<str>>,
-) -> Result<Option<Stamp>, StoreError> {
-    if late.is_empty() {
-        return Ok(Some(stamp));
-    }
-    let now = shared.gens.read(&late).await?;
-    if now.seq != stamp.seq {
-        return Ok(None);
-    }
-    let mut names = stamp.names;
-    names.extend(late.into_iter().zip(now.gens));
-    Ok(Some(Stamp::new(stamp.seq, names)))
 }
 
 /// Where an admitted entry goes: under its primary key, or under the variant its `Vary` selects
