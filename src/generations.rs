@@ -54,6 +54,20 @@ impl Stamp {
         self.checked.load(Ordering::Relaxed) == seq
     }
 
+    /// What its names keep allocated, by the allocator's count `allocated(bytes)`: the list,
+    /// and each name's `Arc` (two counters and the text), counted as if none were shared.
+    pub(crate) fn allocated(&self, allocated: impl Fn(usize) -> usize) -> usize {
+        if self.names.is_empty() {
+            return 0;
+        }
+        allocated(self.names.len() * std::mem::size_of::<(Arc<str>, u64)>())
+            + self
+                .names
+                .iter()
+                .map(|(n, _)| allocated(16 + n.len()))
+                .sum::<usize>()
+    }
+
     pub(crate) fn weight(&self) -> usize {
         self.names.iter().map(|(n, _)| n.len() + 24).sum::<usize>() + 16
     }

@@ -167,3 +167,30 @@ fn the_poll_restarts_in_a_new_runtime() {
         b.expect(TWITTER, "miss").await;
     });
 }
+
+/// In a nested router, names come from the path as the client sent it (mount prefix included)
+/// and `{param}` from the full route template.
+#[tokio::test]
+async fn names_in_a_nested_router_use_the_full_path() {
+    use axum::Router;
+    use common::{get, send, Calls};
+    let cache = fresh();
+    let calls = Calls::default();
+    let inner = Router::new().route(
+        "/items/{id}",
+        calls.handler().layer(cache.route().tags(["item:{id}"])),
+    );
+    let app = Router::new().nest("/v2", inner);
+    let status = |seen: common::Seen| scenarios::outcome(&seen);
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "miss");
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "hit");
+    cache.invalidate_tag("item:7").await.unwrap();
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "miss");
+    cache.invalidate_path("/items/7").await.unwrap();
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "hit");
+    cache.invalidate_path("/v2/items/7").await.unwrap();
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "miss");
+    cache.invalidate_path("/v2/*").await.unwrap();
+    assert_eq!(status(send(&app, get("/v2/items/7")).await), "miss");
+    assert_eq!(calls.get(), 4);
+}

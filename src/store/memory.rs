@@ -122,6 +122,7 @@ fn cost(entry: &Entry) -> usize {
                 + allocated(r.body.len())
                 + churn_slack(r.body.len())
                 + SHARED_BYTES
+                + r.stamp.allocated(allocated)
         }
         Entry::Vary(names) => {
             let slice = 16 + std::mem::size_of::<HeaderName>() * names.len();
@@ -382,6 +383,24 @@ mod tests {
         );
         // …and not wildly more, or the bound wastes memory it could use.
         assert!(weight <= (floor + 600) as u64, "weighs {weight}");
+    }
+
+    #[test]
+    fn an_entry_weighs_the_names_it_can_be_invalidated_by() {
+        let with_names = |names: Vec<(Arc<str>, u64)>| {
+            Entry::from(CachedResponse {
+                status: StatusCode::OK,
+                headers: crate::StoredHeaders::default(),
+                body: Bytes::from_static(b"x"),
+                stored_at_millis: 0,
+                ttl: TTL,
+                stamp: crate::generations::Stamp::new(1, names),
+            })
+        };
+        let name: Arc<str> = Arc::from("url:/influencers/twitter?limit=5");
+        let named = cost(&with_names(vec![(name.clone(), 0); 8]));
+        let bare = cost(&with_names(Vec::new()));
+        assert!(named >= bare + 8 * (16 + name.len() + 16), "{named} vs {bare}");
     }
 
     #[test]
