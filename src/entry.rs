@@ -2,13 +2,13 @@
 //! long) or a learned `Vary` record, and the versioned binary encoding every store shares.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::generations::Stamp;
 use crate::StoredHeaders;
 
 const MAGIC: &[u8; 3] = b"TRC";
@@ -162,6 +162,82 @@ impl CachedResponse {
 impl From<CachedResponse> for Entry {
     fn from(r: CachedResponse) -> Self {
         Entry::Response(Arc::new(r))
+    }
+}
+
+/// What an entry can be invalidated by (see [`generations`](crate::generations)): each name with its generation when the entry's miss
+/// started, and the store's sequence at that moment.
+#[derive(Default)]
+pub(crate) struct Stamp {
+    pub(crate) seq: u64,
+    pub(crate) names: Vec<(Arc<str>, u64)>,
+    /// The latest sequence at which the names were found unchanged: a stored entry that passed
+    /// the per-name check once is back on the fast path until the next invalidation.
+    checked: AtomicU64,
+}
+
+impl Stamp {
+    pub(crate) fn new(seq: u64, names: Vec<(Arc<str>, u64)>) -> Self {
+        Self {
+            seq,
+            names,
+            checked: AtomicU64::new(seq),
+        }
+    }
+
+    /// Whether it was checked at `seq` already (or made then).
+    pub(crate) fn holds_at(&self, seq: u64) -> bool {
+        self.checked.load(Ordering::Relaxed) == seq
+    }
+
+    /// What its names keep allocated, by the allocator's count `allocated(bytes)`: the list,
+    /// and each name's `Arc` (two counters and the text), counted as if none were shared.
+    pub(crate) fn allocated(&self, allocated: impl Fn(usize) -> usize) -> usize {
+        if self.names.is_empty() {
+            return 0;
+        }
+        allocated(self.names.len() * std::mem::size_of::<(Arc<str>, u64)>())
+            + self
+                .names
+                .iter()
+                .map(|(n, _)| allocated(16 + n.len()))
+                .sum::<usize>()
+    }
+
+    /// Found unchanged at `seq`: it holds there without another look at its names.
+    pub(crate) fn mark_checked(&self, seq: u64) {
+        self.checked.store(seq, Ordering::Relaxed);
+    }
+
+    pub(crate) fn weight(&self) -> usize {
+        self.names.iter().map(|(n, _)| n.len() + 24).sum::<usize>() + 16
+    }
+}
+
+impl Clone for Stamp {
+    fn clone(&self) -> Self {
+        Self {
+            seq: self.seq,
+            names: self.names.clone(),
+            checked: AtomicU64::new(self.checked.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.names == other.names
+    }
+}
+
+impl Eq for Stamp {}
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stamp")
+            .field("seq", &self.seq)
+            .field("names", &self.names)
+            .finish()
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::entry::Stamp;
 use crate::log::log_store_error;
 use crate::{Generations, Store, StoreError};
 
@@ -28,77 +29,6 @@ pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
 /// How many names the mirror remembers; past it, it starts over (names reload lazily).
 const MAX_NAMES: usize = 10_000;
-
-/// What an entry can be invalidated by: each name with its generation when the entry's miss
-/// started, and the store's sequence at that moment.
-#[derive(Default)]
-pub(crate) struct Stamp {
-    pub(crate) seq: u64,
-    pub(crate) names: Vec<(Arc<str>, u64)>,
-    /// The latest sequence at which the names were found unchanged: a stored entry that passed
-    /// the per-name check once is back on the fast path until the next invalidation.
-    checked: AtomicU64,
-}
-
-impl Stamp {
-    pub(crate) fn new(seq: u64, names: Vec<(Arc<str>, u64)>) -> Self {
-        Self {
-            seq,
-            names,
-            checked: AtomicU64::new(seq),
-        }
-    }
-
-    /// Whether it was checked at `seq` already (or made then).
-    fn holds_at(&self, seq: u64) -> bool {
-        self.checked.load(Ordering::Relaxed) == seq
-    }
-
-    /// What its names keep allocated, by the allocator's count `allocated(bytes)`: the list,
-    /// and each name's `Arc` (two counters and the text), counted as if none were shared.
-    pub(crate) fn allocated(&self, allocated: impl Fn(usize) -> usize) -> usize {
-        if self.names.is_empty() {
-            return 0;
-        }
-        allocated(self.names.len() * std::mem::size_of::<(Arc<str>, u64)>())
-            + self
-                .names
-                .iter()
-                .map(|(n, _)| allocated(16 + n.len()))
-                .sum::<usize>()
-    }
-
-    pub(crate) fn weight(&self) -> usize {
-        self.names.iter().map(|(n, _)| n.len() + 24).sum::<usize>() + 16
-    }
-}
-
-impl Clone for Stamp {
-    fn clone(&self) -> Self {
-        Self {
-            seq: self.seq,
-            names: self.names.clone(),
-            checked: AtomicU64::new(self.checked.load(Ordering::Relaxed)),
-        }
-    }
-}
-
-impl PartialEq for Stamp {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq && self.names == other.names
-    }
-}
-
-impl Eq for Stamp {}
-
-impl fmt::Debug for Stamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stamp")
-            .field("seq", &self.seq)
-            .field("names", &self.names)
-            .finish()
-    }
-}
 
 /// A miss's stamp as taken before the handler ran: complete, or the sequence to confirm when
 /// its generations are read at write time.
@@ -219,7 +149,7 @@ impl Gens {
             if unknown {
                 return None;
             }
-            stamp.checked.store(mirror.seq, Ordering::Relaxed);
+            stamp.mark_checked(mirror.seq);
             return Some(Ok(true));
         }
         let now = match self.store.generations_now(&self.prefix, &[])? {
@@ -251,7 +181,7 @@ impl Gens {
     fn compare(&self, stamp: &Stamp, now: &Generations) -> bool {
         let same = stamp.names.iter().zip(&now.gens).all(|((_, g), n)| g == n);
         if same {
-            stamp.checked.store(now.seq, Ordering::Relaxed);
+            stamp.mark_checked(now.seq);
         }
         same
     }

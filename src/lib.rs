@@ -103,8 +103,8 @@ mod coalesce;
 mod conditional;
 #[cfg(feature = "config")]
 mod config;
+mod copy;
 mod entry;
-mod fill;
 mod future;
 mod generations;
 mod head;
@@ -114,11 +114,11 @@ mod invalidate;
 mod key;
 mod layer;
 mod log;
-mod lookup;
 mod metrics;
 mod miss;
 mod names;
 mod negotiation;
+mod plan;
 mod policy;
 mod redact;
 #[cfg(any(feature = "config", feature = "redis"))]

@@ -197,6 +197,9 @@ impl Default for MemoryStore {
     }
 }
 
+// Every method that changes `cache` bumps `generation` after the change: that is what stops
+// each thread's hot table serving what it replaced or removed (the invariant is in `hot::get`).
+// moka's eviction listener bumps too, but as the change happens, not after it is visible.
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
         Box::pin(std::future::ready(Ok(self.lookup(key))))
@@ -275,7 +278,7 @@ mod tests {
             body: Bytes::from_static(body.as_bytes()),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
-            stamp: crate::generations::Stamp::default(),
+            stamp: crate::entry::Stamp::default(),
         })
     }
 
@@ -334,6 +337,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cleared_entry_is_never_answered_from_the_table() {
+        let store = MemoryStore::default();
+        let (gone, kept) = (
+            CacheKey::from_parts("gone", &[b"k"]),
+            CacheKey::from_parts("kept", &[b"k"]),
+        );
+        store.put(&gone, entry("gone"), TTL).await.unwrap();
+        store.put(&kept, entry("kept"), TTL).await.unwrap();
+        for _ in 0..3 {
+            assert!(body(&store, &gone).is_some() && body(&store, &kept).is_some());
+        }
+        assert_eq!(store.clone().clear_prefix("gone").await.unwrap(), 1);
+        assert_eq!(body(&store, &gone), None);
+        assert_eq!(body(&store, &kept).as_deref(), Some(&b"kept"[..]));
+    }
+
+    #[tokio::test]
     async fn two_stores_never_answer_for_each_other() {
         let (a, b) = (MemoryStore::default(), MemoryStore::default());
         let k = CacheKey::from_parts("t", &[b"k"]);
@@ -365,7 +385,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; 1000]),
             stored_at_millis: 0,
             ttl: TTL,
-            stamp: crate::generations::Stamp::default(),
+            stamp: crate::entry::Stamp::default(),
         });
         store
             .put(&CacheKey::from_parts("t", &[b"k"]), e, TTL)
@@ -394,13 +414,16 @@ mod tests {
                 body: Bytes::from_static(b"x"),
                 stored_at_millis: 0,
                 ttl: TTL,
-                stamp: crate::generations::Stamp::new(1, names),
+                stamp: crate::entry::Stamp::new(1, names),
             })
         };
         let name: Arc<str> = Arc::from("url:/influencers/twitter?limit=5");
         let named = cost(&with_names(vec![(name.clone(), 0); 8]));
         let bare = cost(&with_names(Vec::new()));
-        assert!(named >= bare + 8 * (16 + name.len() + 16), "{named} vs {bare}");
+        assert!(
+            named >= bare + 8 * (16 + name.len() + 16),
+            "{named} vs {bare}"
+        );
     }
 
     #[test]
@@ -412,7 +435,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; len]),
                 stored_at_millis: 0,
                 ttl: TTL,
-                stamp: crate::generations::Stamp::default(),
+                stamp: crate::entry::Stamp::default(),
             })
         };
         assert!(cost(&body(64 * 1024)) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
@@ -430,7 +453,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; 1024]),
                 stored_at_millis: 0,
                 ttl: TTL,
-                stamp: crate::generations::Stamp::default(),
+                stamp: crate::entry::Stamp::default(),
             });
             store.put(&k, e, TTL).await.unwrap();
         }
@@ -451,7 +474,7 @@ mod tests {
             body: big,
             stored_at_millis: 0,
             ttl: TTL,
-            stamp: crate::generations::Stamp::default(),
+            stamp: crate::entry::Stamp::default(),
         });
         store.put(&k, e, TTL).await.unwrap();
         assert!(body(&store, &k).is_some());
