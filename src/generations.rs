@@ -64,6 +64,9 @@ const UNKNOWN: u64 = u64::MAX;
 struct Mirror {
     seq: u64,
     names: HashMap<Arc<str>, u64>,
+    /// How many times `seq` changed: a poll whose answer is older than `seq` is taken only if
+    /// nothing newer arrived while it was out.
+    changes: u64,
 }
 
 impl Default for Mirror {
@@ -71,25 +74,43 @@ impl Default for Mirror {
         Self {
             seq: UNKNOWN,
             names: HashMap::new(),
+            changes: 0,
         }
     }
 }
 
+/// Where counters the mirror takes in come from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A lookup's or a write's read.
+    Read,
+    /// This cache's own bump: it moved the sequence by one if nobody else did.
+    Bump,
+    /// The poll, sent when the mirror had seen `changes` changes.
+    Poll { changes: u64 },
+}
+
 impl Mirror {
-    /// Takes in counters read or bumped in the store. `bumped`: this cache's own bump, which
-    /// moved the sequence by one if nobody else did. `polled`: the poll's read, which is taken
-    /// whatever it says (a store that lost its counters starts over); a lookup's read older
-    /// than what the mirror knows is ignored.
-    fn observe(&mut self, seen: &Generations, names: &[Arc<str>], bumped: bool, polled: bool) {
+    /// Takes in counters read or bumped in the store. An answer older than what the mirror
+    /// knows is ignored (it was overtaken), except the poll's when nothing overtook it: the
+    /// store lost its counters (flushed) and starts over.
+    fn observe(&mut self, seen: &Generations, names: &[Arc<str>], source: Source) {
         let known = self.seq != UNKNOWN;
-        if known && seen.seq < self.seq && !polled {
-            // Read before a newer answer arrived: it says nothing about now.
+        let overtaken = match source {
+            Source::Poll { changes } => changes != self.changes,
+            Source::Read | Source::Bump => true,
+        };
+        if known && seen.seq < self.seq && overtaken {
             return;
         }
+        let bumped = matches!(source, Source::Bump);
         let follows =
             known && (seen.seq == self.seq || (bumped && seen.seq == self.seq.wrapping_add(1)));
         if !follows {
             self.names.clear();
+        }
+        if seen.seq != self.seq {
+            self.changes += 1;
         }
         self.seq = seen.seq;
         if self.names.len() + names.len() > MAX_NAMES {
@@ -207,7 +228,7 @@ impl Gens {
             }
         }
         let now = self.store.generations(&self.prefix, names).await?;
-        self.observe(&now, names, false, false);
+        self.observe(&now, names, Source::Read);
         Ok(now)
     }
 
@@ -266,22 +287,23 @@ impl Gens {
     ) -> Result<Generations, StoreError> {
         let now = self.store.bump_generations(&self.prefix, names).await?;
         if !self.direct {
-            self.observe(&now, names, true, false);
+            self.observe(&now, names, Source::Bump);
             self.poll_in_background();
         }
         Ok(now)
     }
 
-    fn observe(&self, now: &Generations, names: &[Arc<str>], bumped: bool, polled: bool) {
+    fn observe(&self, now: &Generations, names: &[Arc<str>], source: Source) {
         let mut mirror = self.mirror();
-        mirror.observe(now, names, bumped, polled);
+        mirror.observe(now, names, source);
         self.seq.store(mirror.seq, Ordering::Release);
     }
 
     /// Reads the store's sequence: a change drops what the mirror knew.
     async fn refresh(&self) -> Result<(), StoreError> {
+        let changes = self.mirror().changes;
         let now = self.store.generations(&self.prefix, &[]).await?;
-        self.observe(&now, &[], false, true);
+        self.observe(&now, &[], Source::Poll { changes });
         Ok(())
     }
 
@@ -327,4 +349,59 @@ impl Drop for Running {
 /// A stamp of `names` at `now`.
 fn stamp(now: Generations, names: Vec<Arc<str>>) -> Stamp {
     Stamp::new(now.seq, names.into_iter().zip(now.gens).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seq: u64, gens: &[u64]) -> Generations {
+        Generations::new(seq, gens.to_vec())
+    }
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn the_mirror_keeps_what_still_holds_and_drops_what_may_not() {
+        let (a, b) = (names(&["tag:a"]), names(&["tag:b"]));
+        let mut m = Mirror::default();
+        m.observe(&at(5, &[1]), &a, Source::Read);
+        m.observe(&at(5, &[0]), &b, Source::Read);
+        assert_eq!((m.seq, m.names.len()), (5, 2));
+        // Our own bump, nobody else's in between: the other names still hold.
+        m.observe(&at(6, &[2]), &a, Source::Bump);
+        assert_eq!((m.seq, m.names.get(&b[0]).copied()), (6, Some(0)));
+        // Someone else bumped too (the sequence moved by more): start over.
+        m.observe(&at(8, &[3]), &a, Source::Bump);
+        assert_eq!((m.seq, m.names.len()), (8, 1));
+        // A read sent before that answer arrived says nothing about now.
+        m.observe(&at(7, &[9]), &b, Source::Read);
+        assert_eq!((m.seq, m.names.get(&b[0])), (8, None));
+    }
+
+    #[test]
+    fn a_poll_overtaken_by_a_newer_answer_is_ignored_and_one_that_was_not_is_taken() {
+        let a = names(&["tag:a"]);
+        let mut m = Mirror::default();
+        m.observe(&at(5, &[1]), &a, Source::Read);
+        let sent = m.changes;
+        m.observe(&at(6, &[2]), &a, Source::Bump);
+        m.observe(&at(5, &[]), &[], Source::Poll { changes: sent });
+        assert_eq!(m.seq, 6, "the bump overtook the poll");
+        // The store lost its counters: the next poll, not overtaken, starts over.
+        let sent = m.changes;
+        m.observe(&at(0, &[]), &[], Source::Poll { changes: sent });
+        assert_eq!((m.seq, m.names.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_stamp_checked_once_holds_at_that_sequence_only() {
+        let stamp = Stamp::new(3, vec![(Arc::from("*"), 1)]);
+        assert!(stamp.holds_at(3) && !stamp.holds_at(4));
+        stamp.mark_checked(4);
+        assert!(stamp.holds_at(4) && !stamp.holds_at(3));
+        assert!(!Stamp::default().holds_at(UNKNOWN));
+    }
 }
