@@ -25,6 +25,7 @@ pub(crate) struct RouteCounters {
     misses: AtomicU64,
     stores: AtomicU64,
     store_errors: AtomicU64,
+    invalidated: AtomicU64,
     bypasses: [AtomicU64; BypassReason::ALL.len()],
     /// Set once the route answered with `Vary`: only then is the learned-`Vary` map consulted.
     varies: AtomicBool,
@@ -48,6 +49,9 @@ impl RouteCounters {
     }
     pub(crate) fn store_error(&self) {
         self.store_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn invalidated(&self) {
+        self.invalidated.fetch_add(1, Relaxed);
     }
     pub(crate) fn bypass(&self, reason: BypassReason) {
         let i = BypassReason::ALL
@@ -81,6 +85,9 @@ pub struct RouteStats {
     pub stores: u64,
     /// Store operations that failed and were treated as misses.
     pub store_errors: u64,
+    /// Stored responses found invalidated (a tag, path, user or namespace version bumped since
+    /// their miss started) and so not served: each is a lookup that then missed, not a request.
+    pub invalidated: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a
     /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response
@@ -137,6 +144,7 @@ impl Metrics {
                 misses: c.misses.load(Relaxed),
                 stores: c.stores.load(Relaxed),
                 store_errors: c.store_errors.load(Relaxed),
+                invalidated: c.invalidated.load(Relaxed),
                 bypasses: BypassReason::ALL
                     .iter()
                     .zip(&c.bypasses)
@@ -151,7 +159,8 @@ impl Metrics {
 
     /// The counters as Prometheus text, every name starting with `namespace`:
     /// `{ns}_cache_hits_total`, `{ns}_cache_misses_total`, `{ns}_cache_stores_total`,
-    /// `{ns}_cache_store_errors_total` (label `route`), `{ns}_cache_bypasses_total` (labels
+    /// `{ns}_cache_store_errors_total`, `{ns}_cache_invalidated_total` (label `route`),
+    /// `{ns}_cache_bypasses_total` (labels
     /// `route`, `reason`) and `{ns}_cache_hit_ratio`.
     ///
     /// ```
@@ -164,7 +173,7 @@ impl Metrics {
     pub fn render_prometheus(&self, namespace: &str) -> String {
         let stats = self.snapshot();
         let mut out = String::new();
-        let counters: [Counter; 4] = [
+        let counters: [Counter; 5] = [
             ("hits", "Requests answered from the cache.", |s| s.hits),
             (
                 "misses",
@@ -175,6 +184,11 @@ impl Metrics {
             ("store_errors", "Store failures treated as misses.", |s| {
                 s.store_errors
             }),
+            (
+                "invalidated",
+                "Stored responses found invalidated and not served.",
+                |s| s.invalidated,
+            ),
         ];
         for (name, help, get) in counters {
             let _ = writeln!(out, "# HELP {namespace}_cache_{name}_total {help}");
