@@ -7,7 +7,6 @@ use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::hot::{self, Generation};
 use super::{Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
 
@@ -17,11 +16,6 @@ use crate::{CacheKey, CachedResponse, Entry};
 /// per entry, as the allocator counts them — evicting the least useful first, so the process
 /// grows by about the bound when the store is full. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
 /// shares the same entries.
-///
-/// Each thread also remembers the entries it read last (bodies up to 64 KiB, 16 per thread):
-/// a remembered entry is answered without asking moka only while nothing has been written to
-/// the store (through any clone, from any thread) since it was read, and never past its TTL.
-/// A write is seen by every thread's next read, exactly as without the table.
 ///
 /// ```
 /// use tower_response_cache::{MemoryStore, ResponseCache};
@@ -33,14 +27,12 @@ use crate::{CacheKey, CachedResponse, Entry};
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
-    /// Bumped after every write and eviction; see [`hot`].
-    generation: Arc<Generation>,
 }
 
 #[derive(Debug, Clone)]
 struct Stored {
     entry: Entry,
-    /// When it expires, in moka and in the hot table alike.
+    /// When it expires.
     deadline: Instant,
 }
 
@@ -133,15 +125,12 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
-        let generation = Arc::new(Generation::default());
-        let evicted = generation.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.entry)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, _, _| evicted.bump())
             .build();
-        Self { cache, generation }
+        Self { cache }
     }
 
     /// How many entries it holds (approximate until pending maintenance runs).
@@ -160,22 +149,9 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    /// A hot entry from this thread's table, else from moka (and remembered).
+    /// The entry under `key`, from moka.
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        if let Some(entry) = hot::get(&self.generation, key) {
-            return Some(entry);
-        }
-        // Read before the lookup: a write racing with it leaves the remembered entry stale.
-        let generation = self.generation.current();
-        let stored = self.cache.get(key)?;
-        hot::remember(
-            &self.generation,
-            generation,
-            key,
-            &stored.entry,
-            stored.deadline,
-        );
-        Some(stored.entry)
+        self.cache.get(key).map(|stored| stored.entry)
     }
 }
 
@@ -186,9 +162,6 @@ impl Default for MemoryStore {
     }
 }
 
-// Every method that changes `cache` bumps `generation` after the change: that is what stops
-// each thread's hot table serving what it replaced or removed (the invariant is in `hot::get`).
-// moka's eviction listener bumps too, but as the change happens, not after it is visible.
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
         Box::pin(std::future::ready(Ok(self.lookup(key))))
@@ -201,13 +174,11 @@ impl Store for MemoryStore {
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
         let deadline = Instant::now() + ttl;
         self.cache.insert(key.clone(), Stored { entry, deadline });
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
         let removed = self.cache.remove(key).is_some();
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -221,7 +192,6 @@ impl Store for MemoryStore {
         for k in &victims {
             self.cache.invalidate(k.as_ref());
         }
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(victims.len() as u64)))
     }
 }
@@ -401,26 +371,5 @@ mod tests {
         let entries = store.entry_count();
         assert!(entries <= (1 << 20) / (1024 + 600), "{entries} entries");
         assert!(store.weighted_size() <= 1 << 20);
-    }
-
-    #[tokio::test]
-    async fn large_bodies_are_not_remembered() {
-        let store = MemoryStore::default();
-        let k = CacheKey::from_parts("t", &[b"big"]);
-        let big = Bytes::from(vec![b'x'; hot::MAX_WEIGHT + 1]);
-        let e = Entry::from(CachedResponse {
-            status: StatusCode::OK,
-            headers: crate::StoredHeaders::default(),
-            body: big,
-            stored_at_millis: 0,
-            ttl: TTL,
-        });
-        store.put(&k, e, TTL).await.unwrap();
-        assert!(body(&store, &k).is_some());
-        assert!(hot::get(&store.generation, &k).is_none());
-        let small = CacheKey::from_parts("t", &[b"small"]);
-        store.put(&small, entry("s"), TTL).await.unwrap();
-        assert!(body(&store, &small).is_some());
-        assert!(hot::get(&store.generation, &small).is_some());
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::{CacheKey, Entry};
 
-mod hot;
 mod memory;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
