@@ -1,7 +1,7 @@
 //! The header block of a hit, built from the entry's stored list on every hit.
 //!
-//! (Measurement build `i8/no-head`: the per-thread table of finished header maps is gone; each
-//! hit hashes every header name again, as before the table existed.)
+//! A per-thread table of finished header maps once lived here; on real CPU it bought nothing
+//! measurable (BENCHMARKS.md, "Per-thread tables"), so each hit builds its headers afresh.
 
 use std::sync::Arc;
 
