@@ -13,7 +13,7 @@ use crate::bypass::passed_on;
 use crate::coalesce::{Lead, Turn};
 use crate::hit::fresh_hit;
 use crate::lookup::lookup;
-use crate::metrics::RouteCounters;
+use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
 use crate::shared::Shared;
@@ -90,8 +90,10 @@ impl Plan {
                 // `call` looked already and found nothing fresh.
                 Some(key) => key,
                 None => {
+                    let timer = counters.timer();
                     let looked =
                         lookup(&shared, &counters, &primary, req.headers(), deadline).await;
+                    counters.looked_up(timer);
                     store_failed = looked.failed;
                     if let Some(res) = fresh_hit(
                         &shared,
@@ -101,6 +103,7 @@ impl Plan {
                         is_head,
                         req.headers(),
                     ) {
+                        counters.hit_took(timer);
                         return Ok(res);
                     }
                     if only_if_cached {
@@ -128,6 +131,7 @@ impl Plan {
         }
 
         let req_headers = req.headers().clone();
+        let called = HandlerTimer::start();
         let res = match passed_on(&shared, learn.as_ref(), inner.call(req).await?) {
             Ok(handled) => {
                 // A layer inside answered (and stored, if it could): waiters look it up.
@@ -136,7 +140,10 @@ impl Plan {
                 }
                 return Ok(handled);
             }
-            Err(res) => res,
+            Err(res) => {
+                counters.handler_took(called);
+                res
+            }
         };
         let fwd = if forced { "request" } else { "uri-miss" };
         if is_head {
@@ -199,7 +206,10 @@ impl Flight<'_> {
             let wait = match shared.flights.join(layer, key) {
                 Turn::Lead(lead) => return Ok(Some(lead)),
                 Turn::Alone => return Ok(None),
-                Turn::Wait(wait) => wait,
+                Turn::Wait(wait) => {
+                    self.counters.coalesced();
+                    wait
+                }
             };
             let landed = match until {
                 Some(until) => tokio::time::timeout_at(until, wait.landed()).await,

@@ -123,7 +123,7 @@ pub use future::ResponseFuture;
 pub(crate) use headers::StoredHeaders;
 pub use key::CacheKey;
 pub use layer::{CacheLayer, Query};
-pub use metrics::{Metrics, RouteStats};
+pub use metrics::{Metrics, RouteStats, Verdict};
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;

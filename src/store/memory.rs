@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::evictions::Evictions;
 use super::hot::{self, Generation};
 use super::{Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
@@ -35,6 +36,7 @@ pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
     /// Bumped after every write and eviction; see [`hot`].
     generation: Arc<Generation>,
+    evictions: Arc<Evictions>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,13 +137,41 @@ impl MemoryStore {
     pub fn new(max_bytes: u64) -> Self {
         let generation = Arc::new(Generation::default());
         let evicted = generation.clone();
+        let evictions = Arc::new(Evictions::new("http"));
+        let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.entry)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, _, _| evicted.bump())
+            .eviction_listener(move |_, _, cause| {
+                evicted.bump();
+                counted.evicted(cause);
+            })
             .build();
-        Self { cache, generation }
+        Self {
+            cache,
+            generation,
+            evictions,
+        }
+    }
+
+    /// The first word of the eviction counter's name (default `http`):
+    /// `{namespace}_cache_evictions_total{cause}`, recorded through the `metrics` facade
+    /// (feature `metrics`) to the recorder installed when this is called, or when the store was
+    /// made. Clones share the counter.
+    ///
+    /// ```
+    /// use tower_response_cache::{MemoryStore, ResponseCache};
+    /// let cache = ResponseCache::builder()
+    ///     .metrics_namespace("twiscope")
+    ///     .store(MemoryStore::new(64 << 20).metrics_namespace("twiscope"))
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    #[must_use]
+    pub fn metrics_namespace(self, namespace: &str) -> Self {
+        self.evictions.rename(namespace);
+        self
     }
 
     /// How many entries it holds (approximate until pending maintenance runs).

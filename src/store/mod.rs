@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::{CacheKey, Entry};
 
+mod evictions;
 mod hot;
 mod memory;
 pub use memory::MemoryStore;
@@ -76,6 +77,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
+    timeout: bool,
 }
 
 /// What kind of failure a [`StoreError`] is.
@@ -98,7 +100,30 @@ impl StoreError {
         Self {
             kind,
             message: message.into(),
+            timeout: false,
         }
+    }
+
+    /// An [`Unavailable`](StoreErrorKind::Unavailable) error for an operation that ran out of
+    /// time; counted under `store_timeouts` as well as `store_errors` (see [`crate::Metrics`]).
+    ///
+    /// ```
+    /// use tower_response_cache::{StoreError, StoreErrorKind};
+    /// let e = StoreError::timeout("GET took longer than 50ms");
+    /// assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+    /// assert!(e.is_timeout());
+    /// ```
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self {
+            timeout: true,
+            ..Self::new(StoreErrorKind::Unavailable, message)
+        }
+    }
+
+    /// Whether the operation ran out of time.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        self.timeout
     }
 
     /// What kind of failure this is.
