@@ -388,9 +388,9 @@ impl ResponseCacheBuilder {
         } else {
             format!("c{name}")
         };
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(MemoryStore::default().metrics_namespace(&self.metrics_namespace))
+        });
         let probe = CacheKey::from_parts(&self.prefix, &[b"probe"]);
         let answers_now = store.get_now(&probe).is_some();
         let lookup_timeout = self.lookup_timeout.or_else(|| store.lookup_timeout());

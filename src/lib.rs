@@ -134,5 +134,5 @@ pub use service::CacheService;
 pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
-pub use store::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
+pub use store::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
 pub use store::{MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -32,10 +32,10 @@
 //! A route's handles are registered once, when the route is first seen (a bypass reason's when
 //! it first occurs), and a request only increments them: no name or label is built per
 //! request, and with no recorder installed an increment is a branch. Handles bind to the
-//! recorder installed *when they are registered*: install the recorder before serving (and
-//! before building a [`MemoryStore`](crate::MemoryStore), whose eviction counter is registered
-//! when it is made, or when [`MemoryStore::metrics_namespace`](crate::MemoryStore::metrics_namespace)
-//! renames it).
+//! recorder installed *when they are registered*: install the recorder before serving. (The
+//! [`MemoryStore`](crate::MemoryStore)'s eviction counter is registered at its first eviction,
+//! under the name [`MemoryStore::metrics_namespace`](crate::MemoryStore::metrics_namespace)
+//! gave it; the store a cache makes for itself takes the cache's namespace.)
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -71,8 +71,8 @@ pub(crate) use recorded::name as metric_name;
 use recorded::Recorded;
 pub(crate) use stats::Judge;
 pub use stats::{RouteStats, Verdict};
-pub(crate) use timing::{HandlerTimer, Timer};
 use timing::Timing;
+pub(crate) use timing::{HandlerTimer, Timer};
 
 /// The cache's counters, one set per route. Shared by every layer of one
 /// [`ResponseCache`](crate::ResponseCache); read it with
@@ -371,7 +371,9 @@ impl Metrics {
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
 const COUNTERS: [Counter; 7] = [
-    ("hits_total", "Requests answered from the cache.", |s| s.hits),
+    ("hits_total", "Requests answered from the cache.", |s| {
+        s.hits
+    }),
     (
         "misses_total",
         "Cacheable requests not answered from the cache.",

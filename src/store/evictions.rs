@@ -1,6 +1,6 @@
 //! The memory store's evictions, by cause, through the `metrics` facade:
 //! `{ns}_cache_evictions_total{cause="size"|"expired"|"replaced"|"explicit"}`. The counters are
-//! registered when the store is made (or renamed), so moka's eviction listener only increments.
+//! registered at the store's first eviction (under its current name), then only incremented.
 
 use moka::notification::RemovalCause;
 
@@ -32,26 +32,51 @@ mod with_facade {
 
     #[derive(Debug)]
     pub(crate) struct Evictions {
-        // A std lock, read by the eviction listener and written only by a rename: evictions
-        // never wait on each other.
-        counters: RwLock<[Counter; 4]>,
+        // A std lock, read by the eviction listener, written once per name: evictions never
+        // wait on each other.
+        state: RwLock<State>,
+    }
+
+    #[derive(Debug)]
+    struct State {
+        namespace: String,
+        /// Registered at the first eviction under this name, so a store renamed before it
+        /// evicts anything leaves no series under its old name.
+        counters: Option<[Counter; 4]>,
     }
 
     impl Evictions {
         pub(crate) fn new(namespace: &str) -> Self {
             Self {
-                counters: RwLock::new(register(namespace)),
+                state: RwLock::new(State {
+                    namespace: namespace.to_owned(),
+                    counters: None,
+                }),
             }
         }
 
-        /// Registers the counters again under `namespace`, with the recorder installed now.
+        /// Names the counters under `namespace` from the next eviction on.
         pub(crate) fn rename(&self, namespace: &str) {
-            *self.counters.write().unwrap_or_else(|e| e.into_inner()) = register(namespace);
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            state.namespace = namespace.to_owned();
+            state.counters = None;
         }
 
         pub(crate) fn evicted(&self, cause: RemovalCause) {
-            let counters = self.counters.read().unwrap_or_else(|e| e.into_inner());
-            counters[super::cause(cause)].increment(1);
+            let i = super::cause(cause);
+            {
+                let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(counters) = &state.counters {
+                    counters[i].increment(1);
+                    return;
+                }
+            }
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let State {
+                namespace,
+                counters,
+            } = &mut *state;
+            counters.get_or_insert_with(|| register(namespace))[i].increment(1);
         }
     }
 

@@ -157,8 +157,8 @@ impl MemoryStore {
 
     /// The first word of the eviction counter's name (default `http`):
     /// `{namespace}_cache_evictions_total{cause}`, recorded through the `metrics` facade
-    /// (feature `metrics`) to the recorder installed when this is called, or when the store was
-    /// made. Clones share the counter.
+    /// (feature `metrics`) to the recorder installed at the store's first eviction under that
+    /// name. Clones share the counter.
     ///
     /// ```
     /// use tower_response_cache::{MemoryStore, ResponseCache};

@@ -17,7 +17,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
-pub use redis::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
+pub use redis::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
 
 /// The future a [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

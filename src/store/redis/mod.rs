@@ -25,7 +25,7 @@ use breaker::Breaker;
 pub use breaker::BreakerState;
 pub use builder::RedisStoreBuilder;
 use stats::Counters;
-pub use stats::RedisStats;
+pub use stats::{RedisServerStats, RedisStats};
 
 /// A store on Redis or Redis Cluster, shared by every process that points at it.
 ///
