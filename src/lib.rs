@@ -70,11 +70,12 @@
 //! |---|---|---|
 //! | `axum` | yes | per-route metrics labelled by axum's `MatchedPath` (`/users/{id}`), keys from `OriginalUri` (the path as the client sent it, mount prefix of a nested router included) |
 //! | `config` | yes | `CacheConfig`: settings from TOML or `PREFIX_FIELD` environment variables (serde, toml) |
+//! | `metrics` | yes | hits, misses, bypasses, stores, store errors, evictions and timings recorded through the [`metrics`](https://docs.rs/metrics) facade: see [`Metrics`] for the names |
 //! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
 //! | `redis-tls` | no | `rediss://` URLs, through rustls |
 //!
 //! A plain tower service needs none of them: with `default-features = false` the crate builds
-//! without axum, serde, toml or fred, keys on the request's own URI and counts every request
+//! without axum, serde, toml, metrics or fred, keys on the request's own URI and counts every request
 //! under the route `*`.
 //!
 //! [axum]: https://docs.rs/axum

@@ -1,52 +1,7 @@
 //! What the cache did, per route: counted once per event in [`RouteCounters`], which feeds
 //! both the snapshot ([`Metrics::snapshot`], [`RouteStats`]) and the `metrics` facade.
 //!
-//! # Metrics
-//!
-//! With the `metrics` feature (default) every event is also recorded through the [`metrics`]
-//! crate, to whatever recorder the application installed (`metrics-exporter-prometheus`, …).
-//! Names start with a namespace, `http` unless set with
-//! [`ResponseCacheBuilder::metrics_namespace`](crate::ResponseCacheBuilder::metrics_namespace),
-//! and are the names [`Metrics::render_prometheus`] writes. `route` is the route template
-//! (axum's `MatchedPath`, e.g. `/users/{id}`), never the request's URL, so the label set stays
-//! bounded; requests outside an axum router count under `*`.
-//!
-//! | name | kind | labels | what it counts |
-//! |---|---|---|---|
-//! | `{ns}_cache_hits_total` | counter | `route` | requests answered from a fresh stored response (`200`, `304`, HEAD) |
-//! | `{ns}_cache_misses_total` | counter | `route` | cacheable requests the handler answered (see [`RouteStats::misses`]) |
-//! | `{ns}_cache_bypasses_total` | counter | `route`, `reason` | requests not looked up, or responses not storable, by [`BypassReason`] |
-//! | `{ns}_cache_stores_total` | counter | `route` | responses stored |
-//! | `{ns}_cache_stored_bytes_total` | counter | `route` | body bytes of the responses stored |
-//! | `{ns}_cache_store_errors_total` | counter | `route` | store failures treated as misses, timeouts included |
-//! | `{ns}_cache_store_timeouts_total` | counter | `route` | of those, the ones that ran out of time |
-//! | `{ns}_cache_coalesced_total` | counter | `route` | waits on a concurrent miss of the same key |
-//! | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
-//! | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
-//! | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
-//!
-//! Every request counts exactly once, as a hit, a miss or a bypass. Lookups are timed on a
-//! sample — the route's first hit, then about one request in 16 — so a hit reads no clock at
-//! all most of the time. Handlers are timed on every call.
-//!
-//! A route's handles are registered once, when the route is first seen (a bypass reason's when
-//! it first occurs), and a request only increments them: no name or label is built per
-//! request, and with no recorder installed an increment is a branch. Handles bind to the
-//! recorder installed *when they are registered*: install the recorder before serving. (The
-//! [`MemoryStore`](crate::MemoryStore)'s eviction counter is registered at its first eviction,
-//! under the name [`MemoryStore::metrics_namespace`](crate::MemoryStore::metrics_namespace)
-//! gave it; the store a cache makes for itself takes the cache's namespace.)
-//!
-//! ```
-//! use axum::{routing::get, Router};
-//! use tower_response_cache::ResponseCache;
-//!
-//! // metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?; first, then:
-//! let cache = ResponseCache::builder().metrics_namespace("twiscope").build();
-//! let app: Router = Router::new()
-//!     .route("/trending", get(|| async { "[]" }).layer(cache.route()));
-//! // `twiscope_cache_hits_total{route="/trending"}` and the rest, once /trending is requested.
-//! ```
+//! The names and labels recorded through the facade are listed, in one table, on [`Metrics`].
 //!
 //! # Does caching pay?
 //!
@@ -55,13 +10,13 @@
 //! [`Verdict`]. A route that is judged not to pay is also logged once, as a warning.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::{BypassReason, StoreError};
 
+mod prometheus;
 mod recorded;
 mod stats;
 mod timing;
@@ -77,11 +32,56 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// The cache's counters, one set per route. Shared by every layer of one
 /// [`ResponseCache`](crate::ResponseCache); read it with
 /// [`ResponseCache::metrics`](crate::ResponseCache::metrics) or
-/// [`ResponseCache::stats`](crate::ResponseCache::stats). The [module docs](self) list what is
-/// recorded through the `metrics` facade.
+/// [`ResponseCache::stats`](crate::ResponseCache::stats) ([`RouteStats`]). Each event is
+/// counted once, by one call that feeds both this snapshot and the `metrics` facade.
 ///
-/// Routes are labelled by axum's `MatchedPath` (the route template, e.g. `/users/{id}`), so
-/// the label set stays bounded; requests outside an axum router count under `*`.
+/// # Recorded through the `metrics` facade
+///
+/// With the `metrics` feature (default) every event is also recorded through the [`metrics`](https://docs.rs/metrics)
+/// crate, to whatever recorder the application installed (`metrics-exporter-prometheus`, …).
+/// Names start with a namespace, `http` unless set with
+/// [`ResponseCacheBuilder::metrics_namespace`](crate::ResponseCacheBuilder::metrics_namespace),
+/// and are the names [`render_prometheus`](Self::render_prometheus) writes. `route` is the route template
+/// (axum's `MatchedPath`, e.g. `/users/{id}`), never the request's URL, so the label set stays
+/// bounded; requests outside an axum router count under `*`.
+///
+/// | name | kind | labels | what it counts |
+/// |---|---|---|---|
+/// | `{ns}_cache_hits_total` | counter | `route` | requests answered from a fresh stored response (`200`, `304`, HEAD) |
+/// | `{ns}_cache_misses_total` | counter | `route` | cacheable requests the handler answered (see [`RouteStats::misses`]) |
+/// | `{ns}_cache_bypasses_total` | counter | `route`, `reason` | requests not looked up, or responses not storable, by [`BypassReason`] |
+/// | `{ns}_cache_stores_total` | counter | `route` | responses stored |
+/// | `{ns}_cache_stored_bytes_total` | counter | `route` | body bytes of the responses stored |
+/// | `{ns}_cache_store_errors_total` | counter | `route` | store failures treated as misses, timeouts included |
+/// | `{ns}_cache_store_timeouts_total` | counter | `route` | of those, the ones that ran out of time |
+/// | `{ns}_cache_coalesced_total` | counter | `route` | waits on a concurrent miss of the same key |
+/// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
+/// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
+/// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
+///
+/// Every request counts exactly once, as a hit, a miss or a bypass. Lookups are timed on a
+/// sample — the route's first hit, then about one request in 16 — so a hit reads no clock at
+/// all most of the time. Handlers are timed on every call.
+///
+/// A route's handles are registered once, when the route is first seen (a bypass reason's when
+/// it first occurs), and a request only increments them: no name or label is built per
+/// request, and with no recorder installed an increment is a branch. Handles bind to the
+/// recorder installed *when they are registered*: install the recorder before serving. (The
+/// [`MemoryStore`](crate::MemoryStore)'s eviction counter is registered at its first eviction,
+/// under the name [`MemoryStore::metrics_namespace`](crate::MemoryStore::metrics_namespace)
+/// gave it; the store a cache makes for itself takes the cache's namespace.)
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_response_cache::ResponseCache;
+///
+/// // metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?; first, then:
+/// let cache = ResponseCache::builder().metrics_namespace("twiscope").build();
+/// let app: Router = Router::new()
+///     .route("/trending", get(|| async { "[]" }).layer(cache.route()));
+/// // `twiscope_cache_hits_total{route="/trending"}` and the rest, once /trending is requested.
+/// ```
+///
 #[derive(Debug)]
 pub struct Metrics {
     // A std lock: held only to find or insert a route's counters, never across an await.
@@ -308,111 +308,10 @@ impl Metrics {
         out.sort_by(|a, b| a.route.cmp(&b.route));
         out
     }
-
-    /// The counters as Prometheus text, every name starting with `namespace`: the counters of
-    /// the [table above](self) (without the histograms and evictions) and
-    /// `{ns}_cache_hit_ratio`, a gauge.
-    ///
-    /// ```
-    /// use tower_response_cache::ResponseCache;
-    /// let cache = ResponseCache::builder().build();
-    /// let text = cache.metrics().render_prometheus("app");
-    /// assert!(text.contains("# TYPE app_cache_hits_total counter"));
-    /// ```
-    #[must_use]
-    pub fn render_prometheus(&self, namespace: &str) -> String {
-        let stats = self.snapshot();
-        let mut out = String::new();
-        for (name, help, get) in COUNTERS {
-            let _ = writeln!(out, "# HELP {namespace}_cache_{name} {help}");
-            let _ = writeln!(out, "# TYPE {namespace}_cache_{name} counter");
-            for s in &stats {
-                let _ = writeln!(
-                    out,
-                    "{namespace}_cache_{name}{{route=\"{}\"}} {}",
-                    escape(&s.route),
-                    get(s)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {namespace}_cache_bypasses_total {BYPASSES_HELP}"
-        );
-        let _ = writeln!(out, "# TYPE {namespace}_cache_bypasses_total counter");
-        for s in &stats {
-            for (reason, n) in &s.bypasses {
-                let _ = writeln!(
-                    out,
-                    "{namespace}_cache_bypasses_total{{route=\"{}\",reason=\"{reason}\"}} {n}",
-                    escape(&s.route)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {namespace}_cache_hit_ratio Hits over hits plus misses since start."
-        );
-        let _ = writeln!(out, "# TYPE {namespace}_cache_hit_ratio gauge");
-        for s in &stats {
-            let _ = writeln!(
-                out,
-                "{namespace}_cache_hit_ratio{{route=\"{}\"}} {:.6}",
-                escape(&s.route),
-                s.hit_ratio()
-            );
-        }
-        out
-    }
 }
-
-/// A per-route counter's name (after `{ns}_cache_`), help text and how to read it from a
-/// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
-type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
-
-const COUNTERS: [Counter; 7] = [
-    ("hits_total", "Requests answered from the cache.", |s| {
-        s.hits
-    }),
-    (
-        "misses_total",
-        "Cacheable requests not answered from the cache.",
-        |s| s.misses,
-    ),
-    ("stores_total", "Responses stored.", |s| s.stores),
-    (
-        "stored_bytes_total",
-        "Body bytes of the responses stored.",
-        |s| s.stored_bytes,
-    ),
-    (
-        "store_errors_total",
-        "Store failures treated as misses, timeouts included.",
-        |s| s.store_errors,
-    ),
-    (
-        "store_timeouts_total",
-        "Store operations that ran out of time.",
-        |s| s.store_timeouts,
-    ),
-    (
-        "coalesced_total",
-        "Waits on a concurrent miss of the same key.",
-        |s| s.coalesced,
-    ),
-];
-
-const BYPASSES_HELP: &str = "Requests not looked up or responses not storable, by reason.";
 
 /// `each × n`, saturating.
 fn times(each: Duration, n: u64) -> Duration {
     let nanos = each.as_nanos().saturating_mul(u128::from(n));
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -103,7 +103,7 @@ mod with_facade {
 
     /// Describes every metric to the recorder installed now (its `# HELP` lines).
     pub(crate) fn describe(namespace: &str) {
-        for (what, help, _) in super::super::COUNTERS {
+        for (what, help, _) in super::super::prometheus::COUNTERS {
             let unit = if what.ends_with("bytes_total") {
                 Unit::Bytes
             } else {
@@ -114,7 +114,7 @@ mod with_facade {
         metrics::describe_counter!(
             name(namespace, "bypasses_total"),
             Unit::Count,
-            super::super::BYPASSES_HELP
+            super::super::prometheus::BYPASSES_HELP
         );
         metrics::describe_histogram!(
             name(namespace, "lookup_seconds"),
