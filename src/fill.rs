@@ -140,11 +140,9 @@ impl Plan {
                 }
                 return Ok(handled);
             }
-            Err(res) => {
-                counters.handler_took(called);
-                res
-            }
+            Err(res) => res,
         };
+        counters.handler_took(called);
         let fwd = if forced { "request" } else { "uri-miss" };
         if is_head {
             // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It
