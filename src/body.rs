@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::miss::StreamCopy;
+use crate::copy::StreamCopy;
 
 /// The response body of [`CacheService`](crate::CacheService).
 ///

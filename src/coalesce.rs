@@ -48,8 +48,18 @@ impl fmt::Debug for Flights {
 /// derive the same key; keeping their flights apart stops the inner one waiting on the outer.
 type Flight = (usize, CacheKey);
 
-/// What a missing request should do.
-pub(crate) enum Turn {
+/// What a missing request does once it has taken its turn in the flight of its key.
+pub(crate) enum Joined {
+    /// It is the first: fill the entry; waiters wake when the guard drops.
+    Lead(Lead),
+    /// Another request filled the entry meanwhile: look it up again.
+    Landed,
+    /// Go straight to the handler.
+    Alone,
+}
+
+/// What a missing request should do, at once.
+enum Turn {
     /// It is the first: fill the entry; waiters wake when the guard drops.
     Lead(Lead),
     /// Another request is filling the entry: wait for it, then look up again.
@@ -102,7 +112,7 @@ impl Drop for Lead {
 }
 
 /// A request waiting for another to fill the entry.
-pub(crate) struct Wait {
+struct Wait {
     state: Arc<State>,
     notified: OwnedNotified,
 }
@@ -110,7 +120,7 @@ pub(crate) struct Wait {
 impl Wait {
     /// Resolves when the leader is done: `true` when it finished (look the entry up again),
     /// `false` when it went away unfinished (join the flight again: one waiter then leads).
-    pub(crate) async fn landed(self) -> bool {
+    async fn landed(self) -> bool {
         self.notified.await;
         !self.state.abandoned.load(Ordering::Acquire)
     }
@@ -129,8 +139,37 @@ impl Flights {
         }
     }
 
+    /// Joins the flight for `key` as seen by the layer identified by `layer`, waiting for its
+    /// leader if there is one, for `patience` at most in all, whatever happens to the leaders.
+    pub(crate) async fn take_turn(
+        &self,
+        layer: usize,
+        key: &CacheKey,
+        patience: Duration,
+    ) -> Joined {
+        let until = tokio::time::Instant::now().checked_add(patience);
+        loop {
+            let wait = match self.join(layer, key) {
+                Turn::Lead(lead) => return Joined::Lead(lead),
+                Turn::Alone => return Joined::Alone,
+                Turn::Wait(wait) => wait,
+            };
+            let landed = match until {
+                Some(until) => tokio::time::timeout_at(until, wait.landed()).await,
+                None => Ok(wait.landed().await),
+            };
+            match landed {
+                Ok(true) => return Joined::Landed,
+                // The leader went away unfinished (its client hung up): join again, and the
+                // first waiter back leads while the others keep waiting.
+                Ok(false) => {}
+                Err(_) => return Joined::Alone,
+            }
+        }
+    }
+
     /// Joins the flight for `key` as seen by the layer identified by `layer`.
-    pub(crate) fn join(&self, layer: usize, key: &CacheKey) -> Turn {
+    fn join(&self, layer: usize, key: &CacheKey) -> Turn {
         let key = (layer, key.clone());
         if self.inner.uncacheable.contains_key(&key) {
             return Turn::Alone;

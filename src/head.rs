@@ -21,6 +21,14 @@ const SLOTS: usize = 16;
 type Slot = Option<(Weak<CachedResponse>, HeaderMap)>;
 
 thread_local! {
+    // The invariant: a slot gives the headers of exactly the entry they were built from, and
+    // nothing invalidates it. It is keyed by the entry's address, and its `Weak` keeps that
+    // allocation from being freed while the slot names it, so no other entry (another key,
+    // another cache, a later entry under the same key) can come to live at that address and
+    // be answered with these headers. An entry never changes once shared, so its headers never
+    // go stale; a write makes a new entry, which misses the slot and gets its own. The two
+    // values a hit sets (`Age`, this cache's `Cache-Status`) are placeholders, replaced on
+    // every hit.
     static HEADS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -219,5 +227,43 @@ mod tests {
         let map = hit_headers(&c, v("0"), some("x"));
         assert_eq!(map.get(header::ETAG).unwrap(), "\"c\"");
         assert!(map.get(header::CONTENT_TYPE).is_none());
+    }
+
+    #[test]
+    fn a_slot_never_answers_for_an_entry_at_an_address_it_once_named() {
+        let v = |s| HeaderValue::from_static(s);
+        // Entries come and go (evicted, replaced) while hits are answered: each one, wherever
+        // the allocator puts it, is answered with its own headers.
+        for i in 0..200_u32 {
+            let e = Arc::new(CachedResponse {
+                status: StatusCode::OK,
+                headers: [(header::ETAG, HeaderValue::from(i))].into_iter().collect(),
+                body: Bytes::from_static(b"hello"),
+                stored_at_millis: 0,
+                ttl: Duration::from_secs(60),
+            });
+            let in_store = e.clone();
+            let map = hit_headers(&e, v("0"), Some(v("x")));
+            assert_eq!(map.get(header::ETAG).unwrap(), &HeaderValue::from(i));
+            drop((e, in_store));
+        }
+    }
+
+    #[test]
+    fn every_hit_gets_its_own_age_and_status() {
+        let e = entry(&[("content-type", "text/plain")]);
+        let _in_store = e.clone();
+        for (age, status) in [("1", "a; hit"), ("2", "b; hit"), ("3", "a; hit")] {
+            let map = hit_headers(
+                &e,
+                HeaderValue::from_static(age),
+                Some(HeaderValue::from_static(status)),
+            );
+            assert_eq!(map.get(header::AGE).unwrap(), age);
+            assert_eq!(
+                map.get_all(CACHE_STATUS).iter().collect::<Vec<_>>(),
+                [status]
+            );
+        }
     }
 }

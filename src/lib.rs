@@ -89,8 +89,8 @@ mod coalesce;
 mod conditional;
 #[cfg(feature = "config")]
 mod config;
+mod copy;
 mod entry;
-mod fill;
 mod future;
 mod head;
 mod headers;
@@ -98,10 +98,10 @@ mod hit;
 mod key;
 mod layer;
 mod log;
-mod lookup;
 mod metrics;
 mod miss;
 mod negotiation;
+mod plan;
 mod policy;
 mod redact;
 #[cfg(any(feature = "config", feature = "redis"))]

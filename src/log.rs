@@ -37,8 +37,9 @@ impl RateLimit {
     }
 }
 
-/// Logs at most one store error a second, saying how many were not logged.
-pub(crate) fn log_store_error(e: &crate::StoreError) {
+/// Logs at most one store error a second, saying how many were not logged. Takes any error, so
+/// the stores, which log through [`RateLimit`], do not make this module depend on them.
+pub(crate) fn log_store_error(e: &impl std::fmt::Display) {
     static LIMIT: RateLimit = RateLimit::new();
     LIMIT.log(|suppressed| {
         tracing::warn!(error = %e, suppressed, "cache store failed; serving from the handler");

@@ -4,19 +4,21 @@
 //!
 //! A body of known length is read before answering, so its response carries the computed
 //! `ETag` and can be a 304. A body of unknown length (a stream) goes out frame by frame while a
-//! copy is kept: it has no computed `ETag` (that needs the whole body), its entry does.
+//! copy is kept: it has no computed `ETag` (that needs the whole body), its entry does. The
+//! copy is laid out in [`copy`](crate::copy) and written by [`write`](crate::write); a HEAD
+//! keeps nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderMap};
+use http::Response;
 use http_body::Body;
 
 use crate::body::{collect, Collected, PartialReason};
 use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
+use crate::copy::{length_matches, StoredBody, StreamCopy};
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy, StorePlan};
 use crate::shared::Shared;
@@ -139,6 +141,21 @@ impl Miss<'_> {
         with_status(&shared, res, &["fwd=", fwd, detail])
     }
 
+    /// A HEAD the handler answered: it has no body to keep (only a GET fills the entry a HEAD
+    /// reads), and counts as the GET would: a bypass when the policy refuses it, else a miss.
+    pub(crate) fn head<B: Body>(self, res: Response<B>) -> Response<ResponseBody<B>> {
+        let (parts, body) = res.into_parts();
+        let refused = self.policy.admit_response(&parts, self.per_user).err();
+        let res = Response::from_parts(parts, ResponseBody::inner(body));
+        match refused {
+            Some(reason) => self.bypass(res, reason),
+            None => {
+                self.counters.miss();
+                with_status(&self.shared, res, &["fwd=", self.fwd])
+            }
+        }
+    }
+
     /// A body of unknown length: sent as it comes, stored if it ends whole within the limit.
     fn stream<B: Body>(
         self,
@@ -152,16 +169,14 @@ impl Miss<'_> {
         if policy.downstream_max_age {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
-        let copy = StreamCopy {
-            status: parts.status,
+        let copy = StreamCopy::new(
+            parts.status,
             headers,
-            ttl: plan.ttl,
-            stored_at_millis: shared.clock.now_millis(),
-            limit: policy.max_body_size,
-            len: 0,
-            chunks: Vec::new(),
-            write: Some(self.write(plan)),
-        };
+            plan.ttl,
+            shared.clock.now_millis(),
+            policy.max_body_size,
+            self.write(plan),
+        );
         let res = Response::from_parts(parts, ResponseBody::tee(body, copy));
         with_status(&shared, res, &["fwd=", fwd, STREAMING])
     }
@@ -193,107 +208,3 @@ const STORE_ERROR: &str = "; detail=store-error";
 const LENGTH_MISMATCH: &str = "; detail=length-mismatch";
 /// Sent before its end is known: stored afterwards only if it ended whole within the limit.
 const STREAMING: &str = "; detail=streaming";
-
-/// Whether every `Content-Length` the handler declared is `len`; none declared is a match.
-fn length_matches(headers: &HeaderMap, len: usize) -> bool {
-    headers.get_all(header::CONTENT_LENGTH).iter().all(|v| {
-        v.to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|declared| declared == len as u64)
-    })
-}
-
-/// The copy of a streamed body kept for the store, and what its entry needs besides.
-pub(crate) struct StreamCopy {
-    status: StatusCode,
-    headers: HeaderMap,
-    ttl: Duration,
-    stored_at_millis: u64,
-    limit: usize,
-    len: usize,
-    chunks: Vec<Bytes>,
-    /// Dropped with the copy when the body does not end (client gone, body failed): the flight
-    /// then passes to a waiting request.
-    write: Option<Write>,
-}
-
-impl StreamCopy {
-    /// Copies `data`; `false` once the body has outgrown the limit.
-    pub(crate) fn keep(&mut self, data: &Bytes) -> bool {
-        self.len += data.len();
-        if self.len > self.limit {
-            return false;
-        }
-        if !data.is_empty() {
-            self.chunks.push(data.clone());
-        }
-        true
-    }
-
-    /// The body cannot be stored (too large, trailers).
-    pub(crate) fn unstorable(mut self: Box<Self>) {
-        if let Some(write) = self.write.take() {
-            write.unstorable();
-        }
-    }
-
-    /// The body ended whole: store it, unless it is not the length the handler declared.
-    pub(crate) fn finish(mut self: Box<Self>) {
-        let Some(write) = self.write.take() else {
-            return;
-        };
-        if !length_matches(&self.headers, self.len) {
-            write.unstorable();
-            return;
-        }
-        let etag = (!self.headers.contains_key(header::ETAG)).then(|| strong_etag(&self.chunks));
-        let stored_body = StoredBody::new(&self.chunks, etag.as_ref().map(|t| &t[..]));
-        let extra = [(header::CONTENT_LENGTH, stored_body.content_length)]
-            .into_iter()
-            .chain(stored_body.etag.map(|e| (header::ETAG, e)));
-        let entry = CachedResponse {
-            status: self.status,
-            headers: storable_headers(&self.headers, extra),
-            body: stored_body.body,
-            stored_at_millis: self.stored_at_millis,
-            ttl: self.ttl,
-        };
-        write.submit(entry);
-    }
-}
-
-/// A body laid out for storage: the bytes, then its `Content-Length` digits and any computed
-/// `ETag`, in one exact-size allocation. The entry then holds exactly its bytes (not the
-/// handler's spare capacity, nor a larger read buffer a frame was a slice of), and the two
-/// header values cost no allocation of their own.
-struct StoredBody {
-    body: Bytes,
-    content_length: HeaderValue,
-    etag: Option<HeaderValue>,
-}
-
-impl StoredBody {
-    fn new(chunks: &[Bytes], etag: Option<&[u8]>) -> Self {
-        let len: usize = chunks.iter().map(Bytes::len).sum();
-        let digits = len.to_string();
-        let etag_len = etag.map_or(0, <[u8]>::len);
-        let mut all = Vec::with_capacity(len + digits.len() + etag_len);
-        for chunk in chunks {
-            all.extend_from_slice(chunk);
-        }
-        all.extend_from_slice(digits.as_bytes());
-        all.extend_from_slice(etag.unwrap_or_default());
-        let all = Bytes::from(all);
-        let value = |range: std::ops::Range<usize>| {
-            // Digits and a hex ETag are always valid header values.
-            HeaderValue::from_maybe_shared(all.slice(range)).ok()
-        };
-        let cl_end = len + digits.len();
-        Self {
-            body: all.slice(..len),
-            content_length: value(len..cl_end).unwrap_or_else(|| HeaderValue::from(len)),
-            etag: etag.and_then(|_| value(cl_end..all.len())),
-        }
-    }
-}

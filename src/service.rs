@@ -1,5 +1,5 @@
 //! The service: `call` decides once what happens to a request (a bypass, a hit answered now,
-//! or a [`Plan`] for the async part in [`fill`](crate::fill)); every failure inside the cache
+//! or a [`Plan`] for the async part in [`plan`](crate::plan)); every failure inside the cache
 //! is a miss.
 
 use std::sync::atomic::Ordering;
@@ -11,11 +11,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::bypass::{is_delegated, Bypassed};
-use crate::fill::Plan;
-use crate::hit::fresh_hit;
+use crate::hit::{fresh_hit, lookup_now};
 use crate::key::{primary_key, KeyInput, RequestParts};
-use crate::lookup::lookup_now;
 use crate::metrics::RouteCounters;
+use crate::plan::Plan;
 use crate::policy::{only_if_cached, Mode, RoutePolicy};
 use crate::route::{route_label, RouteLabel};
 use crate::shared::Shared;

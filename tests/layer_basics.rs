@@ -241,6 +241,53 @@ async fn namespace_version_and_invalidation_drop_entries() {
     assert_eq!(calls.get(), 3);
 }
 
+/// Hits warm two per-thread tables (the memory store's hot entries, the hit header templates):
+/// after an invalidation, a clear or a client's refresh, a hit is the new response, whole.
+#[tokio::test]
+async fn a_hit_after_invalidate_clear_or_refresh_is_the_new_response() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let layer = fx.cache.route().honor_client_no_cache(true);
+    let app = counting_app(&fx, &calls, layer.clone());
+    let key = layer.key_for(&get("/items/1"));
+    let hits_answer = |app: Router, filled: Seen| async move {
+        for _ in 0..3 {
+            let again = send(&app, get("/items/1")).await;
+            assert_eq!(again.cache_status(), hit(60));
+            assert_eq!(again.text(), filled.text());
+            assert!(again.header("etag").is_some());
+            assert_eq!(again.header("etag"), filled.header("etag"));
+        }
+    };
+    let first = send(&app, get("/items/1")).await;
+    assert_eq!(
+        (first.cache_status(), first.text()),
+        (MISS, "call 1 query ")
+    );
+    hits_answer(app.clone(), first).await;
+
+    assert_eq!(fx.cache.invalidate(&key).await.unwrap(), 1);
+    let second = send(&app, get("/items/1")).await;
+    assert_eq!(
+        (second.cache_status(), second.text()),
+        (MISS, "call 2 query ")
+    );
+    hits_answer(app.clone(), second).await;
+
+    fx.cache.clear().await.unwrap();
+    let third = send(&app, get("/items/1")).await;
+    assert_eq!(
+        (third.cache_status(), third.text()),
+        (MISS, "call 3 query ")
+    );
+    hits_answer(app.clone(), third).await;
+
+    let refreshed = send(&app, get_with("/items/1", &[("cache-control", "no-cache")])).await;
+    assert_eq!(refreshed.text(), "call 4 query ");
+    hits_answer(app.clone(), refreshed).await;
+    assert_eq!(calls.get(), 4);
+}
+
 #[tokio::test]
 async fn different_requests_never_share_an_entry() {
     let fx = Fixture::new();

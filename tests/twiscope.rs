@@ -2,124 +2,17 @@
 //! drive it over real HTTP/1.1.
 //!
 //! `cargo test` builds examples before running tests; with a target filter
-//! (`cargo test --test twiscope`) build it first: `cargo build --example twiscope`.
+//! (`cargo test --test twiscope`) build it first: `cargo build --example twiscope`. The
+//! harness is in `common/twiscope.rs`; the shared `--db` file is tested in `twiscope_db.rs`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::raw_http::{self, Reply};
 use common::redis_server::{RedisCluster, RedisServer};
+use common::twiscope::{binary, start, twiscope};
 
 mod common;
-
-/// A running twiscope; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let bin = dir
-        .join("examples")
-        .join(format!("twiscope{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example twiscope` (plain `cargo test` builds it)",
-        bin.display()
-    );
-    bin
-}
-
-/// twiscope with `--cache cache` on a free port and a small data set, its environment cleared of
-/// the variables that would override the flags.
-fn twiscope(cache: &str) -> Command {
-    let mut command = Command::new(binary());
-    command
-        .args(["--listen", "127.0.0.1:0", "--cache", cache])
-        // A twentieth of the data: the same queries, seeded in a fraction of a second.
-        .env("TWISCOPE_SCALE", "0.05")
-        .env_remove("CACHE_URL")
-        .env_remove("TWISCOPE_LISTEN");
-    command
-}
-
-/// Starts twiscope with `--cache cache` on a small data set and waits for its start-up line.
-fn start(cache: &str) -> Server {
-    let mut child = twiscope(cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start twiscope");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the start-up line");
-    let mut server = Server {
-        addr: String::new(),
-        child,
-    };
-    let rest = line
-        .strip_prefix("twiscope listening on http://")
-        .unwrap_or_else(|| {
-            panic!(
-                "unexpected start-up line {line:?} (is {} stale? `cargo build --example twiscope`)",
-                binary().display()
-            )
-        });
-    let (addr, store) = rest.trim_end().split_once(' ').expect("address and store");
-    assert_eq!(store, format!("(cache: {cache})"));
-    server.addr = addr.to_owned();
-    server
-}
-
-impl Server {
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        raw_http::send_blocking(&self.addr, method, path, headers, body)
-    }
-
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.request("GET", path, headers, "")
-    }
-
-    /// GETs `path` until it is a hit (at most 5 s): a miss's write to Redis follows its response,
-    /// so the entry lands a moment after the client has the miss.
-    fn get_until_hit(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let reply = self.get(path, headers);
-            if reply.is_hit() || Instant::now() > deadline {
-                return reply;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn db_queries(&self) -> u64 {
-        let metrics = self.get("/metrics", &[]);
-        assert_eq!(metrics.status, 200);
-        metrics
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("twiscope_db_queries_total "))
-            .expect("twiscope_db_queries_total in /metrics")
-            .parse()
-            .expect("a number")
-    }
-}
 
 #[test]
 fn trending_second_request_is_a_hit_and_runs_no_sql() {
@@ -318,6 +211,7 @@ fn bad_command_lines_exit_2_naming_the_flag() {
     for (args, needle) in [
         (&["--bogus"][..], "--bogus"),
         (&["--listen"][..], "--listen"),
+        (&["--db"][..], "--db"),
         (&["--listen", "not-an-address"][..], "--listen"),
         (&["--cache", "memcached://x"][..], "--cache"),
         // Not the forms `memory` and `off`, however close.
@@ -340,7 +234,12 @@ fn bad_command_lines_exit_2_naming_the_flag() {
         .output()
         .expect("run twiscope");
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--cache URL"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--cache URL"), "{help}");
+    assert!(
+        help.contains("--db PATH") && help.contains("TWISCOPE_DB"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! The command line: flags, their environment fallbacks, and the usage text. No parser
-//! dependency; four flags do not need one.
+//! dependency; five flags do not need one.
 
 use std::fmt;
+use std::path::PathBuf;
 
 pub(crate) const USAGE: &str = "\
 twiscope: a social-analytics API cached with tower-response-cache
 
-Usage: twiscope [--listen ADDR] [--cache URL]
+Usage: twiscope [--listen ADDR] [--cache URL] [--db PATH]
 
 Options:
   --listen ADDR   where to listen (env TWISCOPE_LISTEN; default 127.0.0.1:3000);
@@ -16,6 +17,9 @@ Options:
                     off      no cache layers at all (the uncached origin)
                     redis://HOST[:PORT][/DB], rediss://…, redis-cluster://…
                              a shared Redis store (fails open: Redis down = misses)
+  --db PATH       a SQLite file shared by every twiscope given the same PATH (env TWISCOPE_DB):
+                  WAL mode, created and seeded on first start when empty, never re-seeded;
+                  default: a private in-memory database, seeded at every start
   -h, --help      print this help
 
 Logging: warnings (Redis unreachable, circuit breaker open) and the breaker's recovery go to
@@ -26,9 +30,11 @@ Routes:
   GET  /influencers/{platform}?limit=N
                                      top N (1..=100, default 10) by engagement; cached 60 s
   GET  /platforms/{platform}/stats   localised by Accept-Language (en, es, fr, de); cached 10 min
+  GET  /platforms/{platform}         an HTML page: the stats panel and the top 5 influencers
   GET  /me                           Authorization: Bearer token-<id>, or X-Api-Key: key-<id>;
                                      never cached
-  POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N}
+  POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N} records a post, creating
+                                     the influencer if new; optional \"display_name\", \"followers\"
   GET  /metrics                      Prometheus text
 
 Platforms: twitter, mastodon, bluesky.
@@ -42,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) cache: String,
     /// What `cache` names.
     pub(crate) store: Store,
+    /// The shared SQLite file, or `None` for a private in-memory database.
+    pub(crate) db: Option<PathBuf>,
     /// Fraction of the default data set to seed. Hidden (tests seed small to start fast).
     pub(crate) scale: f64,
 }
@@ -105,6 +113,7 @@ pub(crate) fn parse(
     let mut listen = None;
     let mut cache = None;
     let mut scale = None;
+    let mut db = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -116,6 +125,7 @@ pub(crate) fn parse(
             "--listen" => &mut listen,
             "--cache" => &mut cache,
             "--scale" => &mut scale,
+            "--db" => &mut db,
             _ if flag.starts_with('-') => {
                 return Err(UsageError(format!("unknown flag '{flag}'")));
             }
@@ -141,6 +151,9 @@ pub(crate) fn parse(
         .or_else(|| env("CACHE_URL").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "memory".to_owned());
     let store = Store::parse(&cache)?;
+    let db = db
+        .or_else(|| env("TWISCOPE_DB").filter(|v| !v.is_empty()))
+        .map(PathBuf::from);
     let scale = match scale.or_else(|| env("TWISCOPE_SCALE").filter(|v| !v.is_empty())) {
         None => 1.0,
         Some(s) => s
@@ -157,6 +170,7 @@ pub(crate) fn parse(
         listen,
         cache,
         store,
+        db,
         scale,
     }))
 }
@@ -199,6 +213,23 @@ mod tests {
             (o.listen.as_str(), o.cache.as_str()),
             ("0.0.0.0:0", "memory")
         );
+    }
+
+    #[test]
+    fn db_from_flag_or_env() {
+        let Ok(Command::Run(o)) = run(&[], &[]) else {
+            panic!()
+        };
+        assert_eq!(o.db, None, "in memory by default");
+        let Ok(Command::Run(o)) = run(&[], &[("TWISCOPE_DB", "/tmp/a.db")]) else {
+            panic!()
+        };
+        assert_eq!(o.db, Some(PathBuf::from("/tmp/a.db")));
+        let Ok(Command::Run(o)) = run(&["--db=b.db"], &[("TWISCOPE_DB", "/tmp/a.db")]) else {
+            panic!()
+        };
+        assert_eq!(o.db, Some(PathBuf::from("b.db")));
+        assert!(run(&["--db"], &[]).unwrap_err().0.contains("--db"));
     }
 
     #[test]

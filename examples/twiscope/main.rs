@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example twiscope -- --listen 127.0.0.1:3000 --cache memory
+//! cargo run --release --example twiscope -- --listen 127.0.0.1:3001 --db /tmp/twiscope.db
 //! curl -i localhost:3000/trending                      # miss, then a hit for 15 min
 //! curl -i 'localhost:3000/influencers/twitter?limit=5' # keyed on `limit` only
 //! curl -i -H 'Accept-Language: es' localhost:3000/platforms/twitter/stats
@@ -10,16 +11,21 @@
 //! curl -i -H 'X-Api-Key: key-42' localhost:3000/me                # the same, by API key
 //! curl -i -X POST -H 'content-type: application/json' \
 //!      -d '{"username":"ada","engagement":7}' localhost:3000/influencers/mastodon
+//! curl -i localhost:3000/platforms/mastodon            # HTML: stats and the top 5
 //! curl -s localhost:3000/metrics                       # cache outcomes per route, SQL count
 //! ```
 //!
-//! The database is in memory and seeded deterministically (10 000 influencers, 200 000 posts
-//! with their hashtags), so responses are identical run to run and the aggregations cost real
-//! milliseconds. `--cache off` serves the same API with no cache layer, for comparison.
+//! The database is seeded deterministically (10 000 influencers, 200 000 posts with their
+//! hashtags), so responses are identical run to run and the aggregations cost real
+//! milliseconds. It is in memory, or with `--db PATH` a SQLite file that every twiscope given
+//! the same path shares (seeded by the first start). `--cache off` serves the same API with no
+//! cache layer, for comparison.
 
 mod cli;
 mod db;
 mod i18n;
+mod page;
+mod record;
 mod routes;
 mod seed;
 
@@ -32,7 +38,7 @@ use tower_response_cache::{redact_url, CacheConfig, ResponseCache};
 use tracing_subscriber::filter::Targets;
 
 use crate::cli::{Command, Options, Store, UsageError};
-use crate::db::Db;
+use crate::db::{Db, Opened};
 
 fn main() -> ExitCode {
     init_logging();
@@ -105,22 +111,32 @@ async fn run(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let scale = options.scale;
+    let (scale, path) = (options.scale, options.db.clone());
     let started = Instant::now();
-    let db = match tokio::task::spawn_blocking(move || Db::seeded(scale)).await {
-        Ok(Ok((db, stats))) => {
+    let where_ = options.db.as_ref().map_or_else(
+        || "the in-memory database".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let db = match tokio::task::spawn_blocking(move || Db::open(path.as_deref(), scale)).await {
+        Ok(Ok((db, opened))) => {
             // A diagnostic on stderr; stdout carries only the start-up line.
-            eprintln!(
-                "twiscope: seeded {} influencers, {} posts, {} post hashtags in {:.2?}",
-                stats.influencers,
-                stats.posts,
-                stats.post_tags,
-                started.elapsed()
-            );
+            match opened {
+                Opened::Seeded(stats) => eprintln!(
+                    "twiscope: seeded {where_}: {} influencers, {} posts, {} post hashtags in {:.2?}",
+                    stats.influencers,
+                    stats.posts,
+                    stats.post_tags,
+                    started.elapsed()
+                ),
+                Opened::Existing { influencers, posts } => eprintln!(
+                    "twiscope: opened {where_}, already seeded: {influencers} influencers, \
+                     {posts} posts"
+                ),
+            }
             db
         }
         Ok(Err(e)) => {
-            eprintln!("twiscope: cannot seed the database: {e}");
+            eprintln!("twiscope: cannot open {where_}: {e}");
             return ExitCode::FAILURE;
         }
         Err(e) => {

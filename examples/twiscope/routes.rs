@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use tower_response_cache::{CacheLayer, ResponseCache};
 
 use crate::db::{platform_id, Db, DbError, Hashtag, Influencer, PLATFORMS};
 use crate::i18n::Lang;
+use crate::{page, record};
 
 const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
@@ -23,9 +24,9 @@ const STATS_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
-struct AppState {
-    db: Db,
-    cache: Option<ResponseCache>,
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) cache: Option<ResponseCache>,
 }
 
 /// The whole API. With a cache, the expensive routes get their own per-route layer and the
@@ -45,8 +46,10 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
                 per_route(|c| c.ttl(INFLUENCERS_TTL).vary_query(["limit"])),
             )
             // Added after the layer, so the write does not pass through it.
-            .post(record_engagement),
+            .post(record::record_engagement),
         )
+        // Rendered per request (not page-cached): its panels are cached one by one.
+        .route("/platforms/{platform}", get(page::platform_page))
         .route(
             "/platforms/{platform}/stats",
             // No `vary_headers` needed: the cache learns `Vary: Accept-Language` from the
@@ -77,14 +80,14 @@ fn cached(route: MethodRouter<AppState>, layer: Option<CacheLayer>) -> MethodRou
 
 /// An error as JSON: `{"error": "…"}`.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: Cow<'static, str>,
     www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -140,7 +143,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn known_platform(name: &str) -> Result<i64, ApiError> {
+/// The id of the platform `name`, or a 404 naming the known ones.
+pub(crate) fn known_platform(name: &str) -> Result<i64, ApiError> {
     platform_id(name).ok_or_else(|| ApiError::unknown_platform(name))
 }
 
@@ -213,7 +217,8 @@ async fn top_influencers(
     }))
 }
 
-fn platform_index(id: i64) -> usize {
+/// The index in `PLATFORMS` of the platform with `id`.
+pub(crate) fn platform_index(id: i64) -> usize {
     usize::try_from(id - 1).unwrap_or(0)
 }
 
@@ -254,12 +259,7 @@ async fn platform_stats(
     let stats = s.db.run(move |sql| sql.platform_stats(id)).await?;
     let name = PLATFORMS[platform_index(id)];
     let labels = lang.labels();
-    // Two decimals, computed in integers so the text never depends on float formatting.
-    let per_post = if stats.posts == 0 {
-        0
-    } else {
-        (stats.engagement * 100 + stats.posts / 2) / stats.posts
-    };
+    let per_post = stats.engagement_per_post_centi();
     let per_post = serde_json::Number::from_f64(per_post as f64 / 100.0)
         .map_or(serde_json::Value::Null, serde_json::Value::Number);
     let body = Stats {
@@ -295,7 +295,8 @@ fn stat(key: &'static str, label: &'static str, value: serde_json::Value) -> Sta
     Stat { key, label, value }
 }
 
-fn capitalised(name: &str) -> String {
+/// `name` with its first letter in upper case.
+pub(crate) fn capitalised(name: &str) -> String {
     let mut chars = name.chars();
     chars.next().map_or_else(String::new, |c| {
         c.to_ascii_uppercase().to_string() + chars.as_str()
@@ -343,79 +344,6 @@ fn user_id(credential: &str, prefix: &str) -> Option<i64> {
         .strip_prefix(prefix)
         .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|id| id.parse().ok())
-}
-
-#[derive(Deserialize)]
-struct NewEngagement {
-    username: String,
-    engagement: i64,
-}
-
-#[derive(Serialize)]
-struct Recorded {
-    platform: &'static str,
-    influencer: RecordedInfluencer,
-    post: RecordedPost,
-}
-
-#[derive(Serialize)]
-struct RecordedInfluencer {
-    id: i64,
-    username: String,
-    created: bool,
-}
-
-#[derive(Serialize)]
-struct RecordedPost {
-    id: i64,
-    engagement: i64,
-}
-
-/// `POST /influencers/{platform}`: records one post's engagement, creating the influencer if
-/// new. Cached pages show it once their TTL runs out.
-async fn record_engagement(
-    State(s): State<AppState>,
-    Path(platform): Path<String>,
-    body: Result<Json<NewEngagement>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let id = known_platform(&platform)?;
-    let Json(new) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let username = new.username.trim().to_ascii_lowercase();
-    if username.is_empty()
-        || username.len() > 32
-        || !username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "username must be 1 to 32 characters: letters, digits, '_' or '.'",
-        ));
-    }
-    if !(0..=1_000_000_000).contains(&new.engagement) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "engagement must be an integer from 0 to 1000000000",
-        ));
-    }
-    let engagement = new.engagement;
-    let name = username.clone();
-    let recorded =
-        s.db.run(move |sql| sql.record_engagement(id, &name, engagement))
-            .await?;
-    let body = Recorded {
-        platform: PLATFORMS[platform_index(id)],
-        influencer: RecordedInfluencer {
-            id: recorded.influencer_id,
-            username,
-            created: recorded.created_influencer,
-        },
-        post: RecordedPost {
-            id: recorded.post_id,
-            engagement,
-        },
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `GET /metrics`: the cache's per-route counters and the SQL query count. Runs no SQL.

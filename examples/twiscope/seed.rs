@@ -1,7 +1,7 @@
 //! The schema and the deterministic seed data: a fixed-seed PRNG draws influencers, posts and
 //! hashtags with skewed (Zipf-like) popularity, so the same scale always gives the same rows.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::db::{DbError, SeedStats, PLATFORMS};
 
@@ -105,14 +105,52 @@ const NOUNS: [&str; 24] = [
     "yak", "lemur", "marmot", "puffin",
 ];
 
-/// Creates the schema and fills it with `scale` of the full data set, in one transaction.
-pub(crate) fn seed(conn: &mut Connection, scale: f64) -> Result<SeedStats, DbError> {
+/// The tables a twiscope database has.
+const TABLES: [&str; 5] = ["platforms", "influencers", "posts", "tags", "post_tags"];
+
+/// Creates the schema and the seed data if the database has no tables yet; `None` if it was
+/// already seeded. Check and seed are one `IMMEDIATE` transaction: of several processes opening
+/// one new file at once, the first to take the write lock seeds and commits, and the others,
+/// waiting on the lock, then see tables and leave them alone.
+pub(crate) fn seed_if_empty(
+    conn: &mut Connection,
+    scale: f64,
+) -> Result<Option<SeedStats>, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if is_seeded(&tx)? {
+        return Ok(None);
+    }
+    let stats = seed(&tx, scale)?;
+    tx.commit()?;
+    Ok(Some(stats))
+}
+
+/// Whether the database has twiscope's tables (`false`: no tables at all); an error if it has
+/// tables but not those, so that a file given by mistake is refused, not written to.
+pub(crate) fn is_seeded(conn: &Connection) -> Result<bool, DbError> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if tables.is_empty() {
+        return Ok(false);
+    }
+    match TABLES.iter().find(|t| !tables.iter().any(|n| n == *t)) {
+        Some(missing) => Err(DbError::new(format!(
+            "not a twiscope database: it has tables but no '{missing}' table"
+        ))),
+        None => Ok(true),
+    }
+}
+
+/// Creates the schema and fills it with `scale` of the full data set, in the caller's
+/// transaction.
+fn seed(tx: &Connection, scale: f64) -> Result<SeedStats, DbError> {
     let n_influencers = scaled(10_000.0, scale, 30);
     let n_posts = scaled(200_000.0, scale, 300);
     let mut rng = Rng(0x7715_C0DE_2024_0001);
 
-    conn.execute_batch(SCHEMA)?;
-    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
     let mut post_tags = 0;
     {
         let mut stmt = tx.prepare("INSERT INTO platforms (id, name) VALUES (?1, ?2)")?;
@@ -183,8 +221,7 @@ pub(crate) fn seed(conn: &mut Connection, scale: f64) -> Result<SeedStats, DbErr
             post_tags += chosen.len() as u64;
         }
     }
-    tx.commit()?;
-    conn.execute_batch(INDEXES)?;
+    tx.execute_batch(INDEXES)?;
     Ok(SeedStats {
         influencers: n_influencers as u64,
         posts: n_posts as u64,

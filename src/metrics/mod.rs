@@ -21,8 +21,6 @@ mod recorded;
 mod stats;
 mod timing;
 
-#[cfg(feature = "metrics")]
-pub(crate) use recorded::name as metric_name;
 use recorded::Recorded;
 pub(crate) use stats::Judge;
 pub use stats::{RouteStats, Verdict};
@@ -54,7 +52,7 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_stored_bytes_total` | counter | `route` | body bytes of the responses stored |
 /// | `{ns}_cache_store_errors_total` | counter | `route` | store failures treated as misses, timeouts included |
 /// | `{ns}_cache_store_timeouts_total` | counter | `route` | of those, the ones that ran out of time |
-/// | `{ns}_cache_coalesced_total` | counter | `route` | waits on a concurrent miss of the same key |
+/// | `{ns}_cache_coalesced_total` | counter | `route` | requests that waited for a concurrent miss of the same key until it was done |
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
@@ -182,7 +180,7 @@ impl RouteCounters {
         }
         self.recorded.store_error(timeout);
     }
-    /// A missing request waits for a concurrent miss of its key.
+    /// A missing request waited for a concurrent miss of its key until it was done.
     pub(crate) fn coalesced(&self) {
         self.coalesced.fetch_add(1, Relaxed);
         self.recorded.coalesced();

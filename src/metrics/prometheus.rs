@@ -94,7 +94,7 @@ pub(super) const COUNTERS: [Counter; 7] = [
     ),
     (
         "coalesced_total",
-        "Waits on a concurrent miss of the same key.",
+        "Requests that waited for a concurrent miss of the same key until it was done.",
         |s| s.coalesced,
     ),
 ];

@@ -48,7 +48,8 @@ pub struct RouteStats {
     /// Of `store_errors`, those that ran out of time: the store's own command timeout, or the
     /// request's lookup budget.
     pub store_timeouts: u64,
-    /// Times a missing request waited for a concurrent miss of the same key to fill the entry.
+    /// Missing requests that waited for a concurrent miss of the same key until it was done,
+    /// then looked again (those that gave up waiting are not counted).
     pub coalesced: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a

@@ -64,6 +64,14 @@ fn slot_of(key: &CacheKey) -> usize {
 }
 
 /// The entry for `key` remembered on this thread, if the store has not changed since.
+///
+/// The invariant: a slot answers only for the store (`Arc<Generation>`) and the key it was
+/// read under, only while that store's generation is the one taken *before* the read, and only
+/// until the entry's deadline. Every change to the store (put, remove, clear, eviction) bumps
+/// the generation *after* it is made, which invalidates every slot of that store on every
+/// thread at once: a reader racing a write remembers the old generation and never serves it.
+/// Nothing else invalidates a slot; a store method that changes moka without bumping breaks
+/// this (the store's tests check put, remove and clear).
 pub(crate) fn get(store: &Arc<Generation>, key: &CacheKey) -> Option<Entry> {
     let current = store.current();
     HOT.with_borrow_mut(|hot| {
@@ -112,4 +120,98 @@ pub(crate) fn remember(
             reads,
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    use super::*;
+    use crate::CachedResponse;
+
+    fn entry(body: &'static str) -> Entry {
+        Entry::from(CachedResponse {
+            status: StatusCode::OK,
+            headers: crate::StoredHeaders::default(),
+            body: Bytes::from_static(body.as_bytes()),
+            stored_at_millis: 0,
+            ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn body(entry: Option<Entry>) -> Option<Bytes> {
+        match entry? {
+            Entry::Response(r) => Some(r.body.clone()),
+            Entry::Vary(_) => None,
+        }
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey::from_parts("hot", &[name.as_bytes()])
+    }
+
+    #[test]
+    fn an_entry_read_before_a_write_is_not_served_after_it() {
+        let store = Arc::new(Generation::default());
+        let k = key("k");
+        // Read at generation 0; a write lands (and bumps) before the reader remembers it.
+        let read_at = store.current();
+        store.bump();
+        remember(&store, read_at, &k, &entry("old"), later());
+        assert_eq!(body(get(&store, &k)), None);
+        // Read after the write: served.
+        remember(&store, store.current(), &k, &entry("new"), later());
+        assert_eq!(body(get(&store, &k)).as_deref(), Some(&b"new"[..]));
+        store.bump();
+        assert_eq!(body(get(&store, &k)), None);
+    }
+
+    #[test]
+    fn an_entry_is_never_served_past_its_deadline() {
+        let store = Arc::new(Generation::default());
+        let k = key("k");
+        remember(&store, store.current(), &k, &entry("e"), Instant::now());
+        assert_eq!(body(get(&store, &k)), None);
+    }
+
+    #[test]
+    fn a_slot_never_answers_for_another_key() {
+        let store = Arc::new(Generation::default());
+        let a = key("a");
+        let b = (0..)
+            .map(|i| key(&format!("b{i}")))
+            .find(|b| slot_of(b) == slot_of(&a))
+            .unwrap();
+        remember(&store, store.current(), &a, &entry("a"), later());
+        assert_eq!(body(get(&store, &b)), None, "same slot, another key");
+        assert_eq!(body(get(&store, &a)).as_deref(), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn a_slot_never_answers_for_another_store() {
+        // Both at generation 0: only their identity tells them apart.
+        let (one, two) = (Arc::new(Generation::default()), Arc::default());
+        let k = key("k");
+        remember(&one, 0, &k, &entry("one"), later());
+        assert_eq!(body(get(&two, &k)), None);
+        assert_eq!(body(get(&one, &k)).as_deref(), Some(&b"one"[..]));
+    }
+
+    #[test]
+    fn one_read_in_record_every_goes_to_the_store() {
+        let store = Arc::new(Generation::default());
+        let k = key("k");
+        remember(&store, 0, &k, &entry("e"), later());
+        let misses = (0..RECORD_EVERY * 4)
+            .filter(|_| get(&store, &k).is_none())
+            .count();
+        assert_eq!(misses, 4);
+    }
 }

@@ -216,6 +216,9 @@ impl Default for MemoryStore {
     }
 }
 
+// Every method that changes `cache` bumps `generation` after the change: that is what stops
+// each thread's hot table serving what it replaced or removed (the invariant is in `hot::get`).
+// moka's eviction listener bumps too, but as the change happens, not after it is visible.
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
         Box::pin(std::future::ready(Ok(self.lookup(key))))
@@ -325,6 +328,23 @@ mod tests {
             assert_eq!(told.recv().unwrap(), None);
             drop(ask);
         });
+    }
+
+    #[tokio::test]
+    async fn a_cleared_entry_is_never_answered_from_the_table() {
+        let store = MemoryStore::default();
+        let (gone, kept) = (
+            CacheKey::from_parts("gone", &[b"k"]),
+            CacheKey::from_parts("kept", &[b"k"]),
+        );
+        store.put(&gone, entry("gone"), TTL).await.unwrap();
+        store.put(&kept, entry("kept"), TTL).await.unwrap();
+        for _ in 0..3 {
+            assert!(body(&store, &gone).is_some() && body(&store, &kept).is_some());
+        }
+        assert_eq!(store.clone().clear_prefix("gone").await.unwrap(), 1);
+        assert_eq!(body(&store, &gone), None);
+        assert_eq!(body(&store, &kept).as_deref(), Some(&b"kept"[..]));
     }
 
     #[tokio::test]

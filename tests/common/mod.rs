@@ -6,6 +6,7 @@ pub mod raw_http;
 pub mod redis_server;
 pub mod slow_proxy;
 pub mod test_store;
+pub mod twiscope;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

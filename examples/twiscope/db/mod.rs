@@ -1,12 +1,19 @@
 //! The SQLite database: schema, deterministic seed data, and every query the handlers run,
 //! each one counted for `twiscope_db_queries_total`.
 
+mod open;
+mod write;
+
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use write::NewProfile;
 
 /// The platforms, in id order (`platforms.id` is the index plus one).
 pub(crate) const PLATFORMS: [&str; 3] = ["twitter", "mastodon", "bluesky"];
@@ -27,12 +34,17 @@ fn platform_name(id: i64) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// How long a request's statement waits for another process's write to a shared file.
+const QUERY_WAIT: Duration = Duration::from_secs(5);
+
 /// A handle to the database; cheap to clone.
 ///
 /// One connection behind a std `Mutex`, used only from `spawn_blocking` threads: rusqlite's
 /// `Connection` is `Send` but not `Sync`, an in-memory database lives and dies with its one
 /// connection, and the lock is never held across an `.await`. Queries queue on it, which is
-/// the point of the example: the cache keeps requests away from this queue.
+/// the point of the example: the cache keeps requests away from this queue. With `--db`, each
+/// process has its own connection to the shared file; WAL mode lets one process write while
+/// the others read.
 #[derive(Clone)]
 pub(crate) struct Db {
     shared: Arc<Shared>,
@@ -51,6 +63,15 @@ impl fmt::Debug for Db {
     }
 }
 
+/// What opening the database found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Opened {
+    /// It was empty (always, in memory) and now holds the seed data.
+    Seeded(SeedStats),
+    /// A shared file another start had seeded; left as it is.
+    Existing { influencers: i64, posts: i64 },
+}
+
 /// What the seed produced.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SeedStats {
@@ -61,38 +82,81 @@ pub(crate) struct SeedStats {
 
 /// A failed query, or a worker thread that died running it.
 #[derive(Debug)]
-pub(crate) struct DbError(String);
+pub(crate) struct DbError {
+    message: String,
+    /// SQLite said `SQLITE_BUSY`: another connection holds a lock.
+    busy: bool,
+}
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "database: {}", self.0)
+        write!(f, "database: {}", self.message)
+    }
+}
+
+impl DbError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            busy: false,
+        }
     }
 }
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self {
+            busy: e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy),
+            message: e.to_string(),
+        }
     }
 }
 
 impl Db {
-    /// A fresh in-memory database seeded with `scale` of the full data set (1.0: 10 000
-    /// influencers, 200 000 posts). The same scale always yields the same rows.
-    pub(crate) fn seeded(scale: f64) -> Result<(Self, SeedStats), DbError> {
-        let mut conn = Connection::open_in_memory()?;
-        let stats = crate::seed::seed(&mut conn, scale)?;
+    /// The shared SQLite file at `path` (created if missing), or a private in-memory database
+    /// for `None`; seeded with `scale` of the full data set (1.0: 10 000 influencers, 200 000
+    /// posts) if empty. The same scale always yields the same rows.
+    ///
+    /// Safe when several processes open one new file at once: the emptiness check and the
+    /// seed run in one `IMMEDIATE` transaction, so exactly one of them seeds and the others
+    /// wait for its lock (up to [`OPEN_WAIT`]), then find the file seeded.
+    pub(crate) fn open(path: Option<&Path>, scale: f64) -> Result<(Self, Opened), DbError> {
+        let (conn, seeded) = open::connect(path, scale)?;
+        let opened = match seeded {
+            Some(stats) => Opened::Seeded(stats),
+            None => {
+                let (influencers, posts) = conn.query_row(
+                    "SELECT (SELECT COUNT(*) FROM influencers), (SELECT COUNT(*) FROM posts)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Opened::Existing { influencers, posts }
+            }
+        };
+        conn.busy_timeout(QUERY_WAIT)?;
         let db = Self {
             shared: Arc::new(Shared {
                 conn: Mutex::new(conn),
                 queries: AtomicU64::new(0),
             }),
         };
-        Ok((db, stats))
+        Ok((db, opened))
     }
 
     /// SQL statements run by request handlers since start (seeding excluded).
     pub(crate) fn queries(&self) -> u64 {
         self.shared.queries.load(Ordering::Relaxed)
+    }
+
+    /// The `limit` influencers of `platform` with the most summed engagement (the guide's
+    /// `get_top_influencers`): one query, on a blocking thread.
+    pub(crate) async fn top_influencers(
+        &self,
+        platform: i64,
+        limit: u32,
+    ) -> Result<Vec<Influencer>, DbError> {
+        self.run(move |sql| sql.top_influencers(platform, limit))
+            .await
     }
 
     /// Runs `f` on a blocking thread with the connection.
@@ -110,7 +174,7 @@ impl Db {
             })
         })
         .await
-        .map_err(|e| DbError(format!("query worker failed: {e}")))?
+        .map_err(|e| DbError::new(format!("query worker failed: {e}")))?
     }
 }
 
@@ -268,44 +332,6 @@ impl Sql<'_> {
             },
         )
     }
-
-    /// Records one post's engagement for `username` on a platform, creating the influencer on
-    /// first sight. One transaction.
-    pub(crate) fn record_engagement(
-        &self,
-        platform: i64,
-        username: &str,
-        engagement: i64,
-    ) -> Result<Recorded, DbError> {
-        // `unchecked_transaction` takes `&Connection`; the mutex already makes us the only user.
-        let tx = self.conn.unchecked_transaction()?;
-        let existing = self.row(
-            "SELECT id FROM influencers WHERE platform_id = ?1 AND username = ?2",
-            params![platform, username],
-            |r| r.get(0),
-        )?;
-        let (influencer_id, created_influencer) = match existing {
-            Some(id) => (id, false),
-            None => {
-                let id = self.insert(
-                    "INSERT INTO influencers (platform_id, username, display_name, followers)
-                     VALUES (?1, ?2, ?2, 0)",
-                    params![platform, username],
-                )?;
-                (id, true)
-            }
-        };
-        let post_id = self.insert(
-            "INSERT INTO posts (influencer_id, engagement) VALUES (?1, ?2)",
-            params![influencer_id, engagement],
-        )?;
-        tx.commit()?;
-        Ok(Recorded {
-            influencer_id,
-            created_influencer,
-            post_id,
-        })
-    }
 }
 
 /// A hashtag and how many posts mention it.
@@ -315,8 +341,9 @@ pub(crate) struct Hashtag {
     pub(crate) mentions: i64,
 }
 
-/// An influencer with their totals.
-#[derive(Debug, Serialize)]
+/// An influencer with their totals. `Deserialize` and `Clone` so that a list of them can be
+/// kept in the cache as a value (the page's top-5 panel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Influencer {
     pub(crate) id: i64,
     pub(crate) username: String,
@@ -336,6 +363,18 @@ pub(crate) struct PlatformStats {
     pub(crate) top_hashtags: Vec<Hashtag>,
 }
 
+impl PlatformStats {
+    /// Engagement per post in hundredths, rounded: computed in integers so that the text
+    /// never depends on float formatting.
+    pub(crate) fn engagement_per_post_centi(&self) -> i64 {
+        if self.posts == 0 {
+            0
+        } else {
+            (self.engagement * 100 + self.posts / 2) / self.posts
+        }
+    }
+}
+
 /// What `/me` shows.
 #[derive(Debug, Serialize)]
 pub(crate) struct Profile {
@@ -346,12 +385,4 @@ pub(crate) struct Profile {
     pub(crate) followers: i64,
     pub(crate) posts: i64,
     pub(crate) engagement: i64,
-}
-
-/// The outcome of recording engagement.
-#[derive(Debug)]
-pub(crate) struct Recorded {
-    pub(crate) influencer_id: i64,
-    pub(crate) created_influencer: bool,
-    pub(crate) post_id: i64,
 }

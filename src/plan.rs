@@ -1,23 +1,23 @@
-//! The async part of a request `call` could not answer at once: the lookup a store makes us
-//! wait for, joining the flight of a missing key, the handler, and the miss that fills the
-//! entry ([`Miss`]).
+//! The async part of a request `call` could not answer at once, in order: the lookup a store
+//! makes us wait for and its hit ([`hit`](crate::hit)), the flight of a missing key
+//! ([`coalesce`](crate::coalesce)), the handler, and the miss that answers and fills the entry
+//! ([`miss`](crate::miss)). It joins the two paths; neither reaches into the other.
 
 use std::sync::Arc;
 
-use crate::route::RouteLabel;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::bypass::passed_on;
-use crate::coalesce::{Lead, Turn};
-use crate::hit::fresh_hit;
-use crate::lookup::lookup;
+use crate::coalesce::Joined;
+use crate::hit::{fresh_hit, lookup};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::policy::RoutePolicy;
+use crate::route::RouteLabel;
 use crate::shared::Shared;
-use crate::status::{bypass, gateway_timeout, mark, with_status};
+use crate::status::{gateway_timeout, mark};
 use crate::{CacheKey, ResponseBody};
 
 /// A request that may be served from or stored in the cache, as `call` found it.
@@ -115,17 +115,22 @@ impl Plan {
             };
             // A store that just failed will not be filled by a leader either: nobody waits on it.
             if !is_head && !store_failed && !shared.coalesce_wait.is_zero() {
-                let flight = Flight {
-                    shared: &shared,
-                    policy: &policy,
-                    counters: &counters,
-                    primary: &primary,
-                    headers: req.headers(),
-                    deadline,
-                };
-                match flight.join(&key).await {
-                    Ok(led) => lead = led,
-                    Err(hit) => return Ok(hit),
+                let layer = Arc::as_ptr(&policy) as usize;
+                let turn = shared.flights.take_turn(layer, &key, shared.coalesce_wait);
+                match turn.await {
+                    Joined::Lead(led) => lead = Some(led),
+                    Joined::Alone => {}
+                    Joined::Landed => {
+                        // Another request filled it meanwhile: its entry is a hit, if fresh.
+                        counters.coalesced();
+                        let headers = req.headers();
+                        let looked = lookup(&shared, &counters, &primary, headers, deadline);
+                        let found = looked.await.found;
+                        let hit = fresh_hit(&shared, &policy, &counters, found, false, headers);
+                        if let Some(res) = hit {
+                            return Ok(res);
+                        }
+                    }
                 }
             }
         }
@@ -143,101 +148,23 @@ impl Plan {
             Err(res) => res,
         };
         counters.handler_took(called);
-        let fwd = if forced { "request" } else { "uri-miss" };
-        if is_head {
-            // A HEAD response has no body to keep; only a GET fills the entry HEAD reads. It
-            // counts as the GET would: a bypass when the policy refuses to store it, else a miss.
-            let (parts, body) = res.into_parts();
-            let refused = policy.admit_response(&parts, identity.is_some()).err();
-            let res = Response::from_parts(parts, ResponseBody::inner(body));
-            return Ok(match refused {
-                Some(reason) => {
-                    counters.bypass(reason);
-                    bypass(&shared, res, reason)
-                }
-                None => {
-                    counters.miss();
-                    with_status(&shared, res, &["fwd=", fwd])
-                }
-            });
-        }
-        // `Miss::respond` counts the outcome: a miss, or a bypass when the response is refused.
+        // The miss counts the outcome: a miss, or a bypass when the response is refused.
         let miss = Miss {
-            shared: shared.clone(),
+            shared,
             policy: &policy,
             counters,
             primary,
             per_user: identity.is_some(),
             req_headers,
-            fwd,
+            fwd: if forced { "request" } else { "uri-miss" },
             lead,
             store_failed,
         };
+        if is_head {
+            return Ok(miss.head(res));
+        }
         // Boxed: the miss path's state is large, and would otherwise be carried by every
         // request that waits on the store, hits included.
         Ok(Box::pin(miss.respond(res)).await)
-    }
-}
-
-/// A missing GET about to join the flight of its key.
-struct Flight<'a> {
-    shared: &'a Shared,
-    policy: &'a Arc<RoutePolicy>,
-    counters: &'a RouteCounters,
-    primary: &'a CacheKey,
-    headers: &'a HeaderMap,
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Flight<'_> {
-    /// `Ok(Some(lead))`: call the handler and fill the entry; `Ok(None)`: call it alone;
-    /// `Err(hit)`: another request filled it meanwhile.
-    async fn join<B: Body>(
-        &self,
-        key: &CacheKey,
-    ) -> Result<Option<Lead>, Response<ResponseBody<B>>> {
-        let shared = self.shared;
-        let layer = Arc::as_ptr(self.policy) as usize;
-        // Whatever happens to the leaders, wait no longer than configured, in all.
-        let until = tokio::time::Instant::now().checked_add(shared.coalesce_wait);
-        loop {
-            let wait = match shared.flights.join(layer, key) {
-                Turn::Lead(lead) => return Ok(Some(lead)),
-                Turn::Alone => return Ok(None),
-                Turn::Wait(wait) => {
-                    self.counters.coalesced();
-                    wait
-                }
-            };
-            let landed = match until {
-                Some(until) => tokio::time::timeout_at(until, wait.landed()).await,
-                None => Ok(wait.landed().await),
-            };
-            match landed {
-                // The leader went away unfinished (its client hung up): join again, and the
-                // first waiter back leads while the others keep waiting.
-                Ok(false) => {}
-                Ok(true) => {
-                    let looked = lookup(
-                        shared,
-                        self.counters,
-                        self.primary,
-                        self.headers,
-                        self.deadline,
-                    );
-                    let found = looked.await.found;
-                    let hit = fresh_hit(
-                        shared,
-                        self.policy,
-                        self.counters,
-                        found,
-                        false,
-                        self.headers,
-                    );
-                    return hit.map_or(Ok(None), Err);
-                }
-                Err(_) => return Ok(None),
-            }
-        }
     }
 }
