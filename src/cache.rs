@@ -415,6 +415,8 @@ impl ResponseCacheBuilder {
                 lookup_timeout,
                 writes: Arc::new(tokio::sync::Semaphore::new(self.max_writes as usize)),
                 max_writes: self.max_writes,
+                #[cfg(feature = "values")]
+                value_flights: crate::value::Flights::default(),
             }),
         }
     }

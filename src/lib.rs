@@ -64,6 +64,10 @@
 //! trips a circuit breaker when Redis is in trouble. `CacheConfig` (feature `config`) builds either from TOML or
 //! environment variables, the way Django's `CACHES` setting does.
 //!
+//! The same cache and store also keep any serde value by key (feature `values`, Django's
+//! low-level API and `{% cache %}`): `cache.get_or_insert_with("top:twitter", ttl, || query())`,
+//! `cache.incr("version:twitter", 1)`, `cache.fragment("stats", &[platform], ttl, || render())`.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
@@ -73,6 +77,7 @@
 //! | `metrics` | yes | hits, misses, bypasses, stores, store errors, evictions and timings recorded through the [`metrics`](https://docs.rs/metrics) facade: see [`Metrics`] for the names |
 //! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
 //! | `redis-tls` | no | `rediss://` URLs, through rustls |
+//! | `values` | yes | the low-level API: [`ResponseCache::get`], `set`, `incr`, `get_or_insert_with`, `remove_pattern`, `fragment` for any serde value (serde, serde_json) |
 //!
 //! A plain tower service needs none of them: with `default-features = false` the crate builds
 //! without axum, serde, toml, metrics or fred, keys on the request's own URI and counts every request
@@ -111,6 +116,8 @@ mod service;
 mod shared;
 mod status;
 mod store;
+#[cfg(feature = "values")]
+mod value;
 mod variants;
 mod write;
 
@@ -128,9 +135,17 @@ pub use metrics::{Metrics, RouteStats, Verdict};
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;
+#[cfg(feature = "values")]
+pub use value::VALUES_ROUTE;
 /// The README's Rust blocks, compiled by `cargo test` so its quick start cannot drift from the API.
 /// Its examples use every default feature.
-#[cfg(all(doctest, feature = "axum", feature = "config", feature = "redis"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "config",
+    feature = "redis",
+    feature = "values"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 

@@ -49,4 +49,7 @@ pub(crate) struct Shared {
     /// Permits for background writes: a write that finds none is skipped, never queued.
     pub(crate) writes: Arc<tokio::sync::Semaphore>,
     pub(crate) max_writes: u32,
+    /// `get_or_insert_with` computations in progress.
+    #[cfg(feature = "values")]
+    pub(crate) value_flights: crate::value::Flights,
 }

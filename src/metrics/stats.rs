@@ -30,7 +30,7 @@ use crate::BypassReason;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RouteStats {
-    /// The route template, or `*`.
+    /// The route template, or `*`; `values` counts the low-level API (`ResponseCache::get`…).
     pub route: String,
     /// Requests answered from a fresh stored response (`200`, `304` or HEAD).
     pub hits: u64,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
@@ -11,6 +12,9 @@ use super::evictions::Evictions;
 use super::hot::{self, Generation};
 use super::{Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
+
+mod values;
+use values::value_slot;
 
 /// An in-process store; the default.
 ///
@@ -41,9 +45,20 @@ pub struct MemoryStore {
 
 #[derive(Debug, Clone)]
 struct Stored {
-    entry: Entry,
+    held: Held,
     /// When it expires, in moka and in the hot table alike.
     deadline: Instant,
+}
+
+/// What one slot holds: a response entry, or a raw value of the low-level API.
+#[derive(Debug, Clone)]
+enum Held {
+    Entry(Entry),
+    /// Under `value_slot`'s key; `key` is the readable one, for pattern removal.
+    Value {
+        key: Arc<str>,
+        bytes: Bytes,
+    },
 }
 
 struct PerEntryTtl;
@@ -103,9 +118,13 @@ fn churn_slack(body_len: usize) -> usize {
 ///
 /// Header values are counted as if each had its own allocation; those sliced from the body's
 /// allocation (`Content-Length`, a computed `ETag`) do not, which errs on the side of the bound.
-fn cost(entry: &Entry) -> usize {
-    let own = match entry {
-        Entry::Response(r) => {
+fn cost(held: &Held) -> usize {
+    let own = match held {
+        Held::Value { key, bytes } => {
+            // The `Arc<str>` (two counters and the key), the bytes and their control block.
+            allocated(16 + key.len()) + allocated(bytes.len()) + SHARED_BYTES
+        }
+        Held::Entry(Entry::Response(r)) => {
             let pairs = std::mem::size_of::<(HeaderName, HeaderValue)>() * r.headers.len();
             // Values own their bytes (a few are slices of the body's allocation and cost less);
             // names are almost always the standard ones, which are static.
@@ -119,7 +138,7 @@ fn cost(entry: &Entry) -> usize {
                 + churn_slack(r.body.len())
                 + SHARED_BYTES
         }
-        Entry::Vary(names) => {
+        Held::Entry(Entry::Vary(names)) => {
             let slice = 16 + std::mem::size_of::<HeaderName>() * names.len();
             allocated(slice)
                 + names
@@ -141,10 +160,13 @@ impl MemoryStore {
         let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.entry)).unwrap_or(u32::MAX))
+            .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.held)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, _, cause| {
-                evicted.bump();
+            .eviction_listener(move |_, v: Stored, cause| {
+                // Only responses are remembered in the hot table; see `values`.
+                if matches!(v.held, Held::Entry(_)) {
+                    evicted.bump();
+                }
                 counted.evicted(cause);
             })
             .build();
@@ -198,14 +220,11 @@ impl MemoryStore {
         // Read before the lookup: a write racing with it leaves the remembered entry stale.
         let generation = self.generation.current();
         let stored = self.cache.get(key)?;
-        hot::remember(
-            &self.generation,
-            generation,
-            key,
-            &stored.entry,
-            stored.deadline,
-        );
-        Some(stored.entry)
+        let Held::Entry(entry) = stored.held else {
+            return None;
+        };
+        hot::remember(&self.generation, generation, key, &entry, stored.deadline);
+        Some(entry)
     }
 }
 
@@ -230,7 +249,8 @@ impl Store for MemoryStore {
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
         let deadline = Instant::now() + ttl;
-        self.cache.insert(key.clone(), Stored { entry, deadline });
+        let held = Held::Entry(entry);
+        self.cache.insert(key.clone(), Stored { held, deadline });
         self.generation.bump();
         Box::pin(std::future::ready(Ok(())))
     }
@@ -253,6 +273,28 @@ impl Store for MemoryStore {
         }
         self.generation.bump();
         Box::pin(std::future::ready(Ok(victims.len() as u64)))
+    }
+
+    fn get_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
+        Box::pin(std::future::ready(Ok(self.value(key))))
+    }
+
+    fn put_value<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
+        self.insert_value(key, value, Instant::now() + ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn remove_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        let removed = self.cache.remove(&value_slot(key)).is_some();
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+
+    fn incr_value<'a>(&'a self, key: &'a str, delta: i64) -> StoreFuture<'a, i64> {
+        Box::pin(std::future::ready(self.add(key, delta)))
+    }
+
+    fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(Ok(self.remove_matching(pattern))))
     }
 }
 
@@ -409,8 +451,8 @@ mod tests {
                 ttl: TTL,
             })
         };
-        assert!(cost(&body(64 * 1024)) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
-        assert!(cost(&body(1024)) < 1024 + ENTRY_OVERHEAD + 200);
+        assert!(cost(&Held::Entry(body(64 * 1024))) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
+        assert!(cost(&Held::Entry(body(1024))) < 1024 + ENTRY_OVERHEAD + 200);
     }
 
     #[tokio::test]
@@ -452,5 +494,34 @@ mod tests {
         store.put(&small, entry("s"), TTL).await.unwrap();
         assert!(body(&store, &small).is_some());
         assert!(hot::get(&store.generation, &small).is_some());
+    }
+
+    #[tokio::test]
+    async fn value_writes_leave_remembered_responses_alone() {
+        let store = MemoryStore::default();
+        let k = CacheKey::from_parts("t", &[b"page"]);
+        store.put(&k, entry("page"), TTL).await.unwrap();
+        assert!(body(&store, &k).is_some());
+        assert!(hot::get(&store.generation, &k).is_some());
+        // Counters, overwrites and removals of values: none is a response write.
+        for i in 0..200 {
+            store.incr_value("t:v:hits", 1).await.unwrap();
+            let big = Bytes::from(vec![b'x'; 2048]);
+            store
+                .put_value(&format!("t:v:{i}"), big, TTL)
+                .await
+                .unwrap();
+            store.remove_value(&format!("t:v:{}", i / 2)).await.unwrap();
+        }
+        store.remove_values_matching("t:v:1*").await.unwrap();
+        store.cache.run_pending_tasks();
+        assert!(
+            hot::get(&store.generation, &k).is_some(),
+            "still remembered"
+        );
+        // A response write still reaches every reader.
+        store.put(&k, entry("new"), TTL).await.unwrap();
+        assert!(hot::get(&store.generation, &k).is_none());
+        assert_eq!(body(&store, &k).as_deref(), Some(&b"new"[..]));
     }
 }

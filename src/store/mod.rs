@@ -8,9 +8,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::{CacheKey, Entry};
 
 mod evictions;
+pub(crate) mod glob;
 mod hot;
 mod memory;
 pub use memory::MemoryStore;
@@ -70,6 +73,55 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Removes every entry whose key starts with `prefix`; how many were removed.
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64>;
+
+    // Raw values, for the low-level API (`ResponseCache::get`, `set`, `incr`…): bytes under a
+    // readable string key (`<prefix>:v:<key>`), apart from the responses. The defaults fail
+    // with `Backend` ("does not keep values"): a store that cannot keep values must say so,
+    // never drop them silently.
+
+    /// The raw value under `key`, if any. A counter ([`incr_value`](Self::incr_value)) reads
+    /// as its decimal ASCII digits, as Redis stores it.
+    fn get_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
+        let _ = key;
+        unsupported()
+    }
+
+    /// Stores `value` under `key`; the store drops it after `ttl` (zero: removes it).
+    fn put_value<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
+        let _ = (key, value, ttl);
+        unsupported()
+    }
+
+    /// Removes the value under `key`; whether there was one.
+    fn remove_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        let _ = key;
+        unsupported()
+    }
+
+    /// Adds `delta` to the counter under `key` atomically and returns the new count. A missing
+    /// key starts at 0 and never expires; an existing one keeps its time to live. A value that
+    /// is not a decimal `i64`, or a sum that overflows, is a [`StoreErrorKind::Corrupt`] error
+    /// and leaves the value as it was.
+    fn incr_value<'a>(&'a self, key: &'a str, delta: i64) -> StoreFuture<'a, i64> {
+        let _ = (key, delta);
+        unsupported()
+    }
+
+    /// Removes every value whose key matches the Redis glob `pattern` (`*`, `?`, `[…]`, `\`);
+    /// how many were removed. The cache always passes a pattern starting `<prefix>:v:`, which
+    /// no response key matches. Redis: paged `SCAN` + `UNLINK` on every primary, never `KEYS`.
+    fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
+        let _ = pattern;
+        unsupported()
+    }
+}
+
+/// What a store that keeps no raw values answers.
+fn unsupported<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Err(StoreError::new(
+        StoreErrorKind::Backend,
+        "this store does not keep values (the low-level API)",
+    ))))
 }
 
 /// A store failure. The layer logs it and treats the request as a miss.
@@ -92,6 +144,8 @@ pub enum StoreErrorKind {
     Backend,
     /// The store's settings are invalid (a bad URL, a zero timeout); reported when it is built.
     Config,
+    /// A value of the low-level API could not be serialised; nothing was sent to the store.
+    Encode,
 }
 
 impl StoreError {

@@ -1,5 +1,6 @@
-//! Clearing by prefix: `SCAN MATCH prefix*` on the server (on every master of a cluster), then
-//! `DEL` in batches that each stay within one hash slot.
+//! Removing by pattern: `SCAN MATCH pattern` on the server (on every master of a cluster), then
+//! `UNLINK` in batches that each stay within one hash slot. Clearing a prefix is the pattern
+//! `prefix*`; the low-level API's `remove_pattern` is `<prefix>:v:<glob>`.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -9,15 +10,22 @@ use fred::types::Key;
 use futures_core::Stream;
 
 use super::{Failure, RedisStore};
+use crate::store::glob::escape as escape_glob;
 use crate::StoreError;
 
-/// How many keys one `DEL` of [`crate::Store::clear_prefix`] removes at most.
+/// How many keys one `UNLINK` removes at most.
 const DEL_BATCH: usize = 256;
 
 impl RedisStore {
     pub(super) async fn clear(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.remove_matching(&format!("{}*", escape_glob(prefix)))
+            .await
+    }
+
+    /// Removes every key matching the glob `pattern`; how many were removed.
+    pub(super) async fn remove_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         let keys = self
-            .call("SCAN", self.scan(prefix))
+            .call("SCAN", self.scan(pattern))
             .await
             .map_err(Failure::into_error)?;
         let mut batches: Vec<Vec<Key>> = Vec::new();
@@ -38,16 +46,20 @@ impl RedisStore {
         }
         let mut removed = 0;
         for batch in batches {
-            let del = self.shared.client.del::<u64, _>(batch);
-            removed += self.call("DEL", del).await.map_err(Failure::into_error)?;
+            // UNLINK frees the values off Redis's main thread, unlike DEL.
+            let unlink = self.shared.client.unlink::<u64, _>(batch);
+            removed += self
+                .call("UNLINK", unlink)
+                .await
+                .map_err(Failure::into_error)?;
         }
         Ok(removed)
     }
 
-    /// Every key starting with `prefix`: `SCAN MATCH` on the server, or on every master of a
+    /// Every key matching `pattern`: `SCAN MATCH` on the server, or on every master of a
     /// cluster. Each page is bounded by the command timeout.
-    async fn scan(&self, prefix: &str) -> Result<Vec<Key>, fred::error::Error> {
-        let pattern = format!("{}*", escape_glob(prefix));
+    async fn scan(&self, pattern: &str) -> Result<Vec<Key>, fred::error::Error> {
+        let pattern = pattern.to_owned();
         let client = self.shared.pool.next_connected();
         let mut stream: Pin<Box<dyn Stream<Item = Result<Key, fred::error::Error>> + Send>> =
             if client.is_clustered() {
@@ -80,27 +92,9 @@ fn chunks(keys: Vec<Key>) -> impl Iterator<Item = Vec<Key>> {
     })
 }
 
-/// Escapes Redis glob metacharacters so a prefix matches only itself.
-fn escape_glob(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + 4);
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_metacharacters_are_escaped() {
-        assert_eq!(escape_glob("app:{ab}:"), "app:{ab}:");
-        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
 
     #[test]
     fn deletes_are_batched() {

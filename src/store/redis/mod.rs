@@ -20,6 +20,7 @@ mod breaker;
 mod builder;
 mod clear;
 mod stats;
+mod values;
 
 use breaker::Breaker;
 pub use breaker::BreakerState;
@@ -298,9 +299,13 @@ impl RedisStore {
 /// How far past the command timeout [`RedisStore::call`]'s own guard fires.
 const GUARD_SLACK: Duration = Duration::from_millis(10);
 
-/// A `WRONGTYPE` reply: something other than a string lives under our key.
+/// A `WRONGTYPE` reply: something other than a string lives under our key; or, for `INCRBY`,
+/// something other than an integer, or a sum that overflows. Redis answered: not a failure.
 fn is_foreign_type(e: &fred::error::Error) -> bool {
-    e.details().starts_with("WRONGTYPE")
+    let details = e.details();
+    details.starts_with("WRONGTYPE")
+        || details.starts_with("ERR value is not an integer")
+        || details.starts_with("ERR increment or decrement would overflow")
 }
 
 /// Why a call produced no value.
@@ -367,5 +372,25 @@ impl Store for RedisStore {
 
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(self.clear(prefix))
+    }
+
+    fn get_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
+        Box::pin(self.get_raw(key))
+    }
+
+    fn put_value<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_raw(key, value, ttl))
+    }
+
+    fn remove_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.remove_raw(key))
+    }
+
+    fn incr_value<'a>(&'a self, key: &'a str, delta: i64) -> StoreFuture<'a, i64> {
+        Box::pin(self.incr_raw(key, delta))
+    }
+
+    fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(self.remove_matching(pattern))
     }
 }
