@@ -8,6 +8,7 @@ use http::Response;
 use http_body::Body;
 
 use crate::metrics::RouteCounters;
+use crate::names::take_handler_tags;
 use crate::shared::Shared;
 use crate::status::{handled, mark, with_status};
 use crate::{BypassReason, ResponseBody};
@@ -27,7 +28,9 @@ pub(crate) struct Bypassed {
 }
 
 impl Bypassed {
-    pub(crate) fn finish<B: Body>(self, res: Response<B>) -> Response<ResponseBody<B>> {
+    pub(crate) fn finish<B: Body>(self, mut res: Response<B>) -> Response<ResponseBody<B>> {
+        // The handler's tags are for this cache only, even on a response it does not store.
+        take_handler_tags(&mut res);
         match passed_on(&self.shared, self.learn.as_ref(), res) {
             Ok(handled) => handled,
             Err(res) => {

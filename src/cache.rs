@@ -2,11 +2,12 @@
 //! app-wide and per-route layers are made.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::coalesce::Flights;
+use crate::generations::{Gens, DEFAULT_POLL};
 use crate::metrics::Judge;
 use crate::policy::{BypassHook, Mode, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::shared::Shared;
@@ -47,7 +48,8 @@ impl fmt::Debug for ResponseCache {
         f.debug_struct("ResponseCache")
             .field("store", &s.store)
             .field("prefix", &s.prefix)
-            .field("version", &s.version.load(Ordering::Relaxed))
+            .field("version", &s.version)
+            .field("invalidation", &s.gens)
             .field("default_ttl", &s.default_ttl)
             .finish_non_exhaustive()
     }
@@ -130,18 +132,12 @@ impl ResponseCache {
         &self.shared.prefix
     }
 
-    /// The namespace version that is part of every key.
+    /// The namespace version configured with [`ResponseCacheBuilder::version`], part of every
+    /// key. [`bump_version`](Self::bump_version) moves the namespace version kept in the store
+    /// on top of it; [`namespace_version`](Self::namespace_version) reads both.
     #[must_use]
     pub fn version(&self) -> u64 {
-        self.shared.version.load(Ordering::Acquire)
-    }
-
-    /// Moves to a new namespace version: every entry stored so far stops being found (it expires
-    /// in the store in its own time). Returns the new version.
-    pub fn bump_version(&self) -> u64 {
-        self.shared.vary.invalidate_all();
-        self.shared.variants.forget_all();
-        self.shared.version.fetch_add(1, Ordering::AcqRel) + 1
+        self.shared.version
     }
 
     /// Removes the entry under `key` and every `Vary` variant of it; how many were removed.
@@ -188,6 +184,7 @@ pub struct ResponseCacheBuilder {
     prefix: String,
     name: String,
     version: u64,
+    invalidation_poll: Duration,
     default_ttl: Duration,
     max_body_size: usize,
     clock: Arc<dyn Clock>,
@@ -206,6 +203,7 @@ impl Default for ResponseCacheBuilder {
             prefix: "trc".to_owned(),
             name: "tower-response-cache".to_owned(),
             version: 1,
+            invalidation_poll: DEFAULT_POLL,
             default_ttl: Duration::from_secs(300),
             max_body_size: DEFAULT_MAX_BODY,
             clock: Arc::new(SystemClock),
@@ -258,8 +256,33 @@ impl ResponseCacheBuilder {
     }
 
     /// The namespace version in every key (Django's `VERSION`; default 1).
+    /// [`ResponseCache::bump_version`] moves the version kept in the store on top of it.
     pub fn version(mut self, version: u64) -> Self {
         self.version = version;
+        self
+    }
+
+    /// How often the cache reads a remote store's invalidation sequence (default 1 s): another
+    /// process's invalidation ([`ResponseCache::invalidate_tag`] and the others,
+    /// [`ResponseCache::bump_version`]) is seen here within this interval plus one round trip;
+    /// this process's own at once. The poll is one small read (`HMGET` on Redis) per interval,
+    /// from a task that starts with the first request and ends when the cache is dropped. A
+    /// store that answers in process ([`MemoryStore`]) is read directly and never polled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::builder()
+    ///     .invalidation_poll(Duration::from_millis(250))
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    ///
+    /// # Panics
+    /// When `every` is zero.
+    pub fn invalidation_poll(mut self, every: Duration) -> Self {
+        assert!(!every.is_zero(), "invalidation_poll must be more than zero");
+        self.invalidation_poll = every;
         self
     }
 
@@ -394,14 +417,21 @@ impl ResponseCacheBuilder {
         let probe = CacheKey::from_parts(&self.prefix, &[b"probe"]);
         let answers_now = store.get_now(&probe).is_some();
         let lookup_timeout = self.lookup_timeout.or_else(|| store.lookup_timeout());
+        let prefix: Arc<str> = Arc::from(self.prefix);
+        let gens = Arc::new(Gens::new(
+            store.clone(),
+            prefix.clone(),
+            self.invalidation_poll,
+        ));
         ResponseCache {
             shared: Arc::new(Shared {
                 store,
                 answers_now,
-                prefix: Arc::from(self.prefix),
+                prefix,
                 status_prefix: format!("{name}; "),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                version: AtomicU64::new(self.version),
+                version: self.version,
+                gens,
                 default_ttl: self.default_ttl,
                 max_body_size: self.max_body_size,
                 clock: self.clock,
@@ -416,7 +446,7 @@ impl ResponseCacheBuilder {
                 writes: Arc::new(tokio::sync::Semaphore::new(self.max_writes as usize)),
                 max_writes: self.max_writes,
                 #[cfg(feature = "values")]
-                value_flights: crate::value::Flights::default(),
+                value_flights: crate::value_flight::Flights::default(),
             }),
         }
     }

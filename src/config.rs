@@ -72,6 +72,9 @@ pub struct CacheConfig {
     pub breaker_failures: u32,
     /// Redis: how long the breaker stays open before probing (default 2000).
     pub breaker_cooldown_ms: u64,
+    /// How often another process's invalidations are looked for in a remote store (default
+    /// 1000); see [`ResponseCacheBuilder::invalidation_poll`].
+    pub invalidation_poll_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -89,6 +92,7 @@ impl Default for CacheConfig {
             require_redis_at_start: false,
             breaker_failures: 5,
             breaker_cooldown_ms: 2000,
+            invalidation_poll_ms: 1000,
         }
     }
 }
@@ -128,7 +132,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The fields in environment-variable order, for [`CacheConfig::from_vars`].
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "url",
     "key_prefix",
     "version",
@@ -141,6 +145,7 @@ const FIELDS: [&str; 12] = [
     "require_redis_at_start",
     "breaker_failures",
     "breaker_cooldown_ms",
+    "invalidation_poll_ms",
 ];
 
 impl CacheConfig {
@@ -244,6 +249,7 @@ impl CacheConfig {
             "pool_size" => self.pool_size = num(value)?,
             "breaker_failures" => self.breaker_failures = num(value)?,
             "breaker_cooldown_ms" => self.breaker_cooldown_ms = num(value)?,
+            "invalidation_poll_ms" => self.invalidation_poll_ms = num(value)?,
             "require_redis_at_start" => {
                 self.require_redis_at_start = match value.to_ascii_lowercase().as_str() {
                     "1" | "true" | "yes" | "on" => true,
@@ -305,6 +311,12 @@ impl CacheConfig {
             1000,
         )?;
         range("breaker_cooldown_ms", self.breaker_cooldown_ms, 1, 60_000)?;
+        range(
+            "invalidation_poll_ms",
+            self.invalidation_poll_ms,
+            1,
+            3_600_000,
+        )?;
         Ok(())
     }
 
@@ -391,6 +403,7 @@ impl CacheConfig {
             .version(self.version)
             .default_ttl(Duration::from_secs(self.default_ttl_secs))
             .max_body_size(self.max_body_size)
+            .invalidation_poll(Duration::from_millis(self.invalidation_poll_ms))
     }
 
     /// The cache this configuration describes.
@@ -470,6 +483,7 @@ mod tests {
             require_redis_at_start = true
             breaker_failures = 7
             breaker_cooldown_ms = 900
+            invalidation_poll_ms = 250
             "#,
         )
         .unwrap();
@@ -485,6 +499,7 @@ mod tests {
         );
         assert!(c.require_redis_at_start);
         assert_eq!((c.breaker_failures, c.breaker_cooldown_ms), (7, 900));
+        assert_eq!(c.invalidation_poll_ms, 250);
     }
 
     #[test]

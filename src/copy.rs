@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
 
 use crate::conditional::strong_etag;
+use crate::entry::Stamp;
 use crate::policy::storable_headers;
 use crate::write::Write;
 use crate::CachedResponse;
@@ -99,6 +100,7 @@ impl StreamCopy {
             body: stored_body.body,
             stored_at_millis: self.stored_at_millis,
             ttl: self.ttl,
+            stamp: Stamp::default(),
         };
         write.submit(entry);
     }

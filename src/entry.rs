@@ -2,6 +2,7 @@
 //! long) or a learned `Vary` record, and the versioned binary encoding every store shares.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use crate::StoredHeaders;
 
 const MAGIC: &[u8; 3] = b"TRC";
-const VERSION: u8 = 1;
+/// 2: a response carries its invalidation stamp. Entries of version 1 are misses.
+const VERSION: u8 = 2;
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARY: u8 = 1;
 
@@ -68,6 +70,8 @@ pub struct CachedResponse {
     pub(crate) stored_at_millis: u64,
     /// How long it stays fresh.
     pub(crate) ttl: Duration,
+    /// What can invalidate it (see [`generations`](crate::generations)).
+    pub(crate) stamp: Stamp,
 }
 
 impl fmt::Debug for CachedResponse {
@@ -78,6 +82,7 @@ impl fmt::Debug for CachedResponse {
             .field("body_len", &self.body.len())
             .field("stored_at_millis", &self.stored_at_millis)
             .field("ttl", &self.ttl)
+            .field("stamp", &self.stamp)
             .finish()
     }
 }
@@ -85,7 +90,8 @@ impl fmt::Debug for CachedResponse {
 impl CachedResponse {
     /// A response with these parts, stored at `stored_at_millis` (milliseconds since the Unix
     /// epoch) and fresh for `ttl`. The headers are kept as given: the layer removes credentials
-    /// and hop-by-hop headers before it makes one.
+    /// and hop-by-hop headers before it makes one. It carries no invalidation names (the
+    /// layer's own entries carry theirs), so no invalidation applies to it.
     #[must_use]
     pub fn new(
         status: StatusCode,
@@ -100,6 +106,7 @@ impl CachedResponse {
             body,
             stored_at_millis,
             ttl,
+            stamp: Stamp::default(),
         }
     }
 
@@ -148,13 +155,89 @@ impl CachedResponse {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 16)
             .sum();
-        self.body.len() + headers + 96
+        self.body.len() + headers + self.stamp.weight() + 96
     }
 }
 
 impl From<CachedResponse> for Entry {
     fn from(r: CachedResponse) -> Self {
         Entry::Response(Arc::new(r))
+    }
+}
+
+/// What an entry can be invalidated by (see [`generations`](crate::generations)): each name with its generation when the entry's miss
+/// started, and the store's sequence at that moment.
+#[derive(Default)]
+pub(crate) struct Stamp {
+    pub(crate) seq: u64,
+    pub(crate) names: Vec<(Arc<str>, u64)>,
+    /// The latest sequence at which the names were found unchanged: a stored entry that passed
+    /// the per-name check once is back on the fast path until the next invalidation.
+    checked: AtomicU64,
+}
+
+impl Stamp {
+    pub(crate) fn new(seq: u64, names: Vec<(Arc<str>, u64)>) -> Self {
+        Self {
+            seq,
+            names,
+            checked: AtomicU64::new(seq),
+        }
+    }
+
+    /// Whether it was checked at `seq` already (or made then).
+    pub(crate) fn holds_at(&self, seq: u64) -> bool {
+        self.checked.load(Ordering::Relaxed) == seq
+    }
+
+    /// What its names keep allocated, by the allocator's count `allocated(bytes)`: the list,
+    /// and each name's `Arc` (two counters and the text), counted as if none were shared.
+    pub(crate) fn allocated(&self, allocated: impl Fn(usize) -> usize) -> usize {
+        if self.names.is_empty() {
+            return 0;
+        }
+        allocated(self.names.len() * std::mem::size_of::<(Arc<str>, u64)>())
+            + self
+                .names
+                .iter()
+                .map(|(n, _)| allocated(16 + n.len()))
+                .sum::<usize>()
+    }
+
+    /// Found unchanged at `seq`: it holds there without another look at its names.
+    pub(crate) fn mark_checked(&self, seq: u64) {
+        self.checked.store(seq, Ordering::Relaxed);
+    }
+
+    pub(crate) fn weight(&self) -> usize {
+        self.names.iter().map(|(n, _)| n.len() + 24).sum::<usize>() + 16
+    }
+}
+
+impl Clone for Stamp {
+    fn clone(&self) -> Self {
+        Self {
+            seq: self.seq,
+            names: self.names.clone(),
+            checked: AtomicU64::new(self.checked.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.names == other.names
+    }
+}
+
+impl Eq for Stamp {}
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stamp")
+            .field("seq", &self.seq)
+            .field("names", &self.names)
+            .finish()
     }
 }
 
@@ -198,6 +281,12 @@ impl Entry {
                 out.put_u8(KIND_RESPONSE);
                 out.put_u64(r.stored_at_millis);
                 out.put_u64(u64::try_from(r.ttl.as_millis()).unwrap_or(u64::MAX));
+                out.put_u64(r.stamp.seq);
+                out.put_u32(u32::try_from(r.stamp.names.len()).unwrap_or(u32::MAX));
+                for (name, gen) in &r.stamp.names {
+                    put_chunk(&mut out, name.as_bytes());
+                    out.put_u64(*gen);
+                }
                 out.put_u16(r.status.as_u16());
                 out.put_u32(u32::try_from(r.headers.len()).unwrap_or(u32::MAX));
                 for (name, value) in r.headers.iter() {
@@ -233,9 +322,11 @@ impl Entry {
         buf.advance(5);
         let entry = match kind {
             KIND_RESPONSE => {
-                need(&buf, 8 + 8 + 2 + 4)?;
+                need(&buf, 8 + 8)?;
                 let stored_at_millis = buf.get_u64();
                 let ttl = Duration::from_millis(buf.get_u64());
+                let stamp = take_stamp(&mut buf)?;
+                need(&buf, 2 + 4)?;
                 let status = StatusCode::from_u16(buf.get_u16()).map_err(|_| bad("status"))?;
                 let count = buf.get_u32() as usize;
                 let mut headers = Vec::with_capacity(count.min(128));
@@ -261,6 +352,7 @@ impl Entry {
                     body,
                     stored_at_millis,
                     ttl,
+                    stamp,
                 })
             }
             KIND_VARY => {
@@ -295,6 +387,21 @@ fn need(buf: &Bytes, n: usize) -> Result<(), DecodeError> {
     }
 }
 
+/// The stamp: its sequence, then each name (a chunk) with its generation.
+fn take_stamp(buf: &mut Bytes) -> Result<Stamp, DecodeError> {
+    need(buf, 8 + 4)?;
+    let seq = buf.get_u64();
+    let count = buf.get_u32() as usize;
+    let mut names = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = take_chunk(buf)?;
+        let name = std::str::from_utf8(&name).map_err(|_| bad("stamp name"))?;
+        need(buf, 8)?;
+        names.push((Arc::from(name), buf.get_u64()));
+    }
+    Ok(Stamp::new(seq, names))
+}
+
 fn take_chunk(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
     need(buf, 4)?;
     let len = buf.get_u32() as usize;
@@ -317,6 +424,7 @@ mod tests {
             body: Bytes::from_static(b"{\"a\":1}"),
             stored_at_millis: 123_456,
             ttl: Duration::from_millis(60_500),
+            stamp: Stamp::new(7, vec![(Arc::from("*"), 2), (Arc::from("tag:a"), 0)]),
         }
     }
 
@@ -351,6 +459,10 @@ mod tests {
         let mut future = bytes.to_vec();
         future[3] = 99;
         assert!(Entry::decode(future.into()).is_err());
+        // An entry written before stamps existed is a miss, never served unchecked.
+        let mut old = bytes.to_vec();
+        old[3] = 1;
+        assert!(Entry::decode(old.into()).is_err());
         let mut longer = bytes.to_vec();
         longer.push(0);
         assert!(Entry::decode(longer.into()).is_err());

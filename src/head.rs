@@ -129,6 +129,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
+            stamp: crate::entry::Stamp::default(),
         })
     }
 
@@ -241,6 +242,7 @@ mod tests {
                 body: Bytes::from_static(b"hello"),
                 stored_at_millis: 0,
                 ttl: Duration::from_secs(60),
+                stamp: crate::entry::Stamp::default(),
             });
             let in_store = e.clone();
             let map = hit_headers(&e, v("0"), Some(v("x")));

@@ -29,15 +29,31 @@ pub(crate) fn lookup_now(
     headers: &HeaderMap,
 ) -> Option<(Option<Arc<CachedResponse>>, CacheKey)> {
     let key = learned_key(shared, counters, primary, headers);
-    let found = match shared.store.get_now(&key)? {
+    let (found, key) = match shared.store.get_now(&key)? {
         Ok(Some(Entry::Vary(names))) => {
             let variant = learn_vary(shared, counters, primary, headers, names);
-            let found = answered(counters, shared.store.get_now(&variant)?);
-            return Some((found.and_then(response), variant));
+            (answered(counters, shared.store.get_now(&variant)?), variant)
         }
-        answer => answered(counters, answer),
+        answer => (answered(counters, answer), key),
     };
-    Some((found.and_then(response), key))
+    let found = match found.and_then(response) {
+        // Served only while nothing it is named by was invalidated (see `generations`).
+        Some(r) => match shared.gens.check_now(&r.stamp)? {
+            Ok(true) => Some(r),
+            Ok(false) => {
+                counters.invalidated();
+                None
+            }
+            // The store answers at once: the next lookup asks again.
+            Err(e) => {
+                counters.store_error();
+                log_store_error(&e);
+                None
+            }
+        },
+        None => None,
+    };
+    Some((found, key))
 }
 
 /// What a lookup found.
@@ -95,11 +111,25 @@ async fn read(
         }
         found => (found, key),
     };
-    Lookup {
-        failed: found.is_err(),
-        found: found.ok().flatten().and_then(response),
-        key,
+    let mut failed = found.is_err();
+    let mut found = found.ok().flatten().and_then(response);
+    if let Some(r) = &found {
+        // Served only while nothing it is named by was invalidated (see `generations`).
+        match shared.gens.check(&r.stamp).await {
+            Ok(true) => {}
+            Ok(false) => {
+                counters.invalidated();
+                found = None;
+            }
+            Err(e) => {
+                counters.store_error();
+                log_store_error(&e);
+                failed = true;
+                found = None;
+            }
+        }
     }
+    Lookup { failed, found, key }
 }
 
 /// The key to look up first: the variant when the route's `Vary` is already known here.

@@ -254,6 +254,18 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
     }
 }
 
+/// The hashed form of a per-user identity that `user:` invalidation names carry: the identity
+/// itself never leaves the process. 128 bits of SHA-256, in hex.
+pub(crate) fn user_hash(prefix: &str, identity: &str) -> String {
+    let mut h = KeyHasher::new(b"trc:user:v1");
+    h.part(prefix.as_bytes());
+    h.part(identity.as_bytes());
+    let digest = h.finish();
+    let mut out = [0u8; 32];
+    hex(&digest[..16], &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The host without its port (and without userinfo): a fleet of processes listening on
 /// different ports behind one name serves the same site and shares one set of entries.
 fn host_name(authority: &[u8]) -> &[u8] {

@@ -111,6 +111,47 @@ impl CacheLayer {
         request_key(&self.shared, &self.policy, req, None)
     }
 
+    /// Tags every entry this layer stores carries, so
+    /// [`ResponseCache::invalidate_tag`](crate::ResponseCache::invalidate_tag) can drop them
+    /// all (every query, host, variant and user). `{param}` is filled from the request's path
+    /// by the route template (axum's `MatchedPath`): `"platform:{platform}"` on
+    /// `/influencers/{platform}` tags `/influencers/twitter` with `platform:twitter`; `{*rest}`
+    /// takes the rest of the path. Adds to the tags set before; handlers can add their own
+    /// ([`CacheTags`](crate::CacheTags)).
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::default();
+    /// let app: Router = Router::new().route(
+    ///     "/influencers/{platform}",
+    ///     get(|| async { "[]" }).layer(cache.route().tags(["influencers", "platform:{platform}"])),
+    /// );
+    /// ```
+    pub fn tags<I, S>(self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tags: Vec<Arc<str>> = tags.into_iter().map(|t| Arc::from(t.as_ref())).collect();
+        self.with(|p| p.tags.extend(tags))
+    }
+
+    /// Entries of this route follow the named version of a path parameter's value: with
+    /// `version_from("platform")`, `/influencers/twitter` is dropped by
+    /// [`ResponseCache::incr_version("platform:twitter")`](crate::ResponseCache::incr_version).
+    /// The same as `tags(["platform:{platform}"])`.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.route().version_from("platform");
+    /// # let _ = layer;
+    /// ```
+    pub fn version_from(self, param: &str) -> Self {
+        self.tags([format!("{param}:{{{param}}}")])
+    }
+
     /// On a per-route layer ([`ResponseCache::ttl`](crate::ResponseCache::ttl),
     /// [`ResponseCache::route`](crate::ResponseCache::route)): keep responses for `ttl` whatever
     /// the handler's `Cache-Control` says of lifetime (it can still refuse with `no-store`,

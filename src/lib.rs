@@ -37,6 +37,21 @@
 //! by frame and stored once it has ended whole within the size limit. A write to a remote store
 //! (Redis) happens after the response is sent.
 //!
+//! # Invalidation
+//!
+//! Every entry carries the names it can be invalidated by — the namespace, its route's
+//! [tags](CacheLayer::tags) and the handler's ([`CacheTags`]), its path and ancestors, its URL
+//! and, per user, the hashed identity — with their generations when its miss started.
+//! [`ResponseCache::invalidate_tag`], [`invalidate_path`](ResponseCache::invalidate_path),
+//! [`invalidate_user`](ResponseCache::invalidate_user),
+//! [`incr_version`](ResponseCache::incr_version) and
+//! [`bump_version`](ResponseCache::bump_version) bump generations in the store, in O(1): an
+//! entry is served only while its names are unchanged (checked with one atomic compare while
+//! nothing was invalidated), so an invalidation during a slow miss wins. Processes sharing a
+//! Redis store see each other's invalidations within
+//! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
+//! trip; their own at once.
+//!
 //! # Safe by default
 //!
 //! | rule | opt-out |
@@ -97,14 +112,17 @@ mod config;
 mod copy;
 mod entry;
 mod future;
+mod generations;
 mod head;
 mod headers;
 mod hit;
+mod invalidate;
 mod key;
 mod layer;
 mod log;
 mod metrics;
 mod miss;
+mod names;
 mod negotiation;
 mod plan;
 mod policy;
@@ -118,6 +136,8 @@ mod status;
 mod store;
 #[cfg(feature = "values")]
 mod value;
+#[cfg(feature = "values")]
+mod value_flight;
 mod variants;
 mod write;
 
@@ -132,6 +152,7 @@ pub(crate) use headers::StoredHeaders;
 pub use key::CacheKey;
 pub use layer::{CacheLayer, Query};
 pub use metrics::{Metrics, RouteStats, Verdict};
+pub use names::CacheTags;
 pub use policy::BypassReason;
 pub use redact::redact_url;
 pub use service::CacheService;
@@ -151,4 +172,4 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
 pub use store::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
-pub use store::{MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};
+pub use store::{Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

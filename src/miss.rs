@@ -19,6 +19,8 @@ use crate::body::{collect, Collected, PartialReason};
 use crate::coalesce::Lead;
 use crate::conditional::{not_modified, strong_etag, Validators};
 use crate::copy::{length_matches, StoredBody, StreamCopy};
+use crate::entry::Stamp;
+use crate::generations::Pending;
 use crate::metrics::RouteCounters;
 use crate::policy::{storable_headers, RoutePolicy, StorePlan};
 use crate::shared::Shared;
@@ -39,6 +41,11 @@ pub(crate) struct Miss<'a> {
     pub(crate) lead: Option<Lead>,
     /// The lookup failed: the store is in trouble, so no write is piled onto it.
     pub(crate) store_failed: bool,
+    /// What the entry can be invalidated by, begun before the handler was called (`None`
+    /// only for a HEAD, which stores nothing).
+    pub(crate) stamp: Option<Pending>,
+    /// The names of the tags the handler added (their generations are read at write time).
+    pub(crate) late: Vec<Arc<str>>,
 }
 
 impl Miss<'_> {
@@ -123,6 +130,7 @@ impl Miss<'_> {
             body: bytes.clone(),
             stored_at_millis,
             ttl: plan.ttl,
+            stamp: Stamp::default(),
         };
         let (shared, fwd) = (self.shared.clone(), self.fwd);
         if self.policy.downstream_max_age {
@@ -190,6 +198,8 @@ impl Miss<'_> {
             req_headers: self.req_headers,
             max_variants: self.policy.max_variants,
             lead: self.lead,
+            stamp: self.stamp,
+            late: self.late,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::coalesce::Joined;
 use crate::hit::{fresh_hit, lookup};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
+use crate::names;
 use crate::policy::RoutePolicy;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
@@ -135,9 +136,16 @@ impl Plan {
             }
         }
 
+        // Begun before the handler runs: an invalidation while it runs wins (see `generations`).
+        let stamp = (!is_head).then(|| {
+            let names = names::of_request(&shared, &policy, &req, identity.as_deref());
+            shared.gens.begin(names)
+        });
         let req_headers = req.headers().clone();
         let called = HandlerTimer::start();
-        let res = match passed_on(&shared, learn.as_ref(), inner.call(req).await?) {
+        let mut res = inner.call(req).await?;
+        let late = names::take_handler_tags(&mut res);
+        let res = match passed_on(&shared, learn.as_ref(), res) {
             Ok(handled) => {
                 // A layer inside answered (and stored, if it could): waiters look it up.
                 if let Some(lead) = lead {
@@ -159,6 +167,8 @@ impl Plan {
             fwd: if forced { "request" } else { "uri-miss" },
             lead,
             store_failed,
+            stamp,
+            late,
         };
         if is_head {
             return Ok(miss.head(res));

@@ -179,6 +179,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) honor_client_no_cache: bool,
     /// The cache's hooks, then the layer's own.
     pub(crate) bypass_hooks: Vec<BypassHook>,
+    /// Tags every entry of the route carries; `{param}` is filled from the request's path.
+    pub(crate) tags: Vec<Arc<str>>,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -195,6 +197,7 @@ impl fmt::Debug for RoutePolicy {
             .field("per_user", &self.identity.is_some())
             .field("honor_client_no_cache", &self.honor_client_no_cache)
             .field("bypass_hooks", &self.bypass_hooks)
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -220,6 +223,7 @@ impl RoutePolicy {
             downstream_max_age: false,
             cookies: CookieRule::AnyBypasses,
             identity: None,
+            tags: Vec::new(),
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
         }

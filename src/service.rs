@@ -2,7 +2,6 @@
 //! or a [`Plan`] for the async part in [`plan`](crate::plan)); every failure inside the cache
 //! is a miss.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -233,8 +232,7 @@ pub(crate) fn request_key<B>(
     req: &Request<B>,
     identity: Option<&str>,
 ) -> CacheKey {
-    let version = shared.version.load(Ordering::Acquire);
-    key_at(shared, policy, req, identity, version)
+    key_at(shared, policy, req, identity, shared.version)
 }
 
 /// The primary key of `req` in namespace `version`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::coalesce::Flights;
+use crate::generations::Gens;
 use crate::policy::BypassHook;
 use crate::variants::Variants;
 use crate::{Clock, Metrics, Store};
@@ -28,7 +29,10 @@ pub(crate) struct Shared {
     /// they handled (see `status::Handled`), so another cache with the same name, or a proxied
     /// response carrying our `Cache-Status`, is never taken for one of ours.
     pub(crate) id: u64,
-    pub(crate) version: AtomicU64,
+    /// The configured namespace version in every key; `bump_version` moves the stored one.
+    pub(crate) version: u64,
+    /// The store's invalidation counters as this cache knows them.
+    pub(crate) gens: Arc<Gens>,
     pub(crate) default_ttl: Duration,
     pub(crate) max_body_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
@@ -51,5 +55,5 @@ pub(crate) struct Shared {
     pub(crate) max_writes: u32,
     /// `get_or_insert_with` computations in progress.
     #[cfg(feature = "values")]
-    pub(crate) value_flights: crate::value::Flights,
+    pub(crate) value_flights: crate::value_flight::Flights,
 }

@@ -19,10 +19,8 @@ use crate::store::glob;
 use crate::{ResponseCache, StoreError, StoreErrorKind};
 
 mod envelope;
-mod flight;
 
-pub(crate) use flight::Flights;
-use flight::Turn;
+use crate::value_flight::Turn;
 
 /// The [`Metrics`](crate::Metrics) label the low-level API counts under: `hits` and `misses`
 /// of [`get`](ResponseCache::get) and [`get_or_insert_with`](ResponseCache::get_or_insert_with)

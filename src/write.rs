@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use http::header::{HeaderMap, HeaderName};
 
 use crate::coalesce::Lead;
+use crate::generations::Pending;
 use crate::log::log_store_error;
 use crate::log::RateLimit;
 use crate::metrics::RouteCounters;
@@ -25,6 +26,10 @@ pub(crate) struct Write {
     pub(crate) max_variants: usize,
     /// Held until the entry is written, so requests waiting on the flight then find it.
     pub(crate) lead: Option<Lead>,
+    /// The entry's invalidation stamp, begun before the handler was called.
+    pub(crate) stamp: Option<Pending>,
+    /// The handler's tags, added to the stamp at write time.
+    pub(crate) late: Vec<Arc<str>>,
 }
 
 impl Write {
@@ -87,8 +92,24 @@ impl Write {
         }
     }
 
-    async fn run(mut self, target: Target, entry: CachedResponse) -> Stored {
-        let stored = store(&self.shared, &self.counters, &self.primary, target, entry).await;
+    async fn run(mut self, target: Target, mut entry: CachedResponse) -> Stored {
+        let late = std::mem::take(&mut self.late);
+        let sealed = match self.stamp.take() {
+            Some(pending) => self.shared.gens.seal(pending, late).await,
+            None => Ok(None),
+        };
+        let stored = match sealed {
+            Ok(Some(stamp)) => {
+                entry.stamp = stamp;
+                store(&self.shared, &self.counters, &self.primary, target, entry).await
+            }
+            Ok(None) => Stored::Stale,
+            Err(e) => {
+                self.counters.store_error();
+                log_store_error(&e);
+                Stored::Failed
+            }
+        };
         if let Some(lead) = self.lead.take() {
             lead.finish();
         }
@@ -121,6 +142,9 @@ pub(crate) enum Stored {
     Failed,
     /// Its URL already has as many variants as the route keeps.
     TooManyVariants,
+    /// Something was invalidated while its handler ran, and some of its names' generations
+    /// were only read afterwards: it might predate an invalidation of one of them.
+    Stale,
 }
 
 impl Stored {
@@ -130,6 +154,7 @@ impl Stored {
             Self::Yes => "; stored",
             Self::Failed => "; detail=store-error",
             Self::TooManyVariants => "; detail=too-many-variants",
+            Self::Stale => "",
         }
     }
 }

@@ -231,7 +231,7 @@ async fn namespace_version_and_invalidation_drop_entries() {
         send(&app, get("/items/1?x=1")).await.cache_status(),
         hit(60)
     );
-    fx.cache.bump_version();
+    assert_eq!(fx.cache.bump_version().await.unwrap(), 2);
     assert_eq!(send(&app, get("/items/1?x=1")).await.cache_status(), MISS);
     assert_eq!(calls.get(), 2);
 

@@ -241,7 +241,40 @@ async fn bad_values_are_misses_and_get_overwritten(s: &Subject) {
     );
 }
 
+async fn counts_generations_per_prefix(s: &Subject) {
+    let names: Vec<Arc<str>> = vec![Arc::from("*"), Arc::from("tag:a"), Arc::from("tag:b")];
+    let start = s.store.generations("gen-p", &names).await.unwrap();
+    assert_eq!(start.gens, [0, 0, 0], "{}", s.name);
+    let bumped = s
+        .store
+        .bump_generations("gen-p", &names[1..2])
+        .await
+        .unwrap();
+    assert!(bumped.seq > start.seq, "{}", s.name);
+    assert_eq!(bumped.gens, [1], "{}", s.name);
+    let now = s.store.generations("gen-p", &names).await.unwrap();
+    assert_eq!(
+        (now.seq, now.gens),
+        (bumped.seq, vec![0, 1, 0]),
+        "{}",
+        s.name
+    );
+    let twice = s
+        .store
+        .bump_generations("gen-p", &names[1..])
+        .await
+        .unwrap();
+    assert_eq!(twice.gens, [2, 1], "{}", s.name);
+    // Another prefix keeps its own counters; clearing entries keeps them.
+    let other = s.store.generations("gen-q", &names).await.unwrap();
+    assert_eq!(other.gens, [0, 0, 0], "{}", s.name);
+    s.store.clear_prefix("gen-p:").await.unwrap();
+    let kept = s.store.generations("gen-p", &names[1..]).await.unwrap();
+    assert_eq!(kept.gens, [2, 1], "{}", s.name);
+}
+
 async fn conforms(s: Subject) {
+    counts_generations_per_prefix(&s).await;
     round_trips(&s).await;
     overwrites(&s).await;
     expires(&s).await;

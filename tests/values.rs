@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_response_cache::{
-    CacheKey, Entry, MemoryStore, ResponseCache, Store, StoreError, StoreErrorKind, StoreFuture,
-    VALUES_ROUTE,
+    CacheKey, Entry, Generations, MemoryStore, ResponseCache, Store, StoreError, StoreErrorKind,
+    StoreFuture, VALUES_ROUTE,
 };
 
 use suite::{ada, Influencer, TTL};
@@ -127,6 +127,20 @@ impl Store for ResponsesOnly {
     }
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         self.0.clear_prefix(prefix)
+    }
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        self.0.generations(prefix, names)
+    }
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        self.0.bump_generations(prefix, names)
     }
 }
 

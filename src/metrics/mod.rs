@@ -53,6 +53,7 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_store_errors_total` | counter | `route` | store failures treated as misses, timeouts included |
 /// | `{ns}_cache_store_timeouts_total` | counter | `route` | of those, the ones that ran out of time |
 /// | `{ns}_cache_coalesced_total` | counter | `route` | requests that waited for a concurrent miss of the same key until it was done |
+/// | `{ns}_cache_invalidated_total` | counter | `route` | stored responses found invalidated (a tag, path, user or version bumped since their miss began) and not served |
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
@@ -106,6 +107,7 @@ pub(crate) struct RouteCounters {
     store_errors: AtomicU64,
     store_timeouts: AtomicU64,
     coalesced: AtomicU64,
+    invalidated: AtomicU64,
     bypasses: [AtomicU64; BypassReason::ALL.len()],
     handler: Timing,
     hit: Timing,
@@ -128,6 +130,7 @@ impl RouteCounters {
             store_errors: AtomicU64::new(0),
             store_timeouts: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            invalidated: AtomicU64::new(0),
             bypasses: Default::default(),
             handler: Timing::default(),
             hit: Timing::default(),
@@ -184,6 +187,11 @@ impl RouteCounters {
     pub(crate) fn coalesced(&self) {
         self.coalesced.fetch_add(1, Relaxed);
         self.recorded.coalesced();
+    }
+    /// A stored response was found invalidated, and not served.
+    pub(crate) fn invalidated(&self) {
+        self.invalidated.fetch_add(1, Relaxed);
+        self.recorded.invalidated();
     }
     pub(crate) fn bypass(&self, reason: BypassReason) {
         let i = BypassReason::ALL
@@ -256,6 +264,7 @@ impl RouteCounters {
             store_errors: self.store_errors.load(Relaxed),
             store_timeouts: self.store_timeouts.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            invalidated: self.invalidated.load(Relaxed),
             bypasses: BypassReason::ALL
                 .iter()
                 .zip(&self.bypasses)

@@ -67,7 +67,7 @@ impl Metrics {
 /// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
-pub(super) const COUNTERS: [Counter; 7] = [
+pub(super) const COUNTERS: [Counter; 8] = [
     ("hits_total", "Requests answered from the cache.", |s| {
         s.hits
     }),
@@ -96,6 +96,11 @@ pub(super) const COUNTERS: [Counter; 7] = [
         "coalesced_total",
         "Requests that waited for a concurrent miss of the same key until it was done.",
         |s| s.coalesced,
+    ),
+    (
+        "invalidated_total",
+        "Stored responses found invalidated and not served.",
+        |s| s.invalidated,
     ),
 ];
 

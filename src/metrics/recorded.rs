@@ -35,6 +35,7 @@ mod with_facade {
         store_errors: Counter,
         store_timeouts: Counter,
         coalesced: Counter,
+        invalidated: Counter,
         /// Registered at a reason's first bypass on the route: a route shows only the reasons
         /// it has seen, not fourteen zeros.
         bypasses: [OnceLock<Counter>; BypassReason::ALL.len()],
@@ -56,6 +57,7 @@ mod with_facade {
                 store_errors: counter("store_errors_total"),
                 store_timeouts: counter("store_timeouts_total"),
                 coalesced: counter("coalesced_total"),
+                invalidated: counter("invalidated_total"),
                 bypasses: Default::default(),
                 lookup: histogram("lookup_seconds"),
                 handler: histogram("handler_seconds"),
@@ -82,6 +84,9 @@ mod with_facade {
         }
         pub(crate) fn coalesced(&self) {
             self.coalesced.increment(1);
+        }
+        pub(crate) fn invalidated(&self) {
+            self.invalidated.increment(1);
         }
         pub(crate) fn bypass(&self, i: usize, reason: BypassReason) {
             let Some(slot) = self.bypasses.get(i) else {
@@ -147,6 +152,7 @@ mod without_facade {
         pub(crate) fn stored(&self, _: u64) {}
         pub(crate) fn store_error(&self, _: bool) {}
         pub(crate) fn coalesced(&self) {}
+        pub(crate) fn invalidated(&self) {}
         pub(crate) fn bypass(&self, _: usize, _: BypassReason) {}
         pub(crate) fn lookup(&self, _: Duration) {}
         pub(crate) fn handler(&self, _: Duration) {}

@@ -12,8 +12,8 @@ use crate::BypassReason;
 /// Every request a layer of the cache handles counts exactly once, under `hits`, `misses` or
 /// `bypasses` (a route with its own layer inside the app-wide one is counted by its own layer
 /// alone), so [`requests`](Self::requests) is their sum and [`hit_ratio`](Self::hit_ratio) is
-/// the share of cacheable requests served from the cache. `stores`, `store_errors` and
-/// `coalesced` count events, not requests.
+/// the share of cacheable requests served from the cache. `stores`, `store_errors`,
+/// `invalidated` and `coalesced` count events, not requests.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,6 +51,9 @@ pub struct RouteStats {
     /// Missing requests that waited for a concurrent miss of the same key until it was done,
     /// then looked again (those that gave up waiting are not counted).
     pub coalesced: u64,
+    /// Stored responses found invalidated (a tag, path, user or namespace version bumped since
+    /// their miss started) and so not served: each is a lookup that then missed, not a request.
+    pub invalidated: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a
     /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response

@@ -139,6 +139,7 @@ mod tests {
             body: Bytes::from_static(body.as_bytes()),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
+            stamp: crate::entry::Stamp::default(),
         })
     }
 

@@ -9,8 +9,9 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::evictions::Evictions;
+use super::generations::GenerationTable;
 use super::hot::{self, Generation};
-use super::{Store, StoreError, StoreFuture};
+use super::{Generations, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
 
 mod values;
@@ -28,6 +29,9 @@ use values::value_slot;
 /// the store (through any clone, from any thread) since it was read, and never past its TTL.
 /// A write is seen by every thread's next read, exactly as without the table.
 ///
+/// The store is the authority on its invalidation counters ([`Generations`]): every cache on it
+/// (through any clone) sees an invalidation at once.
+///
 /// ```
 /// use tower_response_cache::{MemoryStore, ResponseCache};
 /// let cache = ResponseCache::builder()
@@ -41,6 +45,8 @@ pub struct MemoryStore {
     /// Bumped after every write and eviction; see [`hot`].
     generation: Arc<Generation>,
     evictions: Arc<Evictions>,
+    /// The invalidation counters, shared by the clones: the store is their authority.
+    gens: Arc<GenerationTable>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +143,7 @@ fn cost(held: &Held) -> usize {
                 + allocated(r.body.len())
                 + churn_slack(r.body.len())
                 + SHARED_BYTES
+                + r.stamp.allocated(allocated)
         }
         Held::Entry(Entry::Vary(names)) => {
             let slice = 16 + std::mem::size_of::<HeaderName>() * names.len();
@@ -174,6 +181,7 @@ impl MemoryStore {
             cache,
             generation,
             evictions,
+            gens: Arc::default(),
         }
     }
 
@@ -296,6 +304,30 @@ impl Store for MemoryStore {
     fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(std::future::ready(Ok(self.remove_matching(pattern))))
     }
+
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(std::future::ready(Ok(self.gens.read(prefix, names))))
+    }
+
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(std::future::ready(Ok(self.gens.bump(prefix, names))))
+    }
+
+    fn generations_now(
+        &self,
+        prefix: &str,
+        names: &[Arc<str>],
+    ) -> Option<Result<Generations, StoreError>> {
+        Some(Ok(self.gens.read(prefix, names)))
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +347,7 @@ mod tests {
             body: Bytes::from_static(body.as_bytes()),
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
+            stamp: crate::entry::Stamp::default(),
         })
     }
 
@@ -421,6 +454,7 @@ mod tests {
             body: Bytes::from(vec![b'x'; 1000]),
             stored_at_millis: 0,
             ttl: TTL,
+            stamp: crate::entry::Stamp::default(),
         });
         store
             .put(&CacheKey::from_parts("t", &[b"k"]), e, TTL)
@@ -441,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_weighs_the_names_it_can_be_invalidated_by() {
+        let with_names = |names: Vec<(Arc<str>, u64)>| {
+            Entry::from(CachedResponse {
+                status: StatusCode::OK,
+                headers: crate::StoredHeaders::default(),
+                body: Bytes::from_static(b"x"),
+                stored_at_millis: 0,
+                ttl: TTL,
+                stamp: crate::entry::Stamp::new(1, names),
+            })
+        };
+        let name: Arc<str> = Arc::from("url:/influencers/twitter?limit=5");
+        let named = cost(&Held::Entry(with_names(vec![(name.clone(), 0); 8])));
+        let bare = cost(&Held::Entry(with_names(Vec::new())));
+        assert!(
+            named >= bare + 8 * (16 + name.len() + 16),
+            "{named} vs {bare}"
+        );
+    }
+
+    #[test]
     fn a_large_body_also_weighs_the_heap_holes_eviction_leaves() {
         let body = |len: usize| {
             Entry::from(CachedResponse {
@@ -449,6 +504,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; len]),
                 stored_at_millis: 0,
                 ttl: TTL,
+                stamp: crate::entry::Stamp::default(),
             })
         };
         assert!(cost(&Held::Entry(body(64 * 1024))) >= 64 * 1024 * 9 / 8 + ENTRY_OVERHEAD);
@@ -466,6 +522,7 @@ mod tests {
                 body: Bytes::from(vec![b'x'; 1024]),
                 stored_at_millis: 0,
                 ttl: TTL,
+                stamp: crate::entry::Stamp::default(),
             });
             store.put(&k, e, TTL).await.unwrap();
         }
@@ -486,6 +543,7 @@ mod tests {
             body: big,
             stored_at_millis: 0,
             ttl: TTL,
+            stamp: crate::entry::Stamp::default(),
         });
         store.put(&k, e, TTL).await.unwrap();
         assert!(body(&store, &k).is_some());

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,9 @@ use bytes::Bytes;
 use crate::{CacheKey, Entry};
 
 mod evictions;
+mod generations;
 pub(crate) mod glob;
+pub use generations::Generations;
 mod hot;
 mod memory;
 pub use memory::MemoryStore;
@@ -73,6 +76,38 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Removes every entry whose key starts with `prefix`; how many were removed.
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64>;
+
+    // Invalidation: generation counters per key prefix (see `Generations`). No default: a
+    // store that kept none would let every invalidation silently serve stale entries.
+
+    /// The current [`Generations`] of `names` under `prefix`, read in one atomic step (`0` for a
+    /// name never bumped). With no names, just the sequence: the cache polls it.
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations>;
+
+    /// Adds one to the generation of each of `names` under `prefix` and to its sequence, in one
+    /// atomic step seen by every user of the store; the generations after it. Names are
+    /// `*`, or start with a kind and a colon (`tag:`, `path:`); `__seq` is never one.
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations>;
+
+    /// Like [`generations`](Self::generations) when the store can answer without waiting and
+    /// is itself the authority (an in-process store); `None` (the default) means "ask
+    /// `generations`". A store that answers here is read on every check and never polled.
+    fn generations_now(
+        &self,
+        prefix: &str,
+        names: &[Arc<str>],
+    ) -> Option<Result<Generations, StoreError>> {
+        let _ = (prefix, names);
+        None
+    }
 
     // Raw values, for the low-level API (`ResponseCache::get`, `set`, `incr`…): bytes under a
     // readable string key (`<prefix>:v:<key>`), apart from the responses. The defaults fail

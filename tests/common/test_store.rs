@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_response_cache::{
-    CacheKey, Entry, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture,
+    CacheKey, Entry, Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture,
 };
 
 /// A clonable handle; clones share the entries, the counters and the switches.
@@ -125,5 +125,35 @@ impl Store for TestStore {
             self.gate().await?;
             self.inner.clear_prefix(prefix).await
         })
+    }
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(async move {
+            self.gate().await?;
+            self.inner.generations(prefix, names).await
+        })
+    }
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, Generations> {
+        Box::pin(async move {
+            self.gate().await?;
+            self.inner.bump_generations(prefix, names).await
+        })
+    }
+    fn generations_now(
+        &self,
+        prefix: &str,
+        names: &[Arc<str>],
+    ) -> Option<Result<Generations, StoreError>> {
+        if !self.sync_ok() {
+            return None;
+        }
+        self.inner.generations_now(prefix, names)
     }
 }

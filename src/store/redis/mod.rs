@@ -19,6 +19,7 @@ use crate::{CacheKey, Entry};
 mod breaker;
 mod builder;
 mod clear;
+mod generations;
 mod stats;
 mod values;
 
@@ -34,7 +35,8 @@ pub use stats::{RedisServerStats, RedisStats};
 /// are [`Entry::encode`]'s versioned bytes; a value that does not decode (corrupt, from another
 /// program, from a future version) is a miss, counted, and overwritten by the next store. Keys
 /// are [`CacheKey`]'s printable form, so operators can
-/// `redis-cli --scan --pattern 'prefix:*'`.
+/// `redis-cli --scan --pattern 'prefix:*'`. Invalidation counters live in one hash per prefix,
+/// `{prefix}:gens` (one slot: a bump is one atomic script, also on a cluster); `clear` keeps it.
 ///
 /// Fail-open: every Redis failure is a [`StoreError`] (the layer serves the handler's response)
 /// and no call waits longer than the command timeout. After repeated failures the circuit
@@ -392,5 +394,21 @@ impl Store for RedisStore {
 
     fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(self.remove_matching(pattern))
+    }
+
+    fn generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, super::Generations> {
+        Box::pin(self.read_generations(prefix, names))
+    }
+
+    fn bump_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        names: &'a [Arc<str>],
+    ) -> StoreFuture<'a, super::Generations> {
+        Box::pin(self.bump(prefix, names))
     }
 }

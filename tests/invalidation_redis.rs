@@ -1,0 +1,125 @@
+//! Invalidation on Redis, single node and cluster: the scenarios of tests/invalidation.rs, and
+//! the cross-process cases (two caches on two connections stand for two processes).
+
+mod common;
+#[path = "invalidation/scenarios.rs"]
+mod scenarios;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tower_response_cache::{RedisStore, ResponseCache};
+
+use common::redis_server::{RedisCluster, RedisServer};
+use scenarios::{Site, OTHERS, TWITTER};
+
+/// How often the caches of these tests poll the store's invalidation sequence.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A prefix no other cache of this test binary uses.
+fn fresh_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("inv{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+async fn connect(url: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .require_connection(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn cache(store: RedisStore, prefix: &str, poll: Duration) -> ResponseCache {
+    ResponseCache::builder()
+        .store(store)
+        .key_prefix(prefix)
+        .invalidation_poll(poll)
+        .build()
+}
+
+async fn every_scenario(url: &str) {
+    let store = connect(url).await;
+    scenarios::all(|| cache(store.clone(), &fresh_prefix(), POLL)).await;
+}
+
+#[tokio::test]
+async fn every_invalidation_on_a_single_redis() {
+    let Some(server) = RedisServer::start("every_invalidation_on_a_single_redis") else {
+        return;
+    };
+    every_scenario(&server.url()).await;
+}
+
+#[tokio::test]
+async fn every_invalidation_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("every_invalidation_on_a_redis_cluster") else {
+        return;
+    };
+    every_scenario(&cluster.url()).await;
+}
+
+/// Sends `req` to `site` until it misses; how long that took.
+async fn until_miss(site: &Site, req: scenarios::Req) -> Duration {
+    let start = Instant::now();
+    while site.outcome(req.0, req.1).await == "hit" {
+        assert!(start.elapsed() < Duration::from_secs(5), "never propagated");
+        // Real time on purpose: this measures a real poll against a real Redis.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
+/// Two processes: an invalidation in one is seen by the other within the poll interval (plus
+/// a round trip), and a process started later uses the namespace version in the store.
+async fn across_processes(url: &str) {
+    let prefix = fresh_prefix();
+    let a = Site::new(cache(connect(url).await, &prefix, POLL));
+    let b = Site::new(cache(connect(url).await, &prefix, POLL));
+    a.expect(TWITTER, "miss").await;
+    b.expect(TWITTER, "hit").await;
+    b.expect(OTHERS, "miss").await;
+    a.expect(OTHERS, "hit").await;
+
+    a.cache.invalidate_tag("platform:twitter").await.unwrap();
+    let by_tag = until_miss(&b, TWITTER[0]).await;
+    b.expect(&TWITTER[1..], "miss").await;
+    b.expect(OTHERS, "hit").await;
+
+    let version = b.cache.bump_version().await.unwrap();
+    let by_version = until_miss(&a, OTHERS[0]).await;
+    a.expect(&OTHERS[1..], "miss").await;
+    println!("propagation with a {POLL:?} poll: tag {by_tag:?}, namespace version {by_version:?}");
+    for took in [by_tag, by_version] {
+        // The bound is the poll interval plus a round trip; the margin is for a loaded machine.
+        assert!(took < POLL * 10, "took {took:?}");
+    }
+
+    // A process started after the bump, with the default poll: the version is in the store,
+    // so entries from before it are never served, not even before its first poll.
+    let later = Site::new(
+        ResponseCache::builder()
+            .store(connect(url).await)
+            .key_prefix(prefix.as_str())
+            .build(),
+    );
+    assert_eq!(later.cache.namespace_version().await.unwrap(), version);
+    later.expect(&TWITTER[1..], "miss").await;
+    later.expect(&OTHERS[1..], "hit").await;
+}
+
+#[tokio::test]
+async fn another_process_sees_invalidations_within_the_poll_on_a_single_redis() {
+    let Some(server) = RedisServer::start("cross_process_single") else {
+        return;
+    };
+    across_processes(&server.url()).await;
+}
+
+#[tokio::test]
+async fn another_process_sees_invalidations_within_the_poll_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("cross_process_cluster") else {
+        return;
+    };
+    across_processes(&cluster.url()).await;
+}
