@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use crate::coalesce::Flights;
 use crate::generations::{Gens, DEFAULT_POLL};
+use crate::metrics::Judge;
 use crate::policy::{BypassHook, Mode, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::shared::Shared;
 use crate::shared::NEXT_ID;
 use crate::variants::Variants;
-use crate::{CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Store, StoreError, SystemClock};
+use crate::{
+    CacheKey, CacheLayer, Clock, MemoryStore, Metrics, RouteStats, Store, StoreError, SystemClock,
+};
 
 /// A response cache: the store, key prefix, namespace version and metrics that its layers share.
 ///
@@ -95,6 +98,28 @@ impl ResponseCache {
         &self.shared.metrics
     }
 
+    /// Per route, sorted by route: the counters, the hit ratio, the mean handler and hit times,
+    /// the time the hits saved and whether caching pays there ([`RouteStats::verdict`]). A
+    /// route judged not to pay is logged once, as a warning, whether or not this is called.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::builder().build();
+    /// for route in cache.stats() {
+    ///     println!(
+    ///         "{}: {:.0}% hits, saved {:?}: {}",
+    ///         route.route,
+    ///         route.hit_ratio() * 100.0,
+    ///         route.time_saved,
+    ///         route.verdict
+    ///     );
+    /// }
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> Vec<RouteStats> {
+        self.shared.metrics.snapshot()
+    }
+
     /// The store behind this cache.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -167,6 +192,8 @@ pub struct ResponseCacheBuilder {
     bypass_hooks: Vec<BypassHook>,
     lookup_timeout: Option<Duration>,
     max_writes: u32,
+    metrics_namespace: String,
+    judge: Judge,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -184,6 +211,8 @@ impl Default for ResponseCacheBuilder {
             bypass_hooks: Vec::new(),
             lookup_timeout: None,
             max_writes: 64,
+            metrics_namespace: "http".to_owned(),
+            judge: Judge::default(),
         }
     }
 }
@@ -326,6 +355,43 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// The first word of every metric name (default `http`): `{namespace}_cache_hits_total`
+    /// and the rest of [the table](crate::Metrics), as recorded through the `metrics` facade
+    /// (feature `metrics`). Set it to keep the names a dashboard already uses.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::builder().metrics_namespace("twiscope").build();
+    /// # let _ = cache;
+    /// ```
+    pub fn metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.metrics_namespace = namespace.into();
+        self
+    }
+
+    /// The hit ratio under which caching does not pay on a route (default 0.8, 80 %): see
+    /// [`Verdict`](crate::Verdict).
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// let cache = ResponseCache::builder()
+    ///     .target_hit_ratio(0.5)
+    ///     .verdict_min_requests(1_000)
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn target_hit_ratio(mut self, ratio: f64) -> Self {
+        self.judge.target_hit_ratio = ratio;
+        self
+    }
+
+    /// How many hits plus misses a route must have seen before it is judged (default 100): see
+    /// [`Verdict`](crate::Verdict).
+    pub fn verdict_min_requests(mut self, requests: u64) -> Self {
+        self.judge.min_requests = requests;
+        self
+    }
+
     /// Builds the cache.
     #[must_use]
     pub fn build(self) -> ResponseCache {
@@ -345,9 +411,9 @@ impl ResponseCacheBuilder {
         } else {
             format!("c{name}")
         };
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(MemoryStore::default().metrics_namespace(&self.metrics_namespace))
+        });
         let probe = CacheKey::from_parts(&self.prefix, &[b"probe"]);
         let answers_now = store.get_now(&probe).is_some();
         let lookup_timeout = self.lookup_timeout.or_else(|| store.lookup_timeout());
@@ -369,7 +435,7 @@ impl ResponseCacheBuilder {
                 default_ttl: self.default_ttl,
                 max_body_size: self.max_body_size,
                 clock: self.clock,
-                metrics: Metrics::default(),
+                metrics: Metrics::new(&self.metrics_namespace, self.judge),
                 delegated: RwLock::default(),
                 vary: moka::sync::Cache::new(100_000),
                 variants: Variants::new(),

@@ -83,7 +83,7 @@ pub(crate) async fn lookup(
     match tokio::time::timeout_at(deadline, read).await {
         Ok(found) => found,
         Err(_) => {
-            counters.store_error();
+            counters.store_timeout();
             log_store_error(&StoreError::new(
                 StoreErrorKind::Unavailable,
                 "lookup ran out of its time budget",
@@ -182,7 +182,7 @@ async fn get(
         None => shared.store.get(key).await,
     };
     answer.map_err(|e| {
-        counters.store_error();
+        counters.store_error_of(&e);
         log_store_error(&e);
     })
 }
@@ -192,7 +192,7 @@ fn answered(counters: &RouteCounters, answer: Result<Option<Entry>, StoreError>)
     match answer {
         Ok(found) => found,
         Err(e) => {
-            counters.store_error();
+            counters.store_error_of(&e);
             log_store_error(&e);
             None
         }

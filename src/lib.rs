@@ -89,12 +89,13 @@
 //! |---|---|---|
 //! | `axum` | yes | per-route metrics labelled by axum's `MatchedPath` (`/users/{id}`), keys from `OriginalUri` (the path as the client sent it, mount prefix of a nested router included) |
 //! | `config` | yes | `CacheConfig`: settings from TOML or `PREFIX_FIELD` environment variables (serde, toml) |
+//! | `metrics` | yes | hits, misses, bypasses, stores, store errors, evictions and timings recorded through the [`metrics`](https://docs.rs/metrics) facade: see [`Metrics`] for the names |
 //! | `redis` | yes | `RedisStore` on fred: `redis://` and `redis-cluster://` URLs |
 //! | `redis-tls` | no | `rediss://` URLs, through rustls |
 //! | `values` | yes | the low-level API: [`ResponseCache::get`], `set`, `incr`, `get_or_insert_with`, `remove_pattern`, `fragment` for any serde value (serde, serde_json) |
 //!
 //! A plain tower service needs none of them: with `default-features = false` the crate builds
-//! without axum, serde, toml or fred, keys on the request's own URI and counts every request
+//! without axum, serde, toml, metrics or fred, keys on the request's own URI and counts every request
 //! under the route `*`.
 //!
 //! [axum]: https://docs.rs/axum
@@ -150,7 +151,7 @@ pub use future::ResponseFuture;
 pub(crate) use headers::StoredHeaders;
 pub use key::CacheKey;
 pub use layer::{CacheLayer, Query};
-pub use metrics::{Metrics, RouteStats};
+pub use metrics::{Metrics, RouteStats, Verdict};
 pub use names::CacheTags;
 pub use policy::BypassReason;
 pub use redact::redact_url;
@@ -170,5 +171,5 @@ pub use value::VALUES_ROUTE;
 pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
-pub use store::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
+pub use store::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
 pub use store::{Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -34,6 +34,7 @@ pub(crate) const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 /// carries.
 ///
 /// ```
+/// # #[cfg(feature = "axum")] {
 /// use axum::response::IntoResponse;
 /// use tower_response_cache::CacheTags;
 ///
@@ -41,6 +42,7 @@ pub(crate) const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 ///     (CacheTags::new(["influencer:42", "platform:twitter"]), "{\"id\":42}")
 /// }
 /// # let _ = influencer;
+/// # }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheTags(Vec<String>);

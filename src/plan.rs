@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::bypass::passed_on;
 use crate::coalesce::Joined;
 use crate::hit::{fresh_hit, lookup};
-use crate::metrics::RouteCounters;
+use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::names;
 use crate::policy::RoutePolicy;
@@ -91,8 +91,10 @@ impl Plan {
                 // `call` looked already and found nothing fresh.
                 Some(key) => key,
                 None => {
+                    let timer = counters.timer();
                     let looked =
                         lookup(&shared, &counters, &primary, req.headers(), deadline).await;
+                    counters.looked_up(timer);
                     store_failed = looked.failed;
                     if let Some(res) = fresh_hit(
                         &shared,
@@ -102,6 +104,7 @@ impl Plan {
                         is_head,
                         req.headers(),
                     ) {
+                        counters.hit_took(timer);
                         return Ok(res);
                     }
                     if only_if_cached {
@@ -120,6 +123,7 @@ impl Plan {
                     Joined::Alone => {}
                     Joined::Landed => {
                         // Another request filled it meanwhile: its entry is a hit, if fresh.
+                        counters.coalesced();
                         let headers = req.headers();
                         let looked = lookup(&shared, &counters, &primary, headers, deadline);
                         let found = looked.await.found;
@@ -138,6 +142,7 @@ impl Plan {
             shared.gens.begin(names)
         });
         let req_headers = req.headers().clone();
+        let called = HandlerTimer::start();
         let mut res = inner.call(req).await?;
         let late = names::take_handler_tags(&mut res);
         let res = match passed_on(&shared, learn.as_ref(), res) {
@@ -150,6 +155,7 @@ impl Plan {
             }
             Err(res) => res,
         };
+        counters.handler_took(called);
         // The miss counts the outcome: a miss, or a bypass when the response is refused.
         let miss = Miss {
             shared,

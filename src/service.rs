@@ -187,10 +187,13 @@ impl<S> CacheService<S> {
         // A store that answers without waiting (the memory store) is asked here: a fresh hit
         // is answered at once, with no clone of the inner service and no boxed future.
         if !forced && shared.answers_now {
+            let timer = counters.timer();
             if let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
+                counters.looked_up(timer);
                 if let Some(res) =
                     fresh_hit(shared, policy, &counters, found, is_head, req.headers())
                 {
+                    counters.hit_took(timer);
                     return Decision::Ready(mark(shared, res, wanted));
                 }
                 if only_if_cached {

@@ -344,7 +344,7 @@ impl ResponseCache {
 
     /// A failed read: logged, counted, and a miss.
     fn failed<T>(&self, e: &StoreError) -> Option<T> {
-        self.shared.metrics.route(VALUES_ROUTE).store_error();
+        self.shared.metrics.route(VALUES_ROUTE).store_error_of(e);
         log_store_error(e);
         None
     }
@@ -356,11 +356,11 @@ impl ResponseCache {
         let counters = self.shared.metrics.route(VALUES_ROUTE);
         match self.shared.store.put_value(key, stored, ttl).await {
             Ok(()) => {
-                counters.stored();
+                counters.stored(json.len());
                 Ok(())
             }
             Err(e) => {
-                counters.store_error();
+                counters.store_error_of(&e);
                 Err(e)
             }
         }

@@ -206,7 +206,7 @@ pub(crate) async fn store(
     target: Target,
     entry: CachedResponse,
 ) -> Stored {
-    let ttl = entry.ttl;
+    let (ttl, bytes) = (entry.ttl, entry.body.len());
     let result = match target {
         Target::Primary => {
             shared.vary.invalidate(primary.primary());
@@ -224,11 +224,11 @@ pub(crate) async fn store(
     };
     match result {
         Ok(()) => {
-            counters.stored();
+            counters.stored(bytes);
             Stored::Yes
         }
         Err(e) => {
-            counters.store_error();
+            counters.store_error_of(&e);
             log_store_error(&e);
             Stored::Failed
         }

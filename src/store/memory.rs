@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::evictions::Evictions;
 use super::generations::GenerationTable;
 use super::{Generations, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
@@ -35,6 +36,7 @@ use values::value_slot;
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
+    evictions: Arc<Evictions>,
     /// The invalidation counters, shared by the clones: the store is their authority.
     gens: Arc<GenerationTable>,
 }
@@ -151,15 +153,38 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
+        let evictions = Arc::new(Evictions::new("http"));
+        let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.held)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
+            .eviction_listener(move |_, _: Stored, cause| counted.evicted(cause))
             .build();
         Self {
             cache,
+            evictions,
             gens: Arc::default(),
         }
+    }
+
+    /// The first word of the eviction counter's name (default `http`):
+    /// `{namespace}_cache_evictions_total{cause}`, recorded through the `metrics` facade
+    /// (feature `metrics`) to the recorder installed at the store's first eviction under that
+    /// name. Clones share the counter.
+    ///
+    /// ```
+    /// use tower_response_cache::{MemoryStore, ResponseCache};
+    /// let cache = ResponseCache::builder()
+    ///     .metrics_namespace("twiscope")
+    ///     .store(MemoryStore::new(64 << 20).metrics_namespace("twiscope"))
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    #[must_use]
+    pub fn metrics_namespace(self, namespace: &str) -> Self {
+        self.evictions.rename(namespace);
+        self
     }
 
     /// How many entries it holds (approximate until pending maintenance runs).

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::{CacheKey, Entry};
 
+mod evictions;
 mod generations;
 pub(crate) mod glob;
 pub use generations::Generations;
@@ -21,7 +22,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
-pub use redis::{BreakerState, RedisStats, RedisStore, RedisStoreBuilder};
+pub use redis::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
 
 /// The future a [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -162,6 +163,7 @@ fn unsupported<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
+    timeout: bool,
 }
 
 /// What kind of failure a [`StoreError`] is.
@@ -186,7 +188,30 @@ impl StoreError {
         Self {
             kind,
             message: message.into(),
+            timeout: false,
         }
+    }
+
+    /// An [`Unavailable`](StoreErrorKind::Unavailable) error for an operation that ran out of
+    /// time; counted under `store_timeouts` as well as `store_errors` (see [`crate::Metrics`]).
+    ///
+    /// ```
+    /// use tower_response_cache::{StoreError, StoreErrorKind};
+    /// let e = StoreError::timeout("GET took longer than 50ms");
+    /// assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+    /// assert!(e.is_timeout());
+    /// ```
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self {
+            timeout: true,
+            ..Self::new(StoreErrorKind::Unavailable, message)
+        }
+    }
+
+    /// Whether the operation ran out of time.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        self.timeout
     }
 
     /// What kind of failure this is.

@@ -27,7 +27,7 @@ use breaker::Breaker;
 pub use breaker::BreakerState;
 pub use builder::RedisStoreBuilder;
 use stats::Counters;
-pub use stats::RedisStats;
+pub use stats::{RedisServerStats, RedisStats};
 
 /// A store on Redis or Redis Cluster, shared by every process that points at it.
 ///
@@ -171,10 +171,9 @@ impl RedisStore {
             Ok(Err(e)) => Err(Failure::Store(self.failed(op, &e))),
             Err(_) => {
                 shared.counters.timeouts.fetch_add(1, Relaxed);
-                Err(Failure::Store(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    format!("{op} timed out after {guard:?}"),
-                )))
+                Err(Failure::Store(StoreError::timeout(format!(
+                    "{op} timed out after {guard:?}"
+                ))))
             }
         };
         // Redis answered unless the call itself failed; a foreign value is an answer.
@@ -215,7 +214,11 @@ impl RedisStore {
             }
             _ => StoreErrorKind::Backend,
         };
-        StoreError::new(kind, format!("{op}: {:?}: {}", e.kind(), e.details()))
+        let message = format!("{op}: {:?}: {}", e.kind(), e.details());
+        if e.kind() == &K::Timeout {
+            return StoreError::timeout(message);
+        }
+        StoreError::new(kind, message)
     }
 
     /// Runs `emit` unless something was logged this second; it gets how many were skipped.

@@ -1,9 +1,14 @@
 //! What a [`RedisStore`] counts — hits, misses, errors, timeouts, corrupt values, calls the
-//! breaker refused — and the snapshot of those counters it hands out.
+//! breaker refused — the snapshot of those counters it hands out, and Redis's own counters
+//! (`INFO stats`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::{BreakerState, RedisStore};
+use fred::prelude::*;
+use fred::types::InfoKind;
+
+use super::{BreakerState, Failure, RedisStore};
+use crate::{StoreError, StoreErrorKind};
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
@@ -56,5 +61,103 @@ impl RedisStore {
             breaker: self.shared.breaker.state(),
             connected: self.is_connected(),
         }
+    }
+}
+
+/// What Redis itself counts, from `INFO stats`, summed over every primary of a cluster; from
+/// [`RedisStore::server_stats`].
+///
+/// These are the server's numbers, for every client and every key it holds, not only this
+/// cache's: read them next to the cache's own ([`RedisStats`], [`crate::RouteStats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisServerStats {
+    /// Lookups of an existing key (`keyspace_hits`).
+    pub keyspace_hits: u64,
+    /// Lookups of a missing key (`keyspace_misses`).
+    pub keyspace_misses: u64,
+    /// Keys Redis removed to stay under `maxmemory` (`evicted_keys`); entries the cache
+    /// stored and lost before their TTL.
+    pub evicted_keys: u64,
+    /// How many servers answered (the primaries of a cluster, or one).
+    pub servers: usize,
+}
+
+impl RedisStore {
+    /// Redis's own `keyspace_hits`, `keyspace_misses` and `evicted_keys` (`INFO stats`),
+    /// summed over every primary of a cluster. Each server is asked through the breaker and
+    /// within the command timeout.
+    ///
+    /// ```no_run
+    /// use tower_response_cache::RedisStore;
+    /// # async fn demo() -> Result<(), tower_response_cache::StoreError> {
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379/0").await?;
+    /// let server = store.server_stats().await?;
+    /// println!("{} evicted by Redis", server.evicted_keys);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// When a server does not answer in time, the breaker is open, or the reply is not `INFO`'s.
+    pub async fn server_stats(&self) -> Result<RedisServerStats, StoreError> {
+        let client = self.shared.pool.next_connected();
+        let mut total = RedisServerStats {
+            keyspace_hits: 0,
+            keyspace_misses: 0,
+            evicted_keys: 0,
+            servers: 0,
+        };
+        let servers = if client.is_clustered() {
+            // A clustered client connects to the primaries only (fred without `replicas`).
+            client.active_connections().into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for server in servers {
+            let info = match server {
+                Some(server) => {
+                    let node = client.with_cluster_node(server);
+                    let info = node.info::<String>(Some(InfoKind::Stats));
+                    self.call("INFO", Box::pin(info)).await
+                }
+                None => {
+                    let info = client.info::<String>(Some(InfoKind::Stats));
+                    self.call("INFO", Box::pin(info)).await
+                }
+            };
+            let info = info.map_err(Failure::into_error)?;
+            let field = |name: &str| -> Result<u64, StoreError> {
+                info_field(&info, name).ok_or_else(|| {
+                    StoreError::new(StoreErrorKind::Backend, format!("INFO stats has no {name}"))
+                })
+            };
+            total.keyspace_hits += field("keyspace_hits")?;
+            total.keyspace_misses += field("keyspace_misses")?;
+            total.evicted_keys += field("evicted_keys")?;
+            total.servers += 1;
+        }
+        Ok(total)
+    }
+}
+
+/// The number after `name:` on a line of an `INFO` reply.
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::info_field;
+
+    #[test]
+    fn info_fields_are_read_by_exact_name() {
+        let info = "# Stats\r\nkeyspace_hits:12\r\nkeyspace_misses:3\r\nevicted_keys:0\r\n";
+        assert_eq!(info_field(info, "keyspace_hits"), Some(12));
+        assert_eq!(info_field(info, "keyspace_misses"), Some(3));
+        assert_eq!(info_field(info, "evicted_keys"), Some(0));
+        assert_eq!(info_field(info, "hits"), None);
     }
 }
