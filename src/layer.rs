@@ -168,6 +168,41 @@ impl CacheLayer {
         })
     }
 
+    /// Whether a POST, PUT, PATCH or DELETE through this layer that is answered `2xx` or `3xx`
+    /// invalidates what it may have changed (RFC 9111 §4.4; default on): every entry of its
+    /// path (as [`ResponseCache::invalidate_path`](crate::ResponseCache::invalidate_path) does:
+    /// every query, host, `Vary` variant and user), and of the path its `Location` or
+    /// `Content-Location` names when that is relative or on the request's host. Any other
+    /// reference, or a malformed header, is ignored; an error response (`4xx`, `5xx`, or the
+    /// service's `Err`) invalidates nothing.
+    ///
+    /// The invalidation completes before the response is returned, so the client's next GET
+    /// misses (read-your-writes), and in the other processes sharing the store within
+    /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll). It waits at most
+    /// the cache's [`lookup_timeout`](crate::ResponseCacheBuilder::lookup_timeout); a store
+    /// failure is logged and the response goes out unchanged. Under both the app-wide layer and
+    /// a route's own layer, the route's layer decides and the write invalidates once.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let app: Router = Router::new()
+    ///     // A POST answered 201 with `Location: /items/7` drops `/items` and `/items/7`.
+    ///     .route("/items", get(|| async { "[]" }).post(|| async { "made" }).layer(cache.route()))
+    ///     // This route's writes (a counter) leave its cached pages alone.
+    ///     .route(
+    ///         "/stats",
+    ///         get(|| async { "{}" })
+    ///             .post(|| async { "counted" })
+    ///             .layer(cache.route().invalidate_on_unsafe(false)),
+    ///     );
+    /// ```
+    pub fn invalidate_on_unsafe(self, on: bool) -> Self {
+        self.with(|p| p.invalidate_on_unsafe = on)
+    }
+
     /// Which query parameters make up the key (default [`Query::All`]: every parameter, sorted,
     /// tracking parameters dropped). One setting: calling it again, or
     /// [`vary_query`](Self::vary_query), replaces the previous choice.

@@ -133,6 +133,7 @@ mod service;
 mod shared;
 mod status;
 mod store;
+mod unsafe_methods;
 #[cfg(feature = "values")]
 mod value;
 #[cfg(feature = "values")]
