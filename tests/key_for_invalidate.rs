@@ -204,13 +204,9 @@ async fn key_for_and_invalidate_on_the_memory_store() {
     all(|| on(Arc::new(MemoryStore::new(16 << 20)))).await;
 }
 
-#[tokio::test]
-async fn key_for_and_invalidate_on_redis() {
+async fn on_redis(url: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let Some(server) = common::redis_server::RedisServer::start("key_for_invalidate_redis") else {
-        return;
-    };
-    let store = tower_response_cache::RedisStore::builder(&server.url())
+    let store = tower_response_cache::RedisStore::builder(url)
         .require_connection(true)
         .connect()
         .await
@@ -223,6 +219,23 @@ async fn key_for_and_invalidate_on_redis() {
             .build()
     })
     .await;
+}
+
+#[tokio::test]
+async fn key_for_and_invalidate_on_redis() {
+    let Some(server) = common::redis_server::RedisServer::start("key_for_invalidate_redis") else {
+        return;
+    };
+    on_redis(&server.url()).await;
+}
+
+#[tokio::test]
+async fn key_for_and_invalidate_on_a_redis_cluster() {
+    let Some(cluster) = common::redis_server::RedisCluster::start("key_for_invalidate_cluster")
+    else {
+        return;
+    };
+    on_redis(&cluster.url()).await;
 }
 
 /// A key made for every host still equals the layer's key of a request without a host, and

@@ -285,13 +285,9 @@ async fn writes_invalidate_on_a_store_that_answers_later() {
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test]
-async fn writes_invalidate_on_redis() {
+async fn on_redis(url: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let Some(server) = common::redis_server::RedisServer::start("unsafe_methods_redis") else {
-        return;
-    };
-    let store = tower_response_cache::RedisStore::builder(&server.url())
+    let store = tower_response_cache::RedisStore::builder(url)
         .require_connection(true)
         .connect()
         .await
@@ -304,6 +300,24 @@ async fn writes_invalidate_on_redis() {
             .build()
     })
     .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn writes_invalidate_on_redis() {
+    let Some(server) = common::redis_server::RedisServer::start("unsafe_methods_redis") else {
+        return;
+    };
+    on_redis(&server.url()).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn writes_invalidate_on_a_redis_cluster() {
+    let Some(cluster) = common::redis_server::RedisCluster::start("unsafe_methods_cluster") else {
+        return;
+    };
+    on_redis(&cluster.url()).await;
 }
 
 /// A store that fails the invalidation: the write's response goes out unchanged.
