@@ -1,36 +1,14 @@
-//! The header block of a hit, built once per hot entry and thread, then cloned.
+//! The header block of a hit, built from the entry's stored list on every hit.
 //!
-//! Rebuilding a `HeaderMap` from an entry's stored list hashes every header name on every hit;
-//! cloning a finished map copies it instead. The finished map carries an `Age` and a
-//! `Cache-Status` placeholder at its end, so filling in the two per-hit values replaces them in
-//! place and never grows the map. A small table per thread remembers the maps of the entries it
-//! answered last; entries are told apart by address, pinned by a `Weak` so an evicted entry's
-//! address cannot come back as another entry while a slot names it.
+//! A per-thread table of finished header maps once lived here; on real CPU it bought nothing
+//! measurable (BENCHMARKS.md, "Per-thread tables"), so each hit builds its headers afresh.
 
-use std::cell::RefCell;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use http::header::{self, Entry, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::status::CACHE_STATUS;
 use crate::CachedResponse;
-
-const SLOTS: usize = 16;
-
-/// An entry (by address, pinned) and the finished headers of its hits.
-type Slot = Option<(Weak<CachedResponse>, HeaderMap)>;
-
-thread_local! {
-    // The invariant: a slot gives the headers of exactly the entry they were built from, and
-    // nothing invalidates it. It is keyed by the entry's address, and its `Weak` keeps that
-    // allocation from being freed while the slot names it, so no other entry (another key,
-    // another cache, a later entry under the same key) can come to live at that address and
-    // be answered with these headers. An entry never changes once shared, so its headers never
-    // go stale; a write makes a new entry, which misses the slot and gets its own. The two
-    // values a hit sets (`Age`, this cache's `Cache-Status`) are placeholders, replaced on
-    // every hit.
-    static HEADS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
-}
 
 /// The headers of a hit on `entry`, with `Age` and this cache's `Cache-Status` member set
 /// (left out when it could not be made).
@@ -39,56 +17,6 @@ pub(crate) fn hit_headers(
     age: HeaderValue,
     status: Option<HeaderValue>,
 ) -> HeaderMap {
-    let ptr = Arc::as_ptr(entry);
-    if Arc::strong_count(entry) == 1 {
-        // Nobody else holds it (a store that decodes every read, like Redis): it will not be
-        // answered again, so remembering its headers would only cost.
-        return fill(template(entry), age, status);
-    }
-    let slot = ((ptr as usize as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SLOTS;
-    let headers = HEADS.with_borrow_mut(|heads| {
-        if heads.is_empty() {
-            heads.resize_with(SLOTS, || None);
-        }
-        if let Some((known, map)) = &heads[slot] {
-            if std::ptr::eq(known.as_ptr(), ptr) {
-                return map.clone();
-            }
-        }
-        let map = template(entry);
-        heads[slot] = Some((Arc::downgrade(entry), map.clone()));
-        map
-    });
-    fill(headers, age, status)
-}
-
-/// Puts the per-hit values in place of the placeholders.
-fn fill(mut headers: HeaderMap, age: HeaderValue, status: Option<HeaderValue>) -> HeaderMap {
-    headers.insert(header::AGE, age);
-    let Entry::Occupied(mut ours) = headers.entry(CACHE_STATUS) else {
-        return headers;
-    };
-    // The placeholder is the last value: members from caches further in stay before it.
-    match status {
-        Some(status) => {
-            if let Some(last) = ours.iter_mut().last() {
-                *last = status;
-            }
-        }
-        None => {
-            let (_, values) = ours.remove_entry_mult();
-            let mut values: Vec<HeaderValue> = values.collect();
-            values.pop();
-            for v in values {
-                headers.append(CACHE_STATUS, v);
-            }
-        }
-    }
-    headers
-}
-
-/// The stored headers, `Content-Length` when missing, and the two placeholders.
-fn template(entry: &CachedResponse) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(entry.headers.len() + 3);
     let mut has_length = false;
     for (name, value) in entry.headers.iter() {
@@ -98,8 +26,10 @@ fn template(entry: &CachedResponse) -> HeaderMap {
     if !has_length {
         map.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
     }
-    map.insert(header::AGE, HeaderValue::from_static("0"));
-    map.append(CACHE_STATUS, HeaderValue::from_static("placeholder"));
+    map.insert(header::AGE, age);
+    if let Some(status) = status {
+        map.append(CACHE_STATUS, status);
+    }
     map
 }
 
@@ -173,61 +103,8 @@ mod tests {
         let map = hit_headers(&e, HeaderValue::from_static("1"), None);
         assert_eq!(
             lines(&map),
-            ["age: 1", "content-length: 5", "cache-status: upstream; hit"]
+            ["cache-status: upstream; hit", "content-length: 5", "age: 1"]
         );
-    }
-
-    #[test]
-    fn an_entry_nobody_else_holds_is_not_remembered() {
-        let e = entry(&[("content-type", "text/plain")]);
-        let v = |s| HeaderValue::from_static(s);
-        let some = |s| Some(HeaderValue::from_static(s));
-        let map = hit_headers(&e, v("3"), some("x"));
-        assert_eq!(
-            lines(&map),
-            [
-                "content-type: text/plain",
-                "content-length: 5",
-                "age: 3",
-                "cache-status: x"
-            ]
-        );
-        assert_eq!(Arc::weak_count(&e), 0);
-        let held = e.clone();
-        let _ = hit_headers(&e, v("3"), some("x"));
-        assert_eq!(Arc::weak_count(&held), 1);
-    }
-
-    #[test]
-    fn a_new_entry_gets_its_own_headers() {
-        let a = entry(&[("content-type", "text/plain")]);
-        let b = entry(&[
-            ("content-type", "application/json"),
-            ("content-length", "5"),
-        ]);
-        // Held elsewhere too, as a store holds its entries: these go through the table.
-        let in_store = (a.clone(), b.clone());
-        let v = |s| HeaderValue::from_static(s);
-        let some = |s| Some(HeaderValue::from_static(s));
-        let _ = hit_headers(&a, v("0"), some("x"));
-        let map = hit_headers(&b, v("0"), some("x"));
-        assert_eq!(
-            lines(&map),
-            [
-                "content-type: application/json",
-                "content-length: 5",
-                "age: 0",
-                "cache-status: x"
-            ]
-        );
-        assert_eq!(Arc::weak_count(&b), 1, "remembered");
-        drop((b, in_store));
-        // Same slot or not, a later entry never gets an earlier entry's headers.
-        let c = entry(&[("etag", "\"c\"")]);
-        let _c_in_store = c.clone();
-        let map = hit_headers(&c, v("0"), some("x"));
-        assert_eq!(map.get(header::ETAG).unwrap(), "\"c\"");
-        assert!(map.get(header::CONTENT_TYPE).is_none());
     }
 
     #[test]

@@ -241,8 +241,8 @@ async fn namespace_version_and_invalidation_drop_entries() {
     assert_eq!(calls.get(), 3);
 }
 
-/// Hits warm two per-thread tables (the memory store's hot entries, the hit header templates):
-/// after an invalidation, a clear or a client's refresh, a hit is the new response, whole.
+/// After an invalidation, a clear or a client's refresh, a hit is the new response, whole
+/// (it guarded the per-thread tables that once sat on the hit path, and guards any that return).
 #[tokio::test]
 async fn a_hit_after_invalidate_clear_or_refresh_is_the_new_response() {
     let fx = Fixture::new();

@@ -9,7 +9,6 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::generations::GenerationTable;
-use super::hot::{self, Generation};
 use super::{Generations, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
 
@@ -22,11 +21,6 @@ use values::value_slot;
 /// per entry, as the allocator counts them — evicting the least useful first, so the process
 /// grows by about the bound when the store is full. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
 /// shares the same entries.
-///
-/// Each thread also remembers the entries it read last (bodies up to 64 KiB, 16 per thread):
-/// a remembered entry is answered without asking moka only while nothing has been written to
-/// the store (through any clone, from any thread) since it was read, and never past its TTL.
-/// A write is seen by every thread's next read, exactly as without the table.
 ///
 /// The store is the authority on its invalidation counters ([`Generations`]): every cache on it
 /// (through any clone) sees an invalidation at once.
@@ -41,8 +35,6 @@ use values::value_slot;
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<CacheKey, Stored>,
-    /// Bumped after every write and eviction; see [`hot`].
-    generation: Arc<Generation>,
     /// The invalidation counters, shared by the clones: the store is their authority.
     gens: Arc<GenerationTable>,
 }
@@ -50,7 +42,7 @@ pub struct MemoryStore {
 #[derive(Debug, Clone)]
 struct Stored {
     held: Held,
-    /// When it expires, in moka and in the hot table alike.
+    /// When it expires.
     deadline: Instant,
 }
 
@@ -159,22 +151,13 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
-        let generation = Arc::new(Generation::default());
-        let evicted = generation.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.held)).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, v: Stored, _| {
-                // Only responses are remembered in the hot table; see `values`.
-                if matches!(v.held, Held::Entry(_)) {
-                    evicted.bump();
-                }
-            })
             .build();
         Self {
             cache,
-            generation,
             gens: Arc::default(),
         }
     }
@@ -195,19 +178,12 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    /// A hot entry from this thread's table, else from moka (and remembered).
+    /// The entry under `key`, from moka.
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        if let Some(entry) = hot::get(&self.generation, key) {
-            return Some(entry);
+        match self.cache.get(key)?.held {
+            Held::Entry(entry) => Some(entry),
+            Held::Value { .. } => None,
         }
-        // Read before the lookup: a write racing with it leaves the remembered entry stale.
-        let generation = self.generation.current();
-        let stored = self.cache.get(key)?;
-        let Held::Entry(entry) = stored.held else {
-            return None;
-        };
-        hot::remember(&self.generation, generation, key, &entry, stored.deadline);
-        Some(entry)
     }
 }
 
@@ -218,9 +194,6 @@ impl Default for MemoryStore {
     }
 }
 
-// Every method that changes `cache` bumps `generation` after the change: that is what stops
-// each thread's hot table serving what it replaced or removed (the invariant is in `hot::get`).
-// moka's eviction listener bumps too, but as the change happens, not after it is visible.
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, Option<Entry>> {
         Box::pin(std::future::ready(Ok(self.lookup(key))))
@@ -234,13 +207,11 @@ impl Store for MemoryStore {
         let deadline = Instant::now() + ttl;
         let held = Held::Entry(entry);
         self.cache.insert(key.clone(), Stored { held, deadline });
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
         let removed = self.cache.remove(key).is_some();
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -254,7 +225,6 @@ impl Store for MemoryStore {
         for k in &victims {
             self.cache.invalidate(k.as_ref());
         }
-        self.generation.bump();
         Box::pin(std::future::ready(Ok(victims.len() as u64)))
     }
 
@@ -505,56 +475,5 @@ mod tests {
         let entries = store.entry_count();
         assert!(entries <= (1 << 20) / (1024 + 600), "{entries} entries");
         assert!(store.weighted_size() <= 1 << 20);
-    }
-
-    #[tokio::test]
-    async fn large_bodies_are_not_remembered() {
-        let store = MemoryStore::default();
-        let k = CacheKey::from_parts("t", &[b"big"]);
-        let big = Bytes::from(vec![b'x'; hot::MAX_WEIGHT + 1]);
-        let e = Entry::from(CachedResponse {
-            status: StatusCode::OK,
-            headers: crate::StoredHeaders::default(),
-            body: big,
-            stored_at_millis: 0,
-            ttl: TTL,
-            stamp: crate::entry::Stamp::default(),
-        });
-        store.put(&k, e, TTL).await.unwrap();
-        assert!(body(&store, &k).is_some());
-        assert!(hot::get(&store.generation, &k).is_none());
-        let small = CacheKey::from_parts("t", &[b"small"]);
-        store.put(&small, entry("s"), TTL).await.unwrap();
-        assert!(body(&store, &small).is_some());
-        assert!(hot::get(&store.generation, &small).is_some());
-    }
-
-    #[tokio::test]
-    async fn value_writes_leave_remembered_responses_alone() {
-        let store = MemoryStore::default();
-        let k = CacheKey::from_parts("t", &[b"page"]);
-        store.put(&k, entry("page"), TTL).await.unwrap();
-        assert!(body(&store, &k).is_some());
-        assert!(hot::get(&store.generation, &k).is_some());
-        // Counters, overwrites and removals of values: none is a response write.
-        for i in 0..200 {
-            store.incr_value("t:v:hits", 1).await.unwrap();
-            let big = Bytes::from(vec![b'x'; 2048]);
-            store
-                .put_value(&format!("t:v:{i}"), big, TTL)
-                .await
-                .unwrap();
-            store.remove_value(&format!("t:v:{}", i / 2)).await.unwrap();
-        }
-        store.remove_values_matching("t:v:1*").await.unwrap();
-        store.cache.run_pending_tasks();
-        assert!(
-            hot::get(&store.generation, &k).is_some(),
-            "still remembered"
-        );
-        // A response write still reaches every reader.
-        store.put(&k, entry("new"), TTL).await.unwrap();
-        assert!(hot::get(&store.generation, &k).is_none());
-        assert_eq!(body(&store, &k).as_deref(), Some(&b"new"[..]));
     }
 }

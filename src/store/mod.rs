@@ -16,7 +16,6 @@ use crate::{CacheKey, Entry};
 mod generations;
 pub(crate) mod glob;
 pub use generations::Generations;
-mod hot;
 mod memory;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]

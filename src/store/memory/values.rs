@@ -20,9 +20,6 @@ pub(super) fn value_slot(key: &str) -> CacheKey {
     CacheKey::from_parts(key, &[b"\0trc:value"])
 }
 
-// Value writes and removals leave `generation` alone (the eviction listener skips values too):
-// it guards the hot table, which holds only responses, and bumping it would make every counter
-// increment cost the response hits their hot entries.
 impl MemoryStore {
     pub(super) fn value(&self, key: &str) -> Option<Bytes> {
         match self.cache.get(&value_slot(key))?.held {
