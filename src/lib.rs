@@ -51,6 +51,10 @@
 //! Redis store see each other's invalidations within
 //! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
 //! trip; their own at once.
+//! [`invalidate`](ResponseCache::invalidate) with [`CacheLayer::key_for`] drops one URL (on
+//! every host when the request names none), and a successful POST, PUT, PATCH or DELETE through
+//! a layer drops its own path and its same-host `Location` on its own
+//! ([`CacheLayer::invalidate_on_unsafe`], RFC 9111 §4.4).
 //!
 //! # Safe by default
 //!
@@ -134,6 +138,7 @@ mod service;
 mod shared;
 mod status;
 mod store;
+mod unsafe_methods;
 #[cfg(feature = "values")]
 mod value;
 #[cfg(feature = "values")]

@@ -181,6 +181,9 @@ pub(crate) struct RoutePolicy {
     pub(crate) bypass_hooks: Vec<BypassHook>,
     /// Tags every entry of the route carries; `{param}` is filled from the request's path.
     pub(crate) tags: Vec<Arc<str>>,
+    /// A successful POST, PUT, PATCH or DELETE invalidates its path and same-host
+    /// `Location` / `Content-Location` (RFC 9111 §4.4).
+    pub(crate) invalidate_on_unsafe: bool,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -198,6 +201,7 @@ impl fmt::Debug for RoutePolicy {
             .field("honor_client_no_cache", &self.honor_client_no_cache)
             .field("bypass_hooks", &self.bypass_hooks)
             .field("tags", &self.tags)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish()
     }
 }
@@ -224,6 +228,7 @@ impl RoutePolicy {
             cookies: CookieRule::AnyBypasses,
             identity: None,
             tags: Vec::new(),
+            invalidate_on_unsafe: true,
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
         }
