@@ -74,14 +74,15 @@ impl ResponseCache {
     ///
     /// let cache = ResponseCache::default();
     /// let (ttl, tags) = (Duration::from_secs(60), &["platform:twitter"][..]);
+    /// let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
     /// let top = cache
-    ///     .get_or_insert_with_tags("top:twitter", ttl, tags, || async { vec!["ada"] })
+    ///     .get_or_insert_with_tags("top:twitter", ttl, tags, || async { names(&["ada"]) })
     ///     .await;
     /// assert_eq!(top, ["ada"]);
     /// // A write to twitter's influencers, then:
     /// cache.invalidate_tag("platform:twitter").await.unwrap();
     /// let top = cache
-    ///     .get_or_insert_with_tags("top:twitter", ttl, tags, || async { vec!["grace", "ada"] })
+    ///     .get_or_insert_with_tags("top:twitter", ttl, tags, || async { names(&["grace", "ada"]) })
     ///     .await;
     /// assert_eq!(top, ["grace", "ada"]);
     /// # });
@@ -121,14 +122,14 @@ impl ResponseCache {
     /// let cache = ResponseCache::default();
     /// let ttl = Duration::from_secs(60);
     /// let failed = cache
-    ///     .try_get_or_insert_with("top:twitter", ttl, || async { Err::<Vec<String>, _>("db down") })
+    ///     .try_get_or_insert_with("top:twitter", ttl, || async { Err::<Vec<u64>, _>("db down") })
     ///     .await;
     /// assert_eq!(failed, Err("db down"));
-    /// assert_eq!(cache.get::<Vec<String>>("top:twitter").await, None, "not stored");
+    /// assert_eq!(cache.get::<Vec<u64>>("top:twitter").await, None, "not stored");
     /// let top = cache
-    ///     .try_get_or_insert_with("top:twitter", ttl, || async { Ok::<_, &str>(vec!["ada"]) })
+    ///     .try_get_or_insert_with("top:twitter", ttl, || async { Ok::<_, &str>(vec![1, 2]) })
     ///     .await;
-    /// assert_eq!(top.unwrap(), ["ada"]);
+    /// assert_eq!(top, Ok(vec![1, 2]));
     /// # });
     /// ```
     pub async fn try_get_or_insert_with<T, E, F, Fut>(
