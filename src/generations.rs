@@ -234,6 +234,7 @@ impl Gens {
 
     /// Whether the store's sequence is still `seq` as far as this cache knows (the fast path of
     /// a check, for a stamp not parsed yet): `false` means "check the names", not "invalidated".
+    #[cfg(feature = "values")]
     pub(crate) fn seq_is(self: &Arc<Self>, seq: u64) -> bool {
         if self.direct {
             return matches!(
@@ -248,6 +249,7 @@ impl Gens {
     /// The stamp of a value carrying `names`, taken now: before it is computed (or, for a
     /// value given, before it is written). Unlike [`begin`](Self::begin) it waits on the store
     /// when the names are not known here, so the value is always stamped and can be stored.
+    #[cfg(feature = "values")]
     pub(crate) async fn stamp(self: &Arc<Self>, names: Vec<Arc<str>>) -> Result<Stamp, StoreError> {
         let now = self.read(&names).await?;
         Ok(stamp(now, names))
