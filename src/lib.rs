@@ -86,6 +86,8 @@
 //! The same cache and store also keep any serde value by key (feature `values`, Django's
 //! low-level API and `{% cache %}`): `cache.get_or_insert_with("top:twitter", ttl, || query())`,
 //! `cache.incr("version:twitter", 1)`, `cache.fragment("stats", &[platform], ttl, || render())`.
+//! Values are invalidated as responses are: by `bump_version`, and by the tags given to
+//! `set_tagged`, `get_or_insert_with_tags` or `fragment_tagged`.
 //!
 //! # Features
 //!
