@@ -131,6 +131,7 @@ mod redact;
 mod redis_url;
 mod route;
 mod service;
+mod shadow;
 mod shared;
 mod status;
 mod store;

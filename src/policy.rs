@@ -181,6 +181,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) bypass_hooks: Vec<BypassHook>,
     /// Tags every entry of the route carries; `{param}` is filled from the request's path.
     pub(crate) tags: Vec<Arc<str>>,
+    /// Shadow mode: look up, count and store as usual, but always answer from the handler.
+    pub(crate) shadow: bool,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -198,6 +200,7 @@ impl fmt::Debug for RoutePolicy {
             .field("honor_client_no_cache", &self.honor_client_no_cache)
             .field("bypass_hooks", &self.bypass_hooks)
             .field("tags", &self.tags)
+            .field("shadow", &self.shadow)
             .finish()
     }
 }
@@ -226,6 +229,7 @@ impl RoutePolicy {
             tags: Vec::new(),
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
+            shadow: false,
         }
     }
 

@@ -152,7 +152,8 @@ impl<S> CacheService<S> {
             Some(_) => Err(BypassReason::Custom),
             None => policy.admit_request(req.method(), req.headers(), identity),
         };
-        let only_if_cached = only_if_cached(req.headers());
+        // A shadowed layer never answers in the handler's place, a `504` included.
+        let only_if_cached = only_if_cached(req.headers()) && !policy.shadow;
         let identity = match admitted {
             Ok(identity) => identity,
             Err(reason) if only_if_cached => {
@@ -186,7 +187,7 @@ impl<S> CacheService<S> {
         let mut looked = None;
         // A store that answers without waiting (the memory store) is asked here: a fresh hit
         // is answered at once, with no clone of the inner service and no boxed future.
-        if !forced && shared.answers_now {
+        if !forced && shared.answers_now && !policy.shadow {
             let timer = counters.timer();
             if let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
                 counters.looked_up(timer);
