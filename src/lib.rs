@@ -135,6 +135,7 @@ mod shadow;
 mod shared;
 mod status;
 mod store;
+mod trace;
 #[cfg(feature = "values")]
 mod value;
 #[cfg(feature = "values")]

@@ -19,7 +19,7 @@ use crate::policy::RoutePolicy;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
 use crate::status::{gateway_timeout, handled, mark, with_status};
-use crate::{names::take_handler_tags, shadow};
+use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, ResponseBody};
 
 /// A request that may be served from or stored in the cache, as `call` found it.
@@ -61,6 +61,10 @@ impl Plan {
         if shadow && !handled(&shared, &res) {
             res = shadow::mark(&shared, res);
         }
+        if trace::on() {
+            // Run inside this request's span (`call` instruments it).
+            trace::answered(&tracing::Span::current(), &shared, &res);
+        }
         Ok(mark(&shared, res, wanted))
     }
 
@@ -97,10 +101,11 @@ impl Plan {
                 // `call` looked already and found nothing fresh.
                 Some(key) => key,
                 None => {
-                    let timer = counters.timer();
+                    let (timer, traced) = (counters.timer(), trace::lookup_start());
                     let looked =
                         lookup(&shared, &counters, &primary, req.headers(), deadline).await;
                     counters.looked_up(timer);
+                    trace::looked_up(traced);
                     store_failed = looked.failed;
                     if let Some(res) = fresh_hit(
                         &shared,
