@@ -148,3 +148,37 @@ async fn a_route_shadowed_then_switched_on_serves_what_the_shadow_stored() {
     assert_eq!((seen.text(), seen.cache_status()), ("n1", hit(60).as_str()));
     assert_eq!(calls.get(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_each_call_the_handler() {
+    let f = Fixture::new();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let slow = axum::routing::get(move || {
+        let n = c.bump();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            format!("n{n}")
+        }
+    });
+    let app = Router::new().route("/slow", slow.layer(f.cache.route().shadow(true)));
+    // Live, the second would wait for the first's miss (coalescing) and answer its entry.
+    let (a, b) = tokio::join!(send(&app, get("/slow")), send(&app, get("/slow")));
+    let mut bodies = [a.text().to_owned(), b.text().to_owned()];
+    bodies.sort();
+    assert_eq!(bodies, ["n1", "n2"]);
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_response_is_marked_as_shadowed_too() {
+    let f = Fixture::new();
+    let missing = axum::routing::get(|| async { (StatusCode::NOT_FOUND, "gone") });
+    let app = Router::new().route("/gone", missing.layer(f.cache.route().shadow(true)));
+    let seen = send(&app, get("/gone")).await;
+    assert_eq!((seen.status, seen.text()), (StatusCode::NOT_FOUND, "gone"));
+    assert_eq!(
+        seen.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=shadow-status"
+    );
+}
