@@ -182,3 +182,20 @@ async fn a_refused_response_is_marked_as_shadowed_too() {
         "tower-response-cache; fwd=bypass; detail=shadow-status"
     );
 }
+
+#[tokio::test]
+async fn the_builder_sets_every_layer_s_default_and_a_layer_overrides_it() {
+    let cache = tower_response_cache::ResponseCache::builder()
+        .shadow(true)
+        .build();
+    let (shadowed, live) = (Calls::default(), Calls::default());
+    let app = Router::new()
+        .route("/shadow", shadowed.handler().layer(cache.route()))
+        .route("/live", live.handler().layer(cache.route().shadow(false)));
+    for _ in 0..2 {
+        send(&app, get("/shadow")).await;
+        send(&app, get("/live")).await;
+    }
+    assert_eq!((shadowed.get(), live.get()), (2, 1));
+    assert_eq!(send(&app, get("/shadow")).await.cache_status(), WOULD_HIT);
+}
