@@ -132,6 +132,7 @@ mod redis_url;
 mod route;
 mod service;
 mod shadow;
+mod shadow_layer;
 mod shared;
 mod status;
 mod store;

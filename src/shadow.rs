@@ -1,4 +1,4 @@
-//! Shadow mode: a layer that looks up, counts and stores exactly as it would live, but answers
+//! Shadow mode ([`CacheLayer::shadow`](crate::CacheLayer::shadow), set in `shadow_layer`): a layer that looks up, counts and stores exactly as it would live, but answers
 //! every request from the handler. It lets a team read a route's hit ratio (and catch a wrong
 //! key) on real traffic before the cache serves anything.
 //!
@@ -21,29 +21,6 @@ use http::Response;
 
 use crate::shared::Shared;
 use crate::status::CACHE_STATUS;
-use crate::CacheLayer;
-
-impl CacheLayer {
-    /// Shadow mode (off by default): keys, lookups, hits and misses are computed, counted
-    /// ([`stats`](crate::ResponseCache::stats), the metrics) and stored as usual, but every
-    /// response comes from the handler, unchanged but for a `Cache-Status` member with a
-    /// `shadow` detail (`fwd=bypass; detail=shadow-hit` where the cache would have answered).
-    /// A shadowed layer neither coalesces requests nor answers `only-if-cached` with a `504`.
-    ///
-    /// ```
-    /// use axum::{routing::get, Router};
-    /// use tower_response_cache::ResponseCache;
-    ///
-    /// let cache = ResponseCache::default();
-    /// // Measure what caching `/feed` would give before letting it serve.
-    /// let app: Router = Router::new()
-    ///     .route("/feed", get(|| async { "[]" }).layer(cache.route().shadow(true)));
-    /// ```
-    pub fn shadow(mut self, on: bool) -> Self {
-        std::sync::Arc::make_mut(&mut self.policy).shadow = on;
-        self
-    }
-}
 
 /// The `Cache-Status` value of a would-be hit, before [`mark`] adds `shadow-`.
 pub(crate) const WOULD_HIT: &str = "fwd=bypass; detail=hit";
