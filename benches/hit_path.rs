@@ -171,10 +171,58 @@ fn bench_router(c: &mut Criterion) {
     );
 }
 
+/// Writes through a route layer (RFC 9111 §4.4): `bare` no layer, `opt_out` a layer with
+/// `invalidate_on_unsafe(false)` (the bypass as it was before writes invalidated), `error` a
+/// `422` (no invalidation: the bypass stays unboxed), `invalidating` a `201` that bumps the
+/// path's generation before the response returns.
+fn bench_writes(c: &mut Criterion) {
+    use axum::routing::post;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = ResponseCache::default();
+    let ttl = Duration::from_secs(3600);
+    let created = || post(|| async { (StatusCode::CREATED, "made") });
+    let app: Router = Router::new()
+        .route("/bare", created())
+        .route(
+            "/opt_out",
+            created().layer(cache.ttl(ttl).invalidate_on_unsafe(false)),
+        )
+        .route(
+            "/error",
+            post(|| async { (StatusCode::UNPROCESSABLE_ENTITY, "no") }).layer(cache.ttl(ttl)),
+        )
+        .route("/invalidating", created().layer(cache.ttl(ttl)))
+        .with_state(());
+    let mut group = c.benchmark_group("writes");
+    group.throughput(criterion::Throughput::Elements(1));
+    for (name, status) in [
+        ("bare", StatusCode::CREATED),
+        ("opt_out", StatusCode::CREATED),
+        ("error", StatusCode::UNPROCESSABLE_ENTITY),
+        ("invalidating", StatusCode::CREATED),
+    ] {
+        let uri = format!("/{name}");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let req = Request::post(uri.as_str())
+                    .header(header::HOST, "api.example.com")
+                    .body(Body::empty())
+                    .unwrap();
+                send(&app, req, status).await
+            });
+        });
+    }
+    group.finish();
+}
+
 // What `criterion_group!`/`criterion_main!` expand to, written out so every item is documented.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_keys(&mut c);
     bench_router(&mut c);
+    bench_writes(&mut c);
     c.final_summary();
 }

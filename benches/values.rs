@@ -7,7 +7,9 @@
 //!
 //! `store_get_value` is `Store::get_value` of the stored bytes (the floor); `get_hit` is
 //! `ResponseCache::get::<Top>` of the same key, a small struct of five names; `get_or_insert_hit`
-//! the same through `get_or_insert_with`; `incr` one atomic increment of an existing counter.
+//! the same through `get_or_insert_with`; `get_hit_after_other_invalidation` a hit of a tagged
+//! value after another tag was invalidated (the stamp's slow path); `incr` one atomic increment
+//! of an existing counter.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -57,6 +59,23 @@ fn bench_values(c: &mut Criterion) {
                 )
             })
         });
+    });
+    // The slow path of the stamp check: the store's invalidation sequence moved since the value
+    // was written (another tag was invalidated), so each read parses the stamp and compares its
+    // names' generations.
+    let moved = ResponseCache::builder()
+        .store(MemoryStore::default())
+        .build();
+    rt.block_on(async {
+        let tags = &["platform:twitter"][..];
+        moved
+            .set_tagged("top:twitter", &top, ttl, tags)
+            .await
+            .unwrap();
+        moved.invalidate_tag("platform:mastodon").await.unwrap();
+    });
+    group.bench_function("get_hit_after_other_invalidation", |b| {
+        b.iter(|| rt.block_on(async { black_box(moved.get::<Top>("top:twitter").await) }));
     });
     group.bench_function("incr", |b| {
         b.iter(|| rt.block_on(async { black_box(cache.incr("hits", 1).await) }));

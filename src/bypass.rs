@@ -11,6 +11,7 @@ use crate::metrics::RouteCounters;
 use crate::names::take_handler_tags;
 use crate::shared::Shared;
 use crate::status::{handled, mark, with_status};
+use crate::unsafe_methods::{Invalidation, Write};
 use crate::{BypassReason, ResponseBody};
 
 /// How a bypassed response is finished once the inner service answers.
@@ -25,19 +26,27 @@ pub(crate) struct Bypassed {
     pub(crate) learn: Option<RouteLabel>,
     /// An enclosing layer of this cache wants the response marked.
     pub(crate) mark: bool,
+    /// An unsafe method's request, when a success of it invalidates (RFC 9111 §4.4).
+    pub(crate) write: Option<Write>,
 }
 
 impl Bypassed {
-    pub(crate) fn finish<B: Body>(self, mut res: Response<B>) -> Response<ResponseBody<B>> {
+    /// The response as it leaves, and the invalidation to run before it does: a write's
+    /// success, unless a layer of this cache inside handled it (and invalidated already).
+    pub(crate) fn finish<B: Body>(
+        self,
+        mut res: Response<B>,
+    ) -> (Response<ResponseBody<B>>, Option<Invalidation>) {
         // The handler's tags are for this cache only, even on a response it does not store.
         take_handler_tags(&mut res);
         match passed_on(&self.shared, self.learn.as_ref(), res) {
-            Ok(handled) => handled,
+            Ok(handled) => (handled, None),
             Err(res) => {
                 self.counters.bypass(self.reason);
+                let invalidation = self.write.and_then(|w| w.after(&self.shared, &res));
                 let res = res.map(ResponseBody::inner);
                 let res = with_status(&self.shared, res, &["fwd=bypass; detail=", self.detail]);
-                mark(&self.shared, res, self.mark)
+                (mark(&self.shared, res, self.mark), invalidation)
             }
         }
     }

@@ -137,11 +137,32 @@ impl ResponseCache {
         self.shared.version
     }
 
-    /// Removes the entry under `key` and every `Vary` variant of it; how many were removed.
+    /// Removes the entry under `key` and every `Vary` variant of it; how many were removed
+    /// from the store.
+    ///
+    /// A key [`CacheLayer::key_for`] made from a request naming no host (no `Host` header, no
+    /// authority) also stops every other entry of that URL being served — every host, `Vary`
+    /// variant and user, in every process sharing the store — by bumping the URL's generation
+    /// (as [`invalidate_path`](Self::invalidate_path) does for a path): those are not removed
+    /// from the store, nor counted, but never served again; they expire in place.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_response_cache::ResponseCache;
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.route();
+    /// let key = layer.key_for(&Request::get("/items?page=1").body(()).unwrap());
+    /// assert_eq!(cache.invalidate(&key).await.unwrap(), 0); // nothing was stored yet
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// When the store fails.
     pub async fn invalidate(&self, key: &CacheKey) -> Result<u64, StoreError> {
+        if let Some(url) = key.every_host() {
+            self.shared.gens.bump(std::slice::from_ref(url)).await?;
+        }
         let primary = key.without_variant();
         self.shared.vary.invalidate(primary.primary());
         self.shared.variants.forget(primary.primary());

@@ -11,6 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use crate::bypass::Bypassed;
+use crate::unsafe_methods::Invalidation;
 use crate::ResponseBody;
 
 type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
@@ -36,6 +37,9 @@ pin_project! {
         Bypass { #[pin] fut: F, finish: Option<Bypassed> },
         // A lookup in a store that must be waited for, or a miss that fills the entry.
         Fill { fut: Boxed<B, E> },
+        // A bypassed write that succeeded: its invalidation runs before `res` is returned, so
+        // the client's next GET misses. Only then is anything boxed.
+        Invalidate { work: Invalidation, res: Option<Response<ResponseBody<B>>> },
     }
 }
 
@@ -68,16 +72,32 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
             KindProj::Ready { res } => {
                 Poll::Ready(Ok(res.take().expect("polled after completion")))
             }
             KindProj::Bypass { fut, finish } => {
                 let res = ready!(fut.poll(cx))?;
-                Poll::Ready(Ok(match finish.take() {
+                let (res, work) = match finish.take() {
                     Some(finish) => finish.finish(res),
-                    None => res.map(ResponseBody::inner),
-                }))
+                    None => (res.map(ResponseBody::inner), None),
+                };
+                let Some(mut work) = work else {
+                    return Poll::Ready(Ok(res));
+                };
+                if work.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(res));
+                }
+                kind.set(Kind::Invalidate {
+                    work,
+                    res: Some(res),
+                });
+                Poll::Pending
+            }
+            KindProj::Invalidate { work, res } => {
+                ready!(work.as_mut().poll(cx));
+                Poll::Ready(Ok(res.take().expect("polled after completion")))
             }
             KindProj::Fill { fut } => fut.as_mut().poll(cx),
         }
@@ -90,6 +110,7 @@ impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
             Kind::Ready { .. } => "Ready",
             Kind::Bypass { .. } => "Bypass",
             Kind::Fill { .. } => "Fill",
+            Kind::Invalidate { .. } => "Invalidate",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)

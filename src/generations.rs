@@ -232,6 +232,29 @@ impl Gens {
         Ok(now)
     }
 
+    /// Whether the store's sequence is still `seq` as far as this cache knows (the fast path of
+    /// a check, for a stamp not parsed yet): `false` means "check the names", not "invalidated".
+    #[cfg(feature = "values")]
+    pub(crate) fn seq_is(self: &Arc<Self>, seq: u64) -> bool {
+        if self.direct {
+            return matches!(
+                self.store.generations_now(&self.prefix, &[]),
+                Some(Ok(now)) if now.seq == seq
+            );
+        }
+        self.poll_in_background();
+        self.seq.load(Ordering::Acquire) == seq
+    }
+
+    /// The stamp of a value carrying `names`, taken now: before it is computed (or, for a
+    /// value given, before it is written). Unlike [`begin`](Self::begin) it waits on the store
+    /// when the names are not known here, so the value is always stamped and can be stored.
+    #[cfg(feature = "values")]
+    pub(crate) async fn stamp(self: &Arc<Self>, names: Vec<Arc<str>>) -> Result<Stamp, StoreError> {
+        let now = self.read(&names).await?;
+        Ok(stamp(now, names))
+    }
+
     /// The stamp of an entry carrying `names`, taken now, before its handler runs, without
     /// waiting on the store (see the module docs).
     pub(crate) fn begin(self: &Arc<Self>, names: Vec<Arc<str>>) -> Pending {

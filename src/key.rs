@@ -22,12 +22,27 @@ use crate::negotiation::{is_negotiation, Members};
 /// assert!(key.to_string().starts_with("app:{"));
 /// assert_ne!(key, CacheKey::from_parts("app", &[b"user4", b"2"]));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct CacheKey {
     prefix: Arc<str>,
     primary: [u8; 32],
     variant: Option<[u8; 32]>,
+    /// The `url:` name of every host's entries of this URL, when the key was made by
+    /// [`CacheLayer::key_for`](crate::CacheLayer::key_for) from a request naming no host: what
+    /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) then also bumps. Not part
+    /// of the key's identity (equality, hash, display).
+    url: Option<Arc<str>>,
 }
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.primary == other.primary
+            && self.variant == other.variant
+            && self.prefix == other.prefix
+    }
+}
+
+impl Eq for CacheKey {}
 
 impl CacheKey {
     /// A key from arbitrary components, each length-delimited before hashing.
@@ -42,6 +57,7 @@ impl CacheKey {
             prefix: Arc::from(prefix),
             primary: h.finish(),
             variant: None,
+            url: None,
         }
     }
 
@@ -83,7 +99,21 @@ impl CacheKey {
             prefix: self.prefix.clone(),
             primary: self.primary,
             variant: Some(h.finish()),
+            url: None,
         }
+    }
+
+    /// This key, also naming every host's entries of its URL by their `url:` name.
+    pub(crate) fn for_every_host(self, url: Arc<str>) -> Self {
+        Self {
+            url: Some(url),
+            ..self
+        }
+    }
+
+    /// The `url:` name of every host's entries this key names too, if any.
+    pub(crate) fn every_host(&self) -> Option<&Arc<str>> {
+        self.url.as_ref()
     }
 }
 
@@ -251,6 +281,7 @@ pub(crate) fn primary_key(input: &KeyInput<'_>) -> CacheKey {
         prefix: input.prefix.clone(),
         primary: h.finish(),
         variant: None,
+        url: None,
     }
 }
 

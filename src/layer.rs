@@ -7,7 +7,8 @@ use std::time::Duration;
 use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
-use crate::key::QueryKey;
+use crate::key::{canonical_query, client_uri, QueryKey};
+use crate::names::url_name;
 use crate::policy::{BypassHook, CookieRule, Mode, RoutePolicy};
 use crate::service::request_key;
 use crate::shared::Shared;
@@ -80,35 +81,69 @@ impl CacheLayer {
         self
     }
 
-    /// The key this layer looks `req` up under, as a shared (not per-user) entry and before any
-    /// variant learned from the response's `Vary`. Pass it to
-    /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) to drop that URL.
+    /// The key this layer looks `req` up under, to pass to
+    /// [`ResponseCache::invalidate`](crate::ResponseCache::invalidate) and drop that URL.
     ///
-    /// Build `req` with the path the client sends, mount prefix included (`/v2/users` for a
-    /// route `/users` nested under `/v2`): keys are made from the path as the client sent it,
-    /// which axum keeps in the `OriginalUri` extension when a nested router strips the prefix.
-    /// A request as axum hands it inside the mount gives the same key.
+    /// What takes part, as in the layer's own keys:
+    /// - **Path**: as the client sends it, mount prefix included (`/v2/users` for a route
+    ///   `/users` nested under `/v2`). axum keeps it in the `OriginalUri` extension when a
+    ///   nested router strips the prefix, so a request as axum hands it inside the mount gives
+    ///   the same key.
+    /// - **Query**: canonical, under this layer's [`query`](Self::query) rule: parameters
+    ///   sorted, tracking parameters dropped, only the [`vary_query`](Self::vary_query) names
+    ///   if set. `?page=1&utm_source=x` and `?page=1` are one key; `?page=1` and `?page=2` two.
+    /// - **Host**: a request with no host — no `Host` header and no authority in its URI, as
+    ///   `Request::get("/items?page=1")` builds it — names that URL on **every** host:
+    ///   `invalidate` then drops every entry of that path and canonical query, whatever the
+    ///   `Host` browsers sent, its `Vary` variants and [`vary_headers`](Self::vary_headers)
+    ///   values, and its per-user entries, in every process sharing the store. With a `Host`
+    ///   header (or an absolute URI, `http://example.com/items`), it names that host's entry
+    ///   only (the port is ignored), and its `Vary` variants.
+    /// - **Headers**: the [`vary_headers`](Self::vary_headers) values of `req`, for the exact
+    ///   entry; a key for every host drops every value anyway.
+    ///
+    /// The key is the shared (not per-user) entry, before any variant learned from the
+    /// response's `Vary`; [`invalidate`](crate::ResponseCache::invalidate) drops those variants
+    /// with it.
     ///
     /// ```
-    /// use axum::extract::OriginalUri;
+    /// use axum::{extract::OriginalUri, routing::get, Router};
+    /// use http::Request;
     /// use tower_response_cache::ResponseCache;
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let cache = ResponseCache::default();
-    /// let layer = cache.route().vary_query(["limit"]);
-    /// let a = http::Request::get("/v2/top?limit=5&page=2").body(()).unwrap();
-    /// let b = http::Request::get("/v2/top?limit=5").body(()).unwrap();
-    /// assert_eq!(layer.key_for(&a), layer.key_for(&b));
+    /// let layer = cache.route().vary_query(["page"]);
+    /// let app: Router = Router::new().route("/items", get(|| async { "[]" }).layer(layer.clone()));
     ///
-    /// // Inside `Router::nest("/v2", …)`, the route sees `/top`; the key is the same
-    /// // (feature `axum`: without it, `OriginalUri` is not read).
-    /// # #[cfg(feature = "axum")] {
-    /// let mut inner = http::Request::get("/top?limit=5").body(()).unwrap();
-    /// inner.extensions_mut().insert(OriginalUri("/v2/top?limit=5".parse().unwrap()));
-    /// assert_eq!(layer.key_for(&inner), layer.key_for(&b));
-    /// # }
+    /// // After page 1 changed: every host's `/items?page=1` misses next; page 2 still hits.
+    /// let page_1 = Request::get("/items?page=1").body(()).unwrap();
+    /// cache.invalidate(&layer.key_for(&page_1)).await.unwrap();
+    ///
+    /// // Only what `example.com` was served.
+    /// let there = Request::get("/items?page=1").header("host", "example.com").body(()).unwrap();
+    /// cache.invalidate(&layer.key_for(&there)).await.unwrap();
+    ///
+    /// // Parameters the layer does not key on do not matter.
+    /// let noisy = Request::get("/items?page=1&sort=new").body(()).unwrap();
+    /// assert_eq!(layer.key_for(&noisy), layer.key_for(&page_1));
+    ///
+    /// // Inside `Router::nest("/v2", …)`, the route sees `/items`; the key is that of
+    /// // `/v2/items` (feature `axum`: without it, `OriginalUri` is not read).
+    /// let mut inner = Request::get("/items?page=1").body(()).unwrap();
+    /// inner.extensions_mut().insert(OriginalUri("/v2/items?page=1".parse().unwrap()));
+    /// let outer = Request::get("/v2/items?page=1").body(()).unwrap();
+    /// assert_eq!(layer.key_for(&inner), layer.key_for(&outer));
+    /// # let _ = app; });
     /// ```
     #[must_use]
     pub fn key_for<B>(&self, req: &Request<B>) -> CacheKey {
-        request_key(&self.shared, &self.policy, req, None)
+        let key = request_key(&self.shared, &self.policy, req, None);
+        let uri = client_uri(req);
+        if uri.authority().is_some() || req.headers().contains_key(http::header::HOST) {
+            return key;
+        }
+        let query = canonical_query(uri.query(), &self.policy.query);
+        key.for_every_host(url_name(uri.path(), &query))
     }
 
     /// Tags every entry this layer stores carries, so
@@ -166,6 +201,41 @@ impl CacheLayer {
             Mode::AppWide { default_ttl } => *default_ttl = Some(ttl),
             Mode::Route { ttl: t } => *t = ttl,
         })
+    }
+
+    /// Whether a POST, PUT, PATCH or DELETE through this layer that is answered `2xx` or `3xx`
+    /// invalidates what it may have changed (RFC 9111 §4.4; default on): every entry of its
+    /// path (as [`ResponseCache::invalidate_path`](crate::ResponseCache::invalidate_path) does:
+    /// every query, host, `Vary` variant and user), and of the path its `Location` or
+    /// `Content-Location` names when that is relative or on the request's host. Any other
+    /// reference, or a malformed header, is ignored; an error response (`4xx`, `5xx`, or the
+    /// service's `Err`) invalidates nothing.
+    ///
+    /// The invalidation completes before the response is returned, so the client's next GET
+    /// misses (read-your-writes), and in the other processes sharing the store within
+    /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll). It waits at most
+    /// the cache's [`lookup_timeout`](crate::ResponseCacheBuilder::lookup_timeout); a store
+    /// failure is logged and the response goes out unchanged. Under both the app-wide layer and
+    /// a route's own layer, the route's layer decides and the write invalidates once.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let app: Router = Router::new()
+    ///     // A POST answered 201 with `Location: /items/7` drops `/items` and `/items/7`.
+    ///     .route("/items", get(|| async { "[]" }).post(|| async { "made" }).layer(cache.route()))
+    ///     // This route's writes (a counter) leave its cached pages alone.
+    ///     .route(
+    ///         "/stats",
+    ///         get(|| async { "{}" })
+    ///             .post(|| async { "counted" })
+    ///             .layer(cache.route().invalidate_on_unsafe(false)),
+    ///     );
+    /// ```
+    pub fn invalidate_on_unsafe(self, on: bool) -> Self {
+        self.with(|p| p.invalidate_on_unsafe = on)
     }
 
     /// Which query parameters make up the key (default [`Query::All`]: every parameter, sorted,

@@ -51,6 +51,10 @@
 //! Redis store see each other's invalidations within
 //! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
 //! trip; their own at once.
+//! [`invalidate`](ResponseCache::invalidate) with [`CacheLayer::key_for`] drops one URL (on
+//! every host when the request names none), and a successful POST, PUT, PATCH or DELETE through
+//! a layer drops its own path and its same-host `Location` on its own
+//! ([`CacheLayer::invalidate_on_unsafe`], RFC 9111 §4.4).
 //!
 //! # Safe by default
 //!
@@ -82,6 +86,8 @@
 //! The same cache and store also keep any serde value by key (feature `values`, Django's
 //! low-level API and `{% cache %}`): `cache.get_or_insert_with("top:twitter", ttl, || query())`,
 //! `cache.incr("version:twitter", 1)`, `cache.fragment("stats", &[platform], ttl, || render())`.
+//! Values are invalidated as responses are: by `bump_version`, and by the tags given to
+//! `set_tagged`, `get_or_insert_with_tags` or `fragment_tagged`.
 //!
 //! # Features
 //!
@@ -137,6 +143,7 @@ mod shared;
 mod status;
 mod store;
 mod trace;
+mod unsafe_methods;
 #[cfg(feature = "values")]
 mod value;
 #[cfg(feature = "values")]

@@ -183,6 +183,9 @@ pub(crate) struct RoutePolicy {
     pub(crate) tags: Vec<Arc<str>>,
     /// Shadow mode: look up, count and store as usual, but always answer from the handler.
     pub(crate) shadow: bool,
+    /// A successful POST, PUT, PATCH or DELETE invalidates its path and same-host
+    /// `Location` / `Content-Location` (RFC 9111 §4.4).
+    pub(crate) invalidate_on_unsafe: bool,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -201,6 +204,7 @@ impl fmt::Debug for RoutePolicy {
             .field("bypass_hooks", &self.bypass_hooks)
             .field("tags", &self.tags)
             .field("shadow", &self.shadow)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish()
     }
 }
@@ -227,6 +231,7 @@ impl RoutePolicy {
             cookies: CookieRule::AnyBypasses,
             identity: None,
             tags: Vec::new(),
+            invalidate_on_unsafe: true,
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
             shadow: false,

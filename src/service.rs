@@ -20,6 +20,7 @@ use crate::route::{route_label, RouteLabel};
 use crate::shared::Shared;
 use crate::status::{ask_mark, gateway_timeout, mark, wants_mark};
 use crate::trace;
+use crate::unsafe_methods::{is_unsafe, Write};
 use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
 /// The middleware made by a [`CacheLayer`](crate::CacheLayer). `Error = S::Error`: the cache
@@ -181,6 +182,8 @@ impl<S> CacheService<S> {
                     detail: hooked.unwrap_or(reason.as_str()),
                     learn: learn(&req),
                     mark: wanted,
+                    write: (policy.invalidate_on_unsafe && is_unsafe(req.method()))
+                        .then(|| Write::of(&req)),
                 };
                 let mut req = req;
                 ask_mark(shared, &mut req);

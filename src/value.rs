@@ -3,28 +3,32 @@
 //!
 //! A value lives under `<prefix>:v:<key>`, in the [`envelope`] format: a value that does not
 //! decode (corrupt, written by another program or a future format) is a miss, never an error.
-//! Reads are fail-open like the layers' lookups: a store failure is a miss, logged and counted
-//! as a `store_error` under the [`VALUES_ROUTE`] label of [`Metrics`](crate::Metrics).
+//! Every value but a counter carries an invalidation stamp (the namespace `*` and its tags, see
+//! [`generations`](crate::generations)) and is checked on every read as a response is: an
+//! invalidated value is a miss. Reads are fail-open like the layers' lookups: a store failure is
+//! a miss, logged and counted as a `store_error` under the [`VALUES_ROUTE`] label of
+//! [`Metrics`](crate::Metrics).
 
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use crate::entry::Stamp;
 use crate::log::log_store_error;
+use crate::names::{tag_name, NAMESPACE};
 use crate::store::glob;
 use crate::{ResponseCache, StoreError, StoreErrorKind};
 
+mod compute;
 mod envelope;
-
-use crate::value_flight::Turn;
 
 /// The [`Metrics`](crate::Metrics) label the low-level API counts under: `hits` and `misses`
 /// of [`get`](ResponseCache::get) and [`get_or_insert_with`](ResponseCache::get_or_insert_with)
-/// (a caller served by another's computation is a hit), `stores`, and `store_errors`.
+/// (a caller served by another's computation is a hit), `invalidated` (values found
+/// invalidated, which are misses too), `stores`, and `store_errors`.
 pub const VALUES_ROUTE: &str = "values";
 
 impl ResponseCache {
@@ -49,9 +53,14 @@ impl ResponseCache {
         found
     }
 
-    /// Stores `value` under `key` for `ttl` (Django's `cache.set`). Integers are stored as
-    /// plain counters, so [`incr`](Self::incr) can add to them; a counter expires by the
-    /// store's clock alone, any other value also by the cache's [`Clock`](crate::Clock).
+    /// Stores `value` under `key` for `ttl` (Django's `cache.set`). It is served until it
+    /// expires on the cache's [`Clock`](crate::Clock) or
+    /// [`bump_version`](Self::bump_version) moves the namespace; to invalidate it by tag too,
+    /// use [`set_tagged`](Self::set_tagged).
+    ///
+    /// An integer is stored as a plain counter instead, so [`incr`](Self::incr) can add to it:
+    /// a counter expires by the store's clock alone and takes no part in invalidation (see
+    /// [`incr`](Self::incr)).
     ///
     /// # Errors
     /// When the store fails, or (kind [`StoreErrorKind::Encode`]) `value` does not serialise.
@@ -73,9 +82,55 @@ impl ResponseCache {
         value: &T,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(value)
-            .map_err(|e| StoreError::new(StoreErrorKind::Encode, format!("{key}: {e}")))?;
-        self.write(&self.value_key(key), &json, ttl).await
+        let json = to_json(key, value)?;
+        let stored = match envelope::counter_form(&json) {
+            Some(counter) => counter,
+            None => {
+                let stamp = self.stamp(&[]).await?;
+                self.envelope(key, &json, ttl, &stamp)?
+            }
+        };
+        self.put(&self.value_key(key), stored, ttl).await
+    }
+
+    /// [`set`](Self::set), invalidated also by each of `tags`: after
+    /// [`invalidate_tag`](Self::invalidate_tag) of one of them (or
+    /// [`incr_version`](Self::incr_version) of the same name), in this process at once and in
+    /// every other sharing the store within
+    /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll), it is a miss.
+    /// Tags are literal (no `{param}`); they are the same tags as the layers' responses carry.
+    ///
+    /// A tagged value is never a counter, not even an integer: [`incr`](Self::incr) on it fails.
+    ///
+    /// # Errors
+    /// When the store fails, or (kind [`StoreErrorKind::Encode`]) `value` does not serialise or
+    /// the tags are too long (64 KiB in all).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let ttl = Duration::from_secs(60);
+    /// cache.set_tagged("top:twitter", &["ada"], ttl, &["platform:twitter"]).await?;
+    /// cache.set_tagged("top:mastodon", &["grace"], ttl, &["platform:mastodon"]).await?;
+    /// cache.invalidate_tag("platform:twitter").await?;
+    /// assert_eq!(cache.get::<Vec<String>>("top:twitter").await, None);
+    /// assert_eq!(cache.get::<Vec<String>>("top:mastodon").await.unwrap(), ["grace"]);
+    /// # Ok::<_, tower_response_cache::StoreError>(()) }).unwrap();
+    /// ```
+    pub async fn set_tagged<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        tags: &[&str],
+    ) -> Result<(), StoreError> {
+        let json = to_json(key, value)?;
+        let stamp = self.stamp(tags).await?;
+        let stored = self.envelope(key, &json, ttl, &stamp)?;
+        self.put(&self.value_key(key), stored, ttl).await
     }
 
     /// Removes the value under `key` (Django's `cache.delete`); whether there was one.
@@ -103,6 +158,13 @@ impl ResponseCache {
     /// or evicted (by the memory store's bound, or Redis's `maxmemory` policy). An existing
     /// one keeps its time to live, so to make a counter that expires, [`set`](Self::set) it
     /// first: `cache.set("hits", &0, ttl)`. [`get::<i64>`](Self::get) reads it.
+    ///
+    /// Counters are plain integers in the store (what `INCRBY` needs), without the stamp other
+    /// values carry: no invalidation reaches them, not even
+    /// [`bump_version`](Self::bump_version). They count things rather than cache them; use
+    /// [`remove`](Self::remove), [`remove_pattern`](Self::remove_pattern) or
+    /// [`clear`](Self::clear) to reset one. (A named version to invalidate by is
+    /// [`incr_version`](Self::incr_version), not a counter.)
     ///
     /// # Errors
     /// When the store fails, or (kind [`StoreErrorKind::Corrupt`]) the value under `key` is
@@ -145,94 +207,8 @@ impl ResponseCache {
         self.incr(key, delta).await
     }
 
-    /// The value under `key`, or else `compute()`'s, stored for `ttl` (Django's
-    /// `cache.get_or_set`).
-    ///
-    /// Concurrent callers of one key in this process run one computation: the others wait for
-    /// it (up to the cache's [`coalesce_wait`], then compute themselves) and get its result.
-    /// Never fails: a store that is down, slow or holding something undecodable means
-    /// `compute()` runs and its value is returned (and stored when the store takes it).
-    ///
-    /// [`coalesce_wait`]: crate::ResponseCacheBuilder::coalesce_wait
-    ///
-    /// ```
-    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// use std::time::Duration;
-    /// use tower_response_cache::ResponseCache;
-    ///
-    /// async fn top_influencers(platform: &str) -> Vec<String> {
-    ///     vec![format!("{platform}-star")] // the slow query
-    /// }
-    ///
-    /// let cache = ResponseCache::default();
-    /// let ttl = Duration::from_secs(60);
-    /// let top = cache
-    ///     .get_or_insert_with("top:twitter", ttl, || top_influencers("twitter"))
-    ///     .await;
-    /// assert_eq!(top, ["twitter-star"]);
-    /// // Now cached: the closure does not run.
-    /// let again: Vec<String> = cache
-    ///     .get_or_insert_with("top:twitter", ttl, || async { unreachable!() })
-    ///     .await;
-    /// assert_eq!(again, top);
-    /// # });
-    /// ```
-    pub async fn get_or_insert_with<T, F, Fut>(&self, key: &str, ttl: Duration, compute: F) -> T
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let key = self.value_key(key);
-        let first = self.read(&key).await;
-        let store_up = first.is_ok();
-        if let Some(found) = first.unwrap_or_else(|e| self.failed(&e)) {
-            self.count(true);
-            return found;
-        }
-        let wait = self.shared.coalesce_wait;
-        let lead = loop {
-            if wait.is_zero() {
-                break None;
-            }
-            let waited = match self.shared.value_flights.join(&key) {
-                Turn::Lead(lead) => break Some(lead),
-                Turn::Landed(json) => Some(json),
-                Turn::Wait(w) => match tokio::time::timeout(wait, w.landed()).await {
-                    Ok(None) => continue, // the leader went away: one of us leads now
-                    Ok(Some(json)) => Some(json),
-                    Err(_) => break None, // waited long enough: compute alone
-                },
-            };
-            if let Some(found) = waited.and_then(|json| serde_json::from_slice(&json).ok()) {
-                self.count(true);
-                return found;
-            }
-            break None;
-        };
-        if lead.is_some() && store_up {
-            // A flight that ended between our read and our join has written the value.
-            if let Ok(Some(found)) = self.read(&key).await {
-                self.count(true);
-                return found;
-            }
-        }
-        self.count(false);
-        let value = compute().await;
-        match serde_json::to_vec(&value) {
-            Ok(json) => {
-                let json = Bytes::from(json);
-                if let Some(lead) = &lead {
-                    lead.publish(json.clone());
-                }
-                if let Err(e) = self.write(&key, &json, ttl).await {
-                    log_store_error(&e); // and the value is returned all the same
-                }
-            }
-            Err(e) => tracing::warn!(key, error = %e, "value does not serialise; not cached"),
-        }
-        drop(lead);
-        value
+    pub(crate) fn value_key(&self, key: &str) -> String {
+        format!("{}:v:{key}", self.shared.prefix)
     }
 
     /// Removes every value whose key matches the Redis glob `pattern` (`*`, `?`, `[a-z]`,
@@ -260,103 +236,94 @@ impl ResponseCache {
         self.shared.store.remove_values_matching(&full).await
     }
 
-    /// The key of a fragment, like Django's `make_template_fragment_key`: readable
-    /// `fragment:<name>:<hash of the vary parts>`, so [`remove`](Self::remove) drops one
-    /// variant and `remove_pattern("fragment:<name>:*")` all of them.
-    ///
-    /// ```
-    /// # let cache = tower_response_cache::ResponseCache::default();
-    /// let key = cache.fragment_key("platform_stats", &["twitter"]);
-    /// assert!(key.starts_with("fragment:platform_stats:"));
-    /// assert_ne!(key, cache.fragment_key("platform_stats", &["mastodon"]));
-    /// // Parts are length-delimited: ["ab", "c"] and ["a", "bc"] differ.
-    /// assert_ne!(cache.fragment_key("f", &["ab", "c"]), cache.fragment_key("f", &["a", "bc"]));
-    /// ```
-    #[must_use]
-    pub fn fragment_key(&self, name: &str, vary: &[&str]) -> String {
-        let mut h = Sha256::new();
-        for part in vary {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        let digest = h.finalize();
-        let mut key = format!("fragment:{name}:");
-        for b in &digest[..16] {
-            key.push_str(&format!("{b:02x}"));
-        }
-        key
-    }
-
-    /// A rendered fragment (Django's `{% cache ttl name vary… %}`): the `String` stored under
-    /// [`fragment_key(name, vary)`](Self::fragment_key), or else `render()`'s, stored for
-    /// `ttl`; as [`get_or_insert_with`](Self::get_or_insert_with), coalesced and fail-open.
-    ///
-    /// ```
-    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// use std::time::Duration;
-    /// # let cache = tower_response_cache::ResponseCache::default();
-    /// let platform = "twitter";
-    /// let html = cache
-    ///     .fragment("platform_stats", &[platform], Duration::from_secs(600), || async {
-    ///         format!("<section>{platform}: 42 influencers</section>")
-    ///     })
-    ///     .await;
-    /// assert_eq!(html, "<section>twitter: 42 influencers</section>");
-    /// # });
-    /// ```
-    pub async fn fragment<F, Fut>(
-        &self,
-        name: &str,
-        vary: &[&str],
-        ttl: Duration,
-        render: F,
-    ) -> String
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = String>,
-    {
-        let key = self.fragment_key(name, vary);
-        self.get_or_insert_with(&key, ttl, render).await
-    }
-
-    fn value_key(&self, key: &str) -> String {
-        format!("{}:v:{key}", self.shared.prefix)
-    }
-
     /// The value under the full `key`: `None` when there is none or it does not decode, is
-    /// expired on the cache's clock, or carries a stamp this build cannot check.
-    async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+    /// expired on the cache's clock, or was invalidated (or carries no stamp to tell).
+    pub(crate) async fn read<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let Some(bytes) = self.shared.store.get_value(key).await? else {
             return Ok(None);
         };
         let Some(value) = envelope::decode(&bytes) else {
             return Ok(None);
         };
-        let expired = value
-            .expires_at
-            .is_some_and(|at| self.shared.clock.now_millis() >= at);
-        // A non-empty stamp: written by a build that stamps values, which this one cannot check.
-        if expired || !value.stamp.is_empty() {
-            return Ok(None);
+        if let Some(at) = value.expires_at {
+            // Not a counter: served only before it expires and while its stamp holds.
+            if self.shared.clock.now_millis() >= at || !self.holds(value.stamp).await? {
+                return Ok(None);
+            }
         }
         Ok(serde_json::from_slice(value.json).ok())
     }
 
+    /// Whether a value stamped `stamp` may be served: the store's sequence has not moved since
+    /// (no parsing), or none of its names was invalidated since (as a response is checked).
+    async fn holds(&self, stamp: &[u8]) -> Result<bool, StoreError> {
+        let gens = &self.shared.gens;
+        let Some(seq) = envelope::stamp_seq(stamp) else {
+            return Ok(false); // written before values were stamped: cannot be checked
+        };
+        if gens.seq_is(seq) {
+            return Ok(true);
+        }
+        let Some(stamp) = envelope::parse_stamp(stamp) else {
+            return Ok(false);
+        };
+        let holds = gens.check(&stamp).await?;
+        if !holds {
+            self.shared.metrics.route(VALUES_ROUTE).invalidated();
+        }
+        Ok(holds)
+    }
+
+    /// The stamp of a value tagged `tags`, taken now (a failure is counted, as a write's).
+    pub(crate) async fn stamp(&self, tags: &[&str]) -> Result<Stamp, StoreError> {
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(1 + tags.len());
+        names.push(Arc::from(NAMESPACE));
+        names.extend(tags.iter().map(|t| tag_name(t)));
+        self.shared.gens.stamp(names).await.inspect_err(|e| {
+            self.shared.metrics.route(VALUES_ROUTE).store_error_of(e);
+        })
+    }
+
+    /// The envelope of `json` stamped `stamp`, expiring `ttl` from now on the cache's clock.
+    pub(crate) fn envelope(
+        &self,
+        key: &str,
+        json: &[u8],
+        ttl: Duration,
+        stamp: &Stamp,
+    ) -> Result<Bytes, StoreError> {
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = self.shared.clock.now_millis().saturating_add(ttl_millis);
+        envelope::encode(json, expires_at, stamp).ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Encode,
+                format!("{key}: its tags are longer than 64 KiB in all"),
+            )
+        })
+    }
+
     /// A failed read: logged, counted, and a miss.
-    fn failed<T>(&self, e: &StoreError) -> Option<T> {
+    pub(crate) fn failed<T>(&self, e: &StoreError) -> Option<T> {
         self.shared.metrics.route(VALUES_ROUTE).store_error_of(e);
         log_store_error(e);
         None
     }
 
-    async fn write(&self, key: &str, json: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let expires_at = self.shared.clock.now_millis().saturating_add(ttl_millis);
-        let stored = envelope::encode(json, expires_at);
+    /// Writes the stored form of a value under the full `key`.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        stored: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let counters = self.shared.metrics.route(VALUES_ROUTE);
+        let bytes = stored.len();
         match self.shared.store.put_value(key, stored, ttl).await {
             Ok(()) => {
-                counters.stored(json.len());
+                counters.stored(bytes);
                 Ok(())
             }
             Err(e) => {
@@ -366,7 +333,7 @@ impl ResponseCache {
         }
     }
 
-    fn count(&self, hit: bool) {
+    pub(crate) fn count(&self, hit: bool) {
         let counters = self.shared.metrics.route(VALUES_ROUTE);
         if hit {
             counters.hit();
@@ -374,4 +341,10 @@ impl ResponseCache {
             counters.miss();
         }
     }
+}
+
+/// The serde_json bytes of `value`, stored under `key`.
+fn to_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::new(StoreErrorKind::Encode, format!("{key}: {e}")))
 }

@@ -1,6 +1,8 @@
 //! The low-level API (`get`, `set`, `incr`, `get_or_insert_with`, `remove_pattern`,
 //! fragments) on the memory store, and what it does when the store cannot keep values.
 
+#[path = "common/values_invalidation.rs"]
+mod invalidation;
 #[path = "common/values_suite.rs"]
 mod suite;
 
@@ -18,6 +20,11 @@ use suite::{ada, Influencer, TTL};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {
     suite::conforms(Arc::new(MemoryStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_invalidates_values() {
+    invalidation::conforms(Arc::new(MemoryStore::default())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

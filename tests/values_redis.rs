@@ -2,6 +2,8 @@
 //! `tests/values.rs`), and what it does when Redis is down.
 
 mod common;
+#[path = "common/values_invalidation.rs"]
+mod invalidation;
 #[path = "common/values_suite.rs"]
 mod suite;
 
@@ -25,6 +27,7 @@ async fn redis_conforms() {
         .await
         .expect("connect");
     suite::conforms(Arc::new(store.clone())).await;
+    invalidation::conforms(Arc::new(store.clone())).await;
     let stats = store.stats();
     assert_eq!(stats.errors, 0, "{stats:?}");
     // What an operator sees: readable keys under the prefix.
@@ -53,6 +56,7 @@ async fn redis_cluster_conforms() {
         .expect("connect");
     assert!(store.is_clustered());
     suite::conforms(Arc::new(store.clone())).await;
+    invalidation::conforms(Arc::new(store.clone())).await;
     assert_eq!(store.stats().errors, 0, "{:?}", store.stats());
 
     // Pattern removal reaches every primary, not only the one the client asks first.

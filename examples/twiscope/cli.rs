@@ -22,6 +22,9 @@ Options:
                   default: a private in-memory database, seeded at every start
   -h, --help      print this help
 
+Environment: CACHE_INVALIDATION_POLL_MS (default 1000) is how often a twiscope on Redis looks
+for the invalidations of the others sharing it: a POST to one shows in every other within it.
+
 Logging: warnings (Redis unreachable, circuit breaker open) and the breaker's recovery go to
 stderr; RUST_LOG overrides the default filter 'warn,tower_response_cache=info'.
 
@@ -30,11 +33,14 @@ Routes:
   GET  /influencers/{platform}?limit=N
                                      top N (1..=100, default 10) by engagement; cached 60 s
   GET  /platforms/{platform}/stats   localised by Accept-Language (en, es, fr, de); cached 10 min
-  GET  /platforms/{platform}         an HTML page: the stats panel and the top 5 influencers
+  GET  /platforms/{platform}         an HTML page, rendered per request: the stats panel (cached
+                                     10 min as a fragment) and the top 5 (a value cached 60 s)
   GET  /me                           Authorization: Bearer token-<id>, or X-Api-Key: key-<id>;
                                      never cached
   POST /influencers/{platform}       {\"username\": \"…\", \"engagement\": N} records a post, creating
-                                     the influencer if new; optional \"display_name\", \"followers\"
+                                     the influencer if new; optional \"display_name\", \"followers\";
+                                     invalidates everything cached of the platform (its tag
+                                     platform:{platform}), in every twiscope sharing the cache
   GET  /metrics                      Prometheus text
 
 Platforms: twitter, mastodon, bluesky.

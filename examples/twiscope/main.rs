@@ -183,6 +183,12 @@ async fn open_cache(store: Store, url: &str) -> Result<Option<ResponseCache>, Us
     }
     config.key_prefix = "twiscope".to_owned();
     config.default_ttl_secs = 300;
+    // How soon a write in another twiscope on the same Redis shows here (the crate's default 1 s
+    // unless set); read and checked as `CacheConfig::from_env("CACHE")` reads it.
+    let poll = std::env::vars().filter(|(k, _)| k == POLL_VAR);
+    config.invalidation_poll_ms = CacheConfig::from_vars("CACHE", poll)
+        .map_err(|e| UsageError(e.to_string()))?
+        .invalidation_poll_ms;
     let builder = config
         .cache_builder()
         .await
@@ -196,6 +202,10 @@ async fn open_cache(store: Store, url: &str) -> Result<Option<ResponseCache>, Us
             .build(),
     ))
 }
+
+/// The variable that sets how often a Redis-backed twiscope looks for other processes'
+/// invalidations, in milliseconds.
+const POLL_VAR: &str = "CACHE_INVALIDATION_POLL_MS";
 
 /// Resolves on Ctrl-C (or SIGTERM on Unix), for a graceful shutdown.
 async fn shutdown() {

@@ -9,15 +9,15 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::db::{Influencer, PlatformStats, PLATFORMS};
+use crate::db::{DbError, Influencer, PlatformStats, PLATFORMS};
 use crate::i18n::Lang;
-use crate::routes::{capitalised, known_platform, platform_index, ApiError, AppState};
+use crate::routes::{
+    capitalised, known_platform, platform_index, platform_tag, ApiError, AppState,
+};
 
-/// How long the stats panel may be cached as a fragment (issue 9, level 2).
-#[allow(dead_code)]
+/// How long the stats panel is cached as a fragment (the guide's level 2).
 pub(crate) const STATS_PANEL_TTL: Duration = Duration::from_secs(10 * 60);
-/// How long the top-5 list may be cached as a value (issue 9, level 3).
-#[allow(dead_code)]
+/// How long the top-5 list is cached as a value (the guide's level 3).
 pub(crate) const TOP_INFLUENCERS_TTL: Duration = Duration::from_secs(60);
 /// How many influencers the page lists.
 const TOP_N: u32 = 5;
@@ -44,38 +44,63 @@ pub(crate) async fn platform_page(
         .into_response())
 }
 
-/// The stats panel of `platform`, as an HTML fragment (one query set, then rendering).
-///
-/// Issue 9, level 2 (to wire): the body becomes
-/// `cache.fragment("platform_stats", &[platform], STATS_PANEL_TTL, || <this body>)`.
-/// A database error renders an "unavailable" panel (logged), which a fragment cache would keep.
+/// The stats panel of `platform`, as an HTML fragment (one query set, then rendering), cached
+/// as the fragment `platform_stats` varying on the platform, tagged `platform:{platform}` so a
+/// write invalidates it. A database error renders an "unavailable" panel (logged) that is not
+/// cached: the next request tries again.
 pub(crate) async fn stats_panel(state: &AppState, platform: &'static str) -> String {
     let id = known_id(platform);
-    match state.db.run(move |sql| sql.platform_stats(id)).await {
-        Ok(stats) => render_stats_panel(platform, &stats),
-        Err(e) => {
-            eprintln!("twiscope: stats panel of {platform}: {e}");
-            unavailable_panel("stats", "Statistics")
+    let db = state.db.clone();
+    let render = || async move {
+        let stats = db.run(move |sql| sql.platform_stats(id)).await?;
+        Ok::<_, DbError>(render_stats_panel(platform, &stats))
+    };
+    let panel = match &state.cache {
+        Some(cache) => {
+            let tag = platform_tag(platform);
+            cache
+                .try_fragment_tagged(
+                    "platform_stats",
+                    &[platform],
+                    STATS_PANEL_TTL,
+                    &[&tag],
+                    render,
+                )
+                .await
         }
-    }
+        None => render().await,
+    };
+    panel.unwrap_or_else(|e| {
+        eprintln!("twiscope: stats panel of {platform}: {e}");
+        unavailable_panel("stats", "Statistics")
+    })
 }
 
-/// The top `TOP_N` influencers of `platform` by engagement: the data of the top panel.
-///
-/// Issue 9, level 3 (to wire): the body becomes
-/// `cache.get_or_insert_with(&format!("top_influencers:{platform}"), TOP_INFLUENCERS_TTL, || <this body>)`.
-/// A database error is an empty list (logged), which a value cache would keep.
+/// The top `TOP_N` influencers of `platform` by engagement: the data of the top panel, cached
+/// as the value `top_influencers:{platform}` (the guide's `get_top_influencers`), tagged
+/// `platform:{platform}`. A database error is an empty list (logged), not cached.
 pub(crate) async fn top_influencers_data(
     state: &AppState,
     platform: &'static str,
 ) -> Vec<Influencer> {
-    match state.db.top_influencers(known_id(platform), TOP_N).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("twiscope: top influencers of {platform}: {e}");
-            Vec::new()
+    let id = known_id(platform);
+    let query = || state.db.top_influencers(id, TOP_N);
+    let rows = match &state.cache {
+        Some(cache) => {
+            let (key, tag) = (
+                format!("top_influencers:{platform}"),
+                platform_tag(platform),
+            );
+            cache
+                .try_get_or_insert_with_tags(&key, TOP_INFLUENCERS_TTL, &[&tag], query)
+                .await
         }
-    }
+        None => query().await,
+    };
+    rows.unwrap_or_else(|e| {
+        eprintln!("twiscope: top influencers of {platform}: {e}");
+        Vec::new()
+    })
 }
 
 /// The id of a platform name taken from `PLATFORMS`.

@@ -1,5 +1,5 @@
-//! `POST /influencers/{platform}`: the one write, and the hook where it tells the cache which
-//! cached pages it made stale.
+//! `POST /influencers/{platform}`: the one write, and where it tells the cache which cached
+//! pages, fragments and values it made stale.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Influencer, NewProfile, PLATFORMS};
-use crate::routes::{known_platform, platform_index, ApiError, AppState};
+use crate::routes::{known_platform, platform_index, platform_tag, ApiError, AppState};
 
 /// The body: `username` and `engagement` are required; `display_name` and `followers` set the
 /// influencer's profile (a new one defaults to their username and 0 followers).
@@ -116,13 +116,14 @@ pub(crate) async fn record_engagement(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// Called after every committed write to `platform`, before the response: the place to tell
-/// the cache what is now stale. For now nothing is cached by platform, so it does nothing.
-///
-/// Issue 9 (to wire after the invalidation API lands): every cached page, fragment and value
-/// of the platform carries the tag `platform:{platform}`, so here:
-/// `if let Some(cache) = &state.cache { cache.invalidate_tag(&format!("platform:{platform}")).await }`
-/// (logging, not failing, on a store error: the write has committed).
+/// Called after every committed write to `platform`, before the response: tells the cache
+/// what is now stale. Every cached page, fragment and value of the platform carries its tag
+/// (`platform:{platform}`), so one invalidation reaches them all, in every twiscope sharing the
+/// store. A store error is logged, not returned: the write has committed, and the entries
+/// expire by their TTL.
 pub(crate) async fn after_write(state: &AppState, platform: &'static str) {
-    let _ = (state, platform);
+    let Some(cache) = &state.cache else { return };
+    if let Err(e) = cache.invalidate_tag(&platform_tag(platform)).await {
+        eprintln!("twiscope: cannot invalidate the cached pages of {platform}: {e}");
+    }
 }

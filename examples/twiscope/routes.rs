@@ -22,6 +22,15 @@ const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
 const STATS_TTL: Duration = Duration::from_secs(10 * 60);
 
+/// The tag every cached page, fragment and value of one platform carries, `{platform}` filled
+/// from the route's path: a write to the platform invalidates it ([`record::after_write`]).
+const PLATFORM_TAG: &str = "platform:{platform}";
+
+/// [`PLATFORM_TAG`] of `platform`.
+pub(crate) fn platform_tag(platform: &str) -> String {
+    PLATFORM_TAG.replace("{platform}", platform)
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
@@ -43,7 +52,11 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
             // The key ignores every query parameter but `limit`: `?limit=5&page=2` is `?limit=5`.
             cached(
                 get(top_influencers),
-                per_route(|c| c.ttl(INFLUENCERS_TTL).vary_query(["limit"])),
+                per_route(|c| {
+                    c.ttl(INFLUENCERS_TTL)
+                        .vary_query(["limit"])
+                        .tags([PLATFORM_TAG])
+                }),
             )
             // Added after the layer, so the write does not pass through it.
             .post(record::record_engagement),
@@ -54,7 +67,10 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
             "/platforms/{platform}/stats",
             // No `vary_headers` needed: the cache learns `Vary: Accept-Language` from the
             // response and keeps one entry per language.
-            cached(get(platform_stats), per_route(|c| c.ttl(STATS_TTL))),
+            cached(
+                get(platform_stats),
+                per_route(|c| c.ttl(STATS_TTL).tags([PLATFORM_TAG])),
+            ),
         )
         // Per user: `Authorization`, or the `X-Api-Key` declared with `bypass_when`, makes the
         // app-wide layer pass it by, and the handler marks it `private` as well.

@@ -70,7 +70,8 @@ pub fn start_on(cache: &str, db: &TempDb) -> Server {
     spawn(command, cache)
 }
 
-fn spawn(mut command: Command, cache: &str) -> Server {
+/// Starts `command` (from [`twiscope`], given `--cache cache`), and waits for its start-up line.
+pub fn spawn(mut command: Command, cache: &str) -> Server {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
