@@ -70,13 +70,7 @@ impl ResponseCache {
     /// The app-wide layer: stores a response only when the handler's `Cache-Control` gives it a
     /// lifetime (`s-maxage` over `max-age`), and leaves routes with their own layer to it.
     pub fn layer(&self) -> CacheLayer {
-        CacheLayer::new(
-            self.shared.clone(),
-            RoutePolicy::new(
-                Mode::AppWide { default_ttl: None },
-                self.shared.max_body_size,
-            ),
-        )
+        self.layer_with(Mode::AppWide { default_ttl: None })
     }
 
     /// A per-route layer with the cache's default TTL.
@@ -86,10 +80,13 @@ impl ResponseCache {
 
     /// A per-route layer that keeps responses for `ttl`, like Django's `cache_page(ttl)`.
     pub fn ttl(&self, ttl: Duration) -> CacheLayer {
-        CacheLayer::new(
-            self.shared.clone(),
-            RoutePolicy::new(Mode::Route { ttl }, self.shared.max_body_size),
-        )
+        self.layer_with(Mode::Route { ttl })
+    }
+
+    fn layer_with(&self, mode: Mode) -> CacheLayer {
+        let mut policy = RoutePolicy::new(mode, self.shared.max_body_size);
+        policy.shadow = self.shared.shadow;
+        CacheLayer::new(self.shared.clone(), policy)
     }
 
     /// The per-route counters.
@@ -215,6 +212,7 @@ pub struct ResponseCacheBuilder {
     max_writes: u32,
     metrics_namespace: String,
     judge: Judge,
+    shadow: bool,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -234,6 +232,7 @@ impl Default for ResponseCacheBuilder {
             max_writes: 64,
             metrics_namespace: "http".to_owned(),
             judge: Judge::default(),
+            shadow: false,
         }
     }
 }
@@ -323,6 +322,22 @@ impl ResponseCacheBuilder {
     /// Where the cache reads the time (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether the cache's layers start in shadow mode (default `false`): each layer looks up,
+    /// counts and stores, but answers from the handler; see [`CacheLayer::shadow`], which
+    /// overrides this per layer.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// // Everything in shadow while measuring, but `/search` serves already.
+    /// let cache = ResponseCache::builder().shadow(true).build();
+    /// let search = cache.route().shadow(false);
+    /// # let _ = search;
+    /// ```
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = on;
         self
     }
 
@@ -462,6 +477,7 @@ impl ResponseCacheBuilder {
                 variants: Variants::new(),
                 flights: Flights::new(),
                 coalesce_wait: self.coalesce_wait,
+                shadow: self.shadow,
                 bypass_hooks: self.bypass_hooks,
                 lookup_timeout,
                 writes: Arc::new(tokio::sync::Semaphore::new(self.max_writes as usize)),

@@ -137,9 +137,12 @@ mod redact;
 mod redis_url;
 mod route;
 mod service;
+mod shadow;
+mod shadow_layer;
 mod shared;
 mod status;
 mod store;
+mod trace;
 mod unsafe_methods;
 #[cfg(feature = "values")]
 mod value;

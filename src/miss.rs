@@ -112,6 +112,8 @@ impl Miss<'_> {
             return with_status(&self.shared, res, &["fwd=", self.fwd, LENGTH_MISMATCH]);
         }
 
+        // Shadow mode answers with the handler's response as it came.
+        let original = self.policy.shadow.then(|| parts.headers.clone());
         let etag = (!parts.headers.contains_key(header::ETAG)).then(|| strong_etag(&chunks));
         let stored_body = StoredBody::new(&chunks, etag.as_ref().map(|t| &t[..]));
         let bytes = stored_body.body;
@@ -141,7 +143,10 @@ impl Miss<'_> {
         // `stored` once the entry is stored or on its way to the store (RFC 9211 has no word
         // for a write still in flight; one that then fails is counted and logged).
         let detail = self.write(plan).submit(entry).detail();
-        let res = if unchanged {
+        let res = if let Some(headers) = original {
+            parts.headers = headers;
+            Response::from_parts(parts, ResponseBody::full(bytes))
+        } else if unchanged {
             not_modified_response(parts.headers.iter())
         } else {
             Response::from_parts(parts, ResponseBody::full(bytes))
@@ -174,7 +179,7 @@ impl Miss<'_> {
         let (shared, fwd, policy) = (self.shared.clone(), self.fwd, self.policy);
         // Taken before `max-age` is rewritten for downstream: the entry keeps the handler's.
         let headers = parts.headers.clone();
-        if policy.downstream_max_age {
+        if policy.downstream_max_age && !policy.shadow {
             set_max_age(&mut parts.headers, plan.ttl.as_secs());
         }
         let copy = StreamCopy::new(

@@ -18,7 +18,8 @@ use crate::names;
 use crate::policy::RoutePolicy;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
-use crate::status::{gateway_timeout, mark};
+use crate::status::{gateway_timeout, handled, mark, with_status};
+use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, ResponseBody};
 
 /// A request that may be served from or stored in the cache, as `call` found it.
@@ -54,8 +55,17 @@ impl Plan {
         ResB: Body,
     {
         let shared = self.shared.clone();
-        let wanted = self.mark;
-        Ok(mark(&shared, self.respond(inner, req).await?, wanted))
+        let (wanted, shadow) = (self.mark, self.policy.shadow);
+        let mut res = self.respond(inner, req).await?;
+        // A response an inner layer of this cache handled carries that layer's own member.
+        if shadow && !handled(&shared, &res) {
+            res = shadow::mark(&shared, res);
+        }
+        if trace::on() {
+            // Run inside this request's span (`call` instruments it).
+            trace::answered(&tracing::Span::current(), &shared, &res);
+        }
+        Ok(mark(&shared, res, wanted))
     }
 
     async fn respond<S, ReqB, ResB>(
@@ -91,10 +101,11 @@ impl Plan {
                 // `call` looked already and found nothing fresh.
                 Some(key) => key,
                 None => {
-                    let timer = counters.timer();
+                    let (timer, traced) = (counters.timer(), trace::lookup_start());
                     let looked =
                         lookup(&shared, &counters, &primary, req.headers(), deadline).await;
                     counters.looked_up(timer);
+                    trace::looked_up(traced);
                     store_failed = looked.failed;
                     if let Some(res) = fresh_hit(
                         &shared,
@@ -105,7 +116,11 @@ impl Plan {
                         req.headers(),
                     ) {
                         counters.hit_took(timer);
-                        return Ok(res);
+                        if !policy.shadow {
+                            return Ok(res);
+                        }
+                        // Counted as the hit it would have been; the handler still answers.
+                        return would_hit(&shared, inner, req).await;
                     }
                     if only_if_cached {
                         counters.miss();
@@ -115,7 +130,9 @@ impl Plan {
                 }
             };
             // A store that just failed will not be filled by a leader either: nobody waits on it.
-            if !is_head && !store_failed && !shared.coalesce_wait.is_zero() {
+            // A shadowed layer calls the handler for every request: nobody waits on another.
+            let coalesce = !is_head && !store_failed && !policy.shadow;
+            if coalesce && !shared.coalesce_wait.is_zero() {
                 let layer = Arc::as_ptr(&policy) as usize;
                 let turn = shared.flights.take_turn(layer, &key, shared.coalesce_wait);
                 match turn.await {
@@ -177,4 +194,23 @@ impl Plan {
         // request that waits on the store, hits included.
         Ok(Box::pin(miss.respond(res)).await)
     }
+}
+
+/// A shadowed layer's would-be hit: the handler answers, its response passed on as it is (the
+/// fresh entry stays as stored; an inner layer of this cache that handled it keeps its member).
+async fn would_hit<S, ReqB, ResB>(
+    shared: &Shared,
+    mut inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    let mut res = inner.call(req).await?;
+    take_handler_tags(&mut res);
+    Ok(match passed_on(shared, None, res) {
+        Ok(handled) => handled,
+        Err(res) => with_status(shared, res.map(ResponseBody::inner), &[shadow::WOULD_HIT]),
+    })
 }

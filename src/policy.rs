@@ -181,6 +181,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) bypass_hooks: Vec<BypassHook>,
     /// Tags every entry of the route carries; `{param}` is filled from the request's path.
     pub(crate) tags: Vec<Arc<str>>,
+    /// Shadow mode: look up, count and store as usual, but always answer from the handler.
+    pub(crate) shadow: bool,
     /// A successful POST, PUT, PATCH or DELETE invalidates its path and same-host
     /// `Location` / `Content-Location` (RFC 9111 §4.4).
     pub(crate) invalidate_on_unsafe: bool,
@@ -201,6 +203,7 @@ impl fmt::Debug for RoutePolicy {
             .field("honor_client_no_cache", &self.honor_client_no_cache)
             .field("bypass_hooks", &self.bypass_hooks)
             .field("tags", &self.tags)
+            .field("shadow", &self.shadow)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish()
     }
@@ -231,6 +234,7 @@ impl RoutePolicy {
             invalidate_on_unsafe: true,
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
+            shadow: false,
         }
     }
 

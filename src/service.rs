@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::bypass::{is_delegated, Bypassed};
 use crate::hit::{fresh_hit, lookup_now};
@@ -18,6 +19,7 @@ use crate::policy::{only_if_cached, Mode, RoutePolicy};
 use crate::route::{route_label, RouteLabel};
 use crate::shared::Shared;
 use crate::status::{ask_mark, gateway_timeout, mark, wants_mark};
+use crate::trace;
 use crate::unsafe_methods::{is_unsafe, Write};
 use crate::{BypassReason, CacheKey, ResponseBody, ResponseFuture};
 
@@ -89,15 +91,25 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // Disabled, at the cost of a load, unless debug is on for the crate (see `trace`).
+        let span = trace::span(&req);
+        let entered = span.enter();
         match self.decide(req) {
-            Decision::Ready(res) => ResponseFuture::ready(res),
+            Decision::Ready(res) => {
+                trace::answered(&span, &self.shared, &res);
+                ResponseFuture::ready(res)
+            }
             // The service driven to readiness takes the request: no clone, no box.
-            Decision::Bypass(req, finish) => ResponseFuture::bypass(self.inner.call(req), finish),
+            Decision::Bypass(req, finish) => {
+                trace::bypassed(&span, finish.as_ref().map(|f| f.detail));
+                ResponseFuture::bypass(self.inner.call(req), finish)
+            }
             Decision::Fill(req, plan) => {
                 // Take the service that was driven to readiness; leave a fresh clone in its place.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::fill(plan.run(inner, req))
+                drop(entered);
+                ResponseFuture::fill(plan.run(inner, req).instrument(span))
             }
         }
     }
@@ -153,7 +165,8 @@ impl<S> CacheService<S> {
             Some(_) => Err(BypassReason::Custom),
             None => policy.admit_request(req.method(), req.headers(), identity),
         };
-        let only_if_cached = only_if_cached(req.headers());
+        // A shadowed layer never answers in the handler's place, a `504` included.
+        let only_if_cached = only_if_cached(req.headers()) && !policy.shadow;
         let identity = match admitted {
             Ok(identity) => identity,
             Err(reason) if only_if_cached => {
@@ -185,14 +198,16 @@ impl<S> CacheService<S> {
             return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
         }
         let primary = request_key(shared, policy, &req, identity.as_deref());
+        trace::key(&primary);
         let is_head = req.method() == Method::HEAD;
         let mut looked = None;
         // A store that answers without waiting (the memory store) is asked here: a fresh hit
         // is answered at once, with no clone of the inner service and no boxed future.
-        if !forced && shared.answers_now {
-            let timer = counters.timer();
+        if !forced && shared.answers_now && !policy.shadow {
+            let (timer, traced) = (counters.timer(), trace::lookup_start());
             if let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
                 counters.looked_up(timer);
+                trace::looked_up(traced);
                 if let Some(res) =
                     fresh_hit(shared, policy, &counters, found, is_head, req.headers())
                 {

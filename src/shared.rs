@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) flights: Flights,
     /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
     pub(crate) coalesce_wait: Duration,
+    /// The layers' default for shadow mode ([`CacheLayer::shadow`](crate::CacheLayer::shadow)).
+    pub(crate) shadow: bool,
     /// Hooks every layer of this cache starts with.
     pub(crate) bypass_hooks: Vec<BypassHook>,
     /// A request's time budget for reading the store; `None`: no cap.
