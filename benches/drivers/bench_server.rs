@@ -164,21 +164,28 @@ fn app(store_bytes: u64) -> Router {
 }
 
 const USAGE: &str = "\
-Usage: bench_server [--listen ADDR] [--store-mib N]
+Usage: bench_server [--listen ADDR] [--store-mib N] [--recorder]
 
   --listen ADDR    where to listen (default 127.0.0.1:3001; port 0 picks a free port)
   --store-mib N    the memory store's capacity in MiB (default 1024: 100k entries fit)
+  --recorder       install a `metrics` recorder (metrics-util's DebuggingRecorder) first,
+                   so the cache's counters and histograms are recorded, not dropped
 ";
 
 fn main() -> std::process::ExitCode {
     let mut listen = "127.0.0.1:3001".to_owned();
     let mut store_mib: u64 = 1024;
+    let mut recorder = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = match arg.as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return std::process::ExitCode::SUCCESS;
+            }
+            "--recorder" => {
+                recorder = true;
+                continue;
             }
             "--listen" | "--store-mib" => args.next(),
             _ => None,
@@ -192,6 +199,13 @@ fn main() -> std::process::ExitCode {
                 eprint!("bench_server: bad argument '{arg}'\n{USAGE}");
                 return std::process::ExitCode::from(2);
             }
+        }
+    }
+    // Before the first request: the cache binds its metric handles when it first sees a route.
+    if recorder {
+        if let Err(e) = metrics_util::debugging::DebuggingRecorder::new().install() {
+            eprintln!("bench_server: cannot install the metrics recorder: {e}");
+            return std::process::ExitCode::FAILURE;
         }
     }
     let runtime = match tokio::runtime::Runtime::new() {
