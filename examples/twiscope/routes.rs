@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower_response_cache::{CacheLayer, ResponseCache};
 
@@ -36,11 +37,13 @@ pub(crate) fn platform_tag(platform: &str) -> String {
 pub(crate) struct AppState {
     pub(crate) db: Db,
     pub(crate) cache: Option<ResponseCache>,
+    /// The installed recorder, rendered by `GET /metrics`.
+    pub(crate) prometheus: PrometheusHandle,
 }
 
 /// The whole API. With a cache, the expensive routes get their own per-route layer and the
 /// router the app-wide one; without, no cache layer at all (the uncached origin).
-pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
+pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHandle) -> Router {
     let per_route = |make: fn(&ResponseCache) -> CacheLayer| cache.as_ref().map(make);
     let router = Router::new()
         .route(
@@ -80,6 +83,7 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
         .with_state(AppState {
             db,
             cache: cache.clone(),
+            prometheus,
         });
     match cache {
         Some(cache) => router.layer(cache.layer()),
@@ -362,20 +366,40 @@ fn user_id(credential: &str, prefix: &str) -> Option<i64> {
         .and_then(|id| id.parse().ok())
 }
 
+/// `twiscope_db_queries_total`: a counter of the recorder, set from the database's own count.
+const DB_QUERIES: &str = "twiscope_db_queries_total";
+
+/// Describes twiscope's own metrics to the installed recorder (their `# HELP` lines).
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(DB_QUERIES, "SQL queries run by request handlers.");
+}
+
 /// `GET /metrics`: the cache's per-route counters and the SQL query count. Runs no SQL.
+/// The recorder's text (the cache's counters and histograms, `twiscope_db_queries_total`),
+/// then `twiscope_cache_hit_ratio` per route, derived from the cache's counters as it is read.
 async fn metrics(State(s): State<AppState>) -> Response {
-    let mut text = s
-        .cache
-        .as_ref()
-        .map(|c| c.metrics().render_prometheus("twiscope"))
-        .unwrap_or_default();
-    let _ = write!(
-        text,
-        "# HELP twiscope_db_queries_total SQL queries run by request handlers.\n\
-         # TYPE twiscope_db_queries_total counter\n\
-         twiscope_db_queries_total {}\n",
-        s.db.queries()
-    );
+    metrics::counter!(DB_QUERIES).absolute(s.db.queries());
+    s.prometheus.run_upkeep();
+    let mut text = s.prometheus.render();
+    if let Some(cache) = &s.cache {
+        // A ratio is not an event to record: written here, from the same counters, in the
+        // form twiscope has always served (six decimals).
+        let stats = cache.stats();
+        if !stats.is_empty() {
+            text.push_str(
+                "# HELP twiscope_cache_hit_ratio Hits over hits plus misses since start.\n\
+                 # TYPE twiscope_cache_hit_ratio gauge\n",
+            );
+        }
+        for route in &stats {
+            let _ = writeln!(
+                text,
+                "twiscope_cache_hit_ratio{{route=\"{}\"}} {:.6}",
+                route.route.replace('\\', "\\\\").replace('"', "\\\""),
+                route.hit_ratio()
+            );
+        }
+    }
     (
         [
             (
