@@ -24,6 +24,7 @@
 mod cli;
 mod db;
 mod i18n;
+mod metrics;
 mod page;
 mod record;
 mod routes;
@@ -103,7 +104,7 @@ async fn run(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    routes::describe_metrics();
+    metrics::describe();
     let cache = match open_cache(options.store, &options.cache).await {
         Ok(cache) => cache,
         Err(e) => return usage_error(&e),

@@ -2,7 +2,6 @@
 //! deterministic JSON for a given database state (stable order, no timestamps).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -17,7 +16,7 @@ use tower_response_cache::{CacheLayer, ResponseCache};
 
 use crate::db::{platform_id, Db, DbError, Hashtag, Influencer, PLATFORMS};
 use crate::i18n::Lang;
-use crate::{page, record};
+use crate::{metrics, page, record};
 
 const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
@@ -78,7 +77,7 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHa
         // Per user: `Authorization`, or the `X-Api-Key` declared with `bypass_when`, makes the
         // app-wide layer pass it by, and the handler marks it `private` as well.
         .route("/me", get(me))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .with_state(AppState {
             db,
@@ -364,54 +363,6 @@ fn user_id(credential: &str, prefix: &str) -> Option<i64> {
         .strip_prefix(prefix)
         .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|id| id.parse().ok())
-}
-
-/// `twiscope_db_queries_total`: a counter of the recorder, set from the database's own count.
-const DB_QUERIES: &str = "twiscope_db_queries_total";
-
-/// Describes twiscope's own metrics to the installed recorder (their `# HELP` lines).
-pub(crate) fn describe_metrics() {
-    metrics::describe_counter!(DB_QUERIES, "SQL queries run by request handlers.");
-}
-
-/// `GET /metrics`: the cache's per-route counters and the SQL query count. Runs no SQL.
-/// The recorder's text (the cache's counters and histograms, `twiscope_db_queries_total`),
-/// then `twiscope_cache_hit_ratio` per route, derived from the cache's counters as it is read.
-async fn metrics(State(s): State<AppState>) -> Response {
-    metrics::counter!(DB_QUERIES).absolute(s.db.queries());
-    s.prometheus.run_upkeep();
-    let mut text = s.prometheus.render();
-    if let Some(cache) = &s.cache {
-        // A ratio is not an event to record: written here, from the same counters, in the
-        // form twiscope has always served (six decimals).
-        let stats = cache.stats();
-        if !stats.is_empty() {
-            text.push_str(
-                "# HELP twiscope_cache_hit_ratio Hits over hits plus misses since start.\n\
-                 # TYPE twiscope_cache_hit_ratio gauge\n",
-            );
-        }
-        for route in &stats {
-            let _ = writeln!(
-                text,
-                "twiscope_cache_hit_ratio{{route=\"{}\"}} {:.6}",
-                route.route.replace('\\', "\\\\").replace('"', "\\\""),
-                route.hit_ratio()
-            );
-        }
-    }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            ),
-            // Counters must never be served stale.
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        text,
-    )
-        .into_response()
 }
 
 async fn not_found() -> ApiError {
