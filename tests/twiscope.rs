@@ -33,6 +33,13 @@ fn trending_second_request_is_a_hit_and_runs_no_sql() {
     assert!(metrics.contains("twiscope_cache_hits_total{route=\"/trending\"} 1"));
     assert!(metrics.contains("twiscope_cache_stores_total{route=\"/trending\"} 1"));
     assert!(metrics.contains("# TYPE twiscope_db_queries_total counter"));
+    // Served by metrics-exporter-prometheus: the crate's histograms are there too.
+    assert!(
+        metrics.contains("# TYPE twiscope_cache_handler_seconds summary"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("twiscope_cache_handler_seconds_count{route=\"/trending\"} 1"));
+    assert!(metrics.contains("twiscope_cache_hit_ratio{route=\"/trending\"} 0.500000"));
 }
 
 #[test]
@@ -191,7 +198,8 @@ fn without_cache_every_request_runs_sql() {
     assert!(second.header("cache-status").is_none());
     assert!(server.db_queries() > before);
     let metrics = server.get("/metrics", &[]).body;
-    assert!(!metrics.contains("twiscope_cache_hits_total"));
+    assert!(!metrics.contains("twiscope_cache_"), "{metrics}");
+    assert!(metrics.contains("# TYPE twiscope_db_queries_total counter"));
 }
 
 #[test]

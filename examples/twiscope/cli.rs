@@ -41,7 +41,7 @@ Routes:
                                      the influencer if new; optional \"display_name\", \"followers\";
                                      invalidates everything cached of the platform (its tag
                                      platform:{platform}), in every twiscope sharing the cache
-  GET  /metrics                      Prometheus text
+  GET  /metrics                      Prometheus text (metrics-exporter-prometheus)
 
 Platforms: twitter, mastodon, bluesky.
 ";

@@ -24,6 +24,7 @@
 mod cli;
 mod db;
 mod i18n;
+mod metrics;
 mod page;
 mod record;
 mod routes;
@@ -34,6 +35,7 @@ use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_response_cache::{redact_url, CacheConfig, ResponseCache};
 use tracing_subscriber::filter::Targets;
 
@@ -93,6 +95,16 @@ fn usage_error(e: &UsageError) -> ExitCode {
 }
 
 async fn run(options: Options) -> ExitCode {
+    // Installed before the cache is built: the cache binds a route's metric handles to the
+    // recorder installed when it first sees the route, and describes its metrics at build.
+    let prometheus = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("twiscope: cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    metrics::describe();
     let cache = match open_cache(options.store, &options.cache).await {
         Ok(cache) => cache,
         Err(e) => return usage_error(&e),
@@ -158,7 +170,7 @@ async fn run(options: Options) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
 
-    let app = routes::app(db, cache);
+    let app = routes::app(db, cache, prometheus);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
@@ -196,6 +208,8 @@ async fn open_cache(store: Store, url: &str) -> Result<Option<ResponseCache>, Us
     Ok(Some(
         builder
             .name("twiscope")
+            // `twiscope_cache_hits_total{route="/trending"}` and the rest of the crate's table.
+            .metrics_namespace("twiscope")
             // `/me` also takes `X-Api-Key`, a credential the cache cannot know about: declare
             // it, so no layer ever stores or serves a response to a keyed request.
             .bypass_when("api-key", |req| req.headers.contains_key("x-api-key"))

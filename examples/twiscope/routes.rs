@@ -2,7 +2,6 @@
 //! deterministic JSON for a given database state (stable order, no timestamps).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -11,12 +10,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower_response_cache::{CacheLayer, ResponseCache};
 
 use crate::db::{platform_id, Db, DbError, Hashtag, Influencer, PLATFORMS};
 use crate::i18n::Lang;
-use crate::{page, record};
+use crate::{metrics, page, record};
 
 const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
@@ -36,11 +36,13 @@ pub(crate) fn platform_tag(platform: &str) -> String {
 pub(crate) struct AppState {
     pub(crate) db: Db,
     pub(crate) cache: Option<ResponseCache>,
+    /// The installed recorder, rendered by `GET /metrics`.
+    pub(crate) prometheus: PrometheusHandle,
 }
 
 /// The whole API. With a cache, the expensive routes get their own per-route layer and the
 /// router the app-wide one; without, no cache layer at all (the uncached origin).
-pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
+pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHandle) -> Router {
     let per_route = |make: fn(&ResponseCache) -> CacheLayer| cache.as_ref().map(make);
     let router = Router::new()
         .route(
@@ -75,11 +77,12 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>) -> Router {
         // Per user: `Authorization`, or the `X-Api-Key` declared with `bypass_when`, makes the
         // app-wide layer pass it by, and the handler marks it `private` as well.
         .route("/me", get(me))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .with_state(AppState {
             db,
             cache: cache.clone(),
+            prometheus,
         });
     match cache {
         Some(cache) => router.layer(cache.layer()),
@@ -360,34 +363,6 @@ fn user_id(credential: &str, prefix: &str) -> Option<i64> {
         .strip_prefix(prefix)
         .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|id| id.parse().ok())
-}
-
-/// `GET /metrics`: the cache's per-route counters and the SQL query count. Runs no SQL.
-async fn metrics(State(s): State<AppState>) -> Response {
-    let mut text = s
-        .cache
-        .as_ref()
-        .map(|c| c.metrics().render_prometheus("twiscope"))
-        .unwrap_or_default();
-    let _ = write!(
-        text,
-        "# HELP twiscope_db_queries_total SQL queries run by request handlers.\n\
-         # TYPE twiscope_db_queries_total counter\n\
-         twiscope_db_queries_total {}\n",
-        s.db.queries()
-    );
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            ),
-            // Counters must never be served stale.
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        text,
-    )
-        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -57,6 +57,7 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
+/// | `{ns}_cache_breaker_state` | gauge | — | the [`RedisStore`](crate::RedisStore)'s circuit breaker: `0` closed, `1` half-open (one probe in flight), `2` open |
 ///
 /// Every request counts exactly once, as a hit, a miss or a bypass. Lookups are timed on a
 /// sample — the route's first hit, then about one request in 16 — so a hit reads no clock at
@@ -68,7 +69,10 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// recorder installed *when they are registered*: install the recorder before serving. (The
 /// [`MemoryStore`](crate::MemoryStore)'s eviction counter is registered at its first eviction,
 /// under the name [`MemoryStore::metrics_namespace`](crate::MemoryStore::metrics_namespace)
-/// gave it; the store a cache makes for itself takes the cache's namespace.)
+/// gave it; the store a cache makes for itself takes the cache's namespace. The Redis store's
+/// breaker gauge is registered, at `0`, when the store connects, under the name
+/// [`RedisStoreBuilder::metrics_namespace`](crate::RedisStoreBuilder::metrics_namespace) gave it,
+/// and set at every transition.)
 ///
 /// ```
 /// use axum::{routing::get, Router};

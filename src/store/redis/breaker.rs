@@ -33,6 +33,8 @@ pub(crate) struct Breaker {
     cooldown: Duration,
     // A std mutex: held for a few instructions, never across an await.
     state: Mutex<State>,
+    /// `{ns}_cache_breaker_state`, set under the lock at every transition.
+    gauge: StateGauge,
 }
 
 /// Permission to make one call. Report its outcome with [`Ticket::finish`]; a ticket dropped
@@ -46,12 +48,14 @@ pub(crate) struct Ticket<'a> {
 }
 
 impl Breaker {
-    /// Opens after `threshold` consecutive failures (at least 1) and stays open for `cooldown`.
-    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+    /// Opens after `threshold` consecutive failures (at least 1) and stays open for `cooldown`;
+    /// its state is the gauge `{namespace}_cache_breaker_state`, registered here.
+    pub(crate) fn new(threshold: u32, cooldown: Duration, namespace: &str) -> Self {
         Self {
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
+            gauge: StateGauge::new(namespace),
         }
     }
 
@@ -62,6 +66,7 @@ impl Breaker {
             State::Closed { .. } => false,
             State::Open { until } if Instant::now() >= until => {
                 *state = State::HalfOpen;
+                self.gauge.set(BreakerState::HalfOpen);
                 true
             }
             State::Open { .. } | State::HalfOpen => return None,
@@ -86,6 +91,15 @@ impl Breaker {
     /// Records an outcome; the new state when it changed.
     fn record(&self, probe: bool, ok: bool) -> Option<BreakerState> {
         let mut state = self.lock();
+        let changed = self.transition(&mut state, probe, ok);
+        if let Some(new) = changed {
+            self.gauge.set(new);
+        }
+        changed
+    }
+
+    /// Moves `state` on an outcome; the new state when it changed.
+    fn transition(&self, state: &mut State, probe: bool, ok: bool) -> Option<BreakerState> {
         let open = State::Open {
             until: Instant::now() + self.cooldown,
         };
@@ -118,6 +132,46 @@ impl Breaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The breaker's state as the gauge `{ns}_cache_breaker_state`: 0 closed, 1 half-open, 2 open.
+/// Registered once, with the breaker, and set to 0; a no-op without the `metrics` feature.
+#[derive(Debug)]
+struct StateGauge {
+    #[cfg(feature = "metrics")]
+    gauge: metrics::Gauge,
+}
+
+impl StateGauge {
+    fn new(namespace: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let name = format!("{namespace}_cache_breaker_state");
+            metrics::describe_gauge!(
+                name.clone(),
+                "The Redis store's circuit breaker: 0 closed, 1 half-open, 2 open."
+            );
+            let gauge = metrics::gauge!(name);
+            gauge.set(0.0);
+            Self { gauge }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = namespace;
+            Self {}
+        }
+    }
+
+    fn set(&self, state: BreakerState) {
+        #[cfg(feature = "metrics")]
+        self.gauge.set(match state {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        });
+        #[cfg(not(feature = "metrics"))]
+        let _ = state;
     }
 }
 
@@ -155,7 +209,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_consecutive_failures_only() {
-        let b = Breaker::new(3, COOLDOWN);
+        let b = Breaker::new(3, COOLDOWN, "test");
         assert_eq!(fail(&b), None);
         assert_eq!(fail(&b), None);
         // A success in between resets the count.
@@ -170,7 +224,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn probes_after_cooldown_and_closes_on_success() {
-        let b = Breaker::new(1, COOLDOWN);
+        let b = Breaker::new(1, COOLDOWN, "test");
         fail(&b);
         tokio::time::advance(COOLDOWN - Duration::from_millis(1)).await;
         assert!(b.admit().is_none(), "still cooling down");
@@ -187,7 +241,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failed_probe_reopens_for_a_full_cooldown() {
-        let b = Breaker::new(2, COOLDOWN);
+        let b = Breaker::new(2, COOLDOWN, "test");
         fail(&b);
         fail(&b);
         tokio::time::advance(COOLDOWN).await;
@@ -200,7 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancelled_probe_counts_as_failure() {
-        let b = Breaker::new(1, COOLDOWN);
+        let b = Breaker::new(1, COOLDOWN, "test");
         fail(&b);
         tokio::time::advance(COOLDOWN).await;
         drop(b.admit().expect("probe"));
@@ -211,7 +265,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn late_outcomes_of_calls_admitted_while_closed_do_not_close_it() {
-        let b = Breaker::new(1, COOLDOWN);
+        let b = Breaker::new(1, COOLDOWN, "test");
         let slow = b.admit().unwrap();
         fail(&b);
         assert_eq!(slow.finish(true), None);

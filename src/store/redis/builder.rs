@@ -55,6 +55,7 @@ pub struct RedisStoreBuilder {
     breaker_failures: u32,
     breaker_cooldown: Duration,
     require_connection: bool,
+    metrics_namespace: String,
 }
 
 enum Source {
@@ -76,6 +77,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("require_connection", &self.require_connection)
+            .field("metrics_namespace", &self.metrics_namespace)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +102,7 @@ impl RedisStoreBuilder {
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             require_connection: false,
+            metrics_namespace: "http".to_owned(),
         }
     }
 
@@ -135,6 +138,28 @@ impl RedisStoreBuilder {
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.breaker_failures = failures;
         self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// The first word of the breaker's gauge (default `http`): `{namespace}_cache_breaker_state`,
+    /// 0 closed, 1 half-open, 2 open, recorded through the `metrics` facade (feature `metrics`)
+    /// to the recorder installed when [`connect`](Self::connect) registers it, and set at every
+    /// transition. Give it the cache's
+    /// [`metrics_namespace`](crate::ResponseCacheBuilder::metrics_namespace).
+    ///
+    /// ```no_run
+    /// use tower_response_cache::{RedisStore, ResponseCache};
+    /// # async fn demo() -> Result<(), tower_response_cache::StoreError> {
+    /// // Install the recorder first (`metrics_exporter_prometheus::PrometheusBuilder`, …).
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/0")
+    ///     .metrics_namespace("twiscope")
+    ///     .connect()
+    ///     .await?;
+    /// let cache = ResponseCache::builder().metrics_namespace("twiscope").store(store).build();
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.metrics_namespace = namespace.into();
         self
     }
 
@@ -192,7 +217,11 @@ impl RedisStoreBuilder {
             pool,
             owned,
             command_timeout: self.command_timeout,
-            breaker: super::breaker::Breaker::new(self.breaker_failures, self.breaker_cooldown),
+            breaker: super::breaker::Breaker::new(
+                self.breaker_failures,
+                self.breaker_cooldown,
+                &self.metrics_namespace,
+            ),
         }))
     }
 
