@@ -59,6 +59,7 @@ async fn the_servers_lookups_match_the_caches() {
         return;
     };
     let store = RedisStore::from_url(&server.url()).await.unwrap();
+    assert_eq!(store.stats().server, None, "nothing read yet");
     // Polled once at the first miss, then not again within the test: the generation reads
     // counted below are all done before the server's numbers are read.
     let cache = ResponseCache::builder()
@@ -77,6 +78,11 @@ async fn the_servers_lookups_match_the_caches() {
     send(&app, "/page").await; // a keyspace hit
     send(&app, "/page").await; // a keyspace hit
     let after = store.server_stats().await.unwrap();
+    assert_eq!(
+        store.stats().server.as_ref(),
+        Some(&after),
+        "stats() keeps the last read"
+    );
     let route = &cache.stats()[0];
     assert_eq!((route.hits, route.misses), (2, 1));
     // The cache also reads its invalidation generations (`HMGET` of a hash that nothing has

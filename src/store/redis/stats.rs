@@ -19,6 +19,8 @@ pub(super) struct Counters {
     pub(super) corrupt: AtomicU64,
     pub(super) rejected: AtomicU64,
     pub(super) breaker_opened: AtomicU64,
+    /// Redis's own counters as [`RedisStore::server_stats`] last read them.
+    pub(super) server: std::sync::Mutex<Option<RedisServerStats>>,
 }
 
 /// A [`RedisStore`]'s counters at one moment; from [`RedisStore::stats`].
@@ -43,6 +45,10 @@ pub struct RedisStats {
     pub breaker: BreakerState,
     /// Whether every connection is up now.
     pub connected: bool,
+    /// Redis's own `keyspace_hits`, `keyspace_misses` and `evicted_keys`, as the last call of
+    /// [`RedisStore::server_stats`] read them (`None` before the first): `stats()` never waits
+    /// on Redis, so call that to refresh them.
+    pub server: Option<RedisServerStats>,
 }
 
 impl RedisStore {
@@ -60,6 +66,7 @@ impl RedisStore {
             breaker_opened: c.breaker_opened.load(Relaxed),
             breaker: self.shared.breaker.state(),
             connected: self.is_connected(),
+            server: c.server.lock().map(|s| s.clone()).unwrap_or(None),
         }
     }
 }
@@ -94,6 +101,8 @@ impl RedisStore {
     /// let store = RedisStore::from_url("redis://127.0.0.1:6379/0").await?;
     /// let server = store.server_stats().await?;
     /// println!("{} evicted by Redis", server.evicted_keys);
+    /// // `stats()` carries the figures last read, without waiting on Redis.
+    /// assert_eq!(store.stats().server, Some(server));
     /// # Ok(()) }
     /// ```
     ///
@@ -135,6 +144,9 @@ impl RedisStore {
             total.keyspace_misses += field("keyspace_misses")?;
             total.evicted_keys += field("evicted_keys")?;
             total.servers += 1;
+        }
+        if let Ok(mut last) = self.shared.counters.server.lock() {
+            *last = Some(total.clone());
         }
         Ok(total)
     }
