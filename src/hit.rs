@@ -37,20 +37,11 @@ pub(crate) fn lookup_now(
         answer => (answered(counters, answer), key),
     };
     let found = match found.and_then(response) {
-        // Served only while nothing it is named by was invalidated (see `generations`).
-        Some(r) => match shared.gens.check_now(&r.stamp)? {
-            Ok(true) => Some(r),
-            Ok(false) => {
-                counters.invalidated();
-                None
-            }
-            // The store answers at once: the next lookup asks again.
-            Err(e) => {
-                counters.store_error();
-                log_store_error(&e);
-                None
-            }
-        },
+        // The store answers at once: after a failed check the next lookup asks again.
+        Some(r) => {
+            let holds = shared.gens.check_now(&r.stamp)?;
+            still_valid(counters, r, holds).ok().flatten()
+        }
         None => None,
     };
     Some((found, key))
@@ -111,25 +102,45 @@ async fn read(
         }
         found => (found, key),
     };
-    let mut failed = found.is_err();
-    let mut found = found.ok().flatten().and_then(response);
-    if let Some(r) = &found {
-        // Served only while nothing it is named by was invalidated (see `generations`).
-        match shared.gens.check(&r.stamp).await {
-            Ok(true) => {}
-            Ok(false) => {
-                counters.invalidated();
-                found = None;
-            }
-            Err(e) => {
-                counters.store_error();
-                log_store_error(&e);
-                failed = true;
-                found = None;
-            }
+    let failed = found.is_err();
+    let Some(r) = found.ok().flatten().and_then(response) else {
+        return Lookup {
+            failed,
+            found: None,
+            key,
+        };
+    };
+    let holds = shared.gens.check(&r.stamp).await;
+    match still_valid(counters, r, holds) {
+        Ok(found) => Lookup { failed, found, key },
+        Err(()) => Lookup {
+            failed: true,
+            found: None,
+            key,
+        },
+    }
+}
+
+/// `r` if nothing it is named by was invalidated since it was stored (see `generations`);
+/// `Ok(None)` when something was (counted), `Err` when the check itself failed (counted and
+/// logged): either way a miss.
+fn still_valid(
+    counters: &RouteCounters,
+    r: Arc<CachedResponse>,
+    holds: Result<bool, StoreError>,
+) -> Result<Option<Arc<CachedResponse>>, ()> {
+    match holds {
+        Ok(true) => Ok(Some(r)),
+        Ok(false) => {
+            counters.invalidated();
+            Ok(None)
+        }
+        Err(e) => {
+            counters.store_error_of(&e);
+            log_store_error(&e);
+            Err(())
         }
     }
-    Lookup { failed, found, key }
 }
 
 /// The key to look up first: the variant when the route's `Vary` is already known here.
