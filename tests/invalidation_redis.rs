@@ -5,12 +5,11 @@ mod common;
 #[path = "invalidation/scenarios.rs"]
 mod scenarios;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tower_response_cache::{RedisStore, ResponseCache};
 
-use common::redis_server::{RedisCluster, RedisServer};
+use common::redis_server::{connect, RedisCluster, RedisServer};
 use scenarios::{Site, OTHERS, TWITTER};
 
 /// How often the caches of these tests poll the store's invalidation sequence.
@@ -18,16 +17,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// A prefix no other cache of this test binary uses.
 fn fresh_prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("inv{}", NEXT.fetch_add(1, Ordering::SeqCst))
-}
-
-async fn connect(url: &str) -> RedisStore {
-    RedisStore::builder(url)
-        .require_connection(true)
-        .connect()
-        .await
-        .unwrap()
+    common::redis_server::fresh_prefix("inv")
 }
 
 fn cache(store: RedisStore, prefix: &str, poll: Duration) -> ResponseCache {

@@ -205,17 +205,12 @@ async fn key_for_and_invalidate_on_the_memory_store() {
 }
 
 async fn on_redis(url: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let store = tower_response_cache::RedisStore::builder(url)
-        .require_connection(true)
-        .connect()
-        .await
-        .unwrap();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    use common::redis_server::{connect, fresh_prefix};
+    let store = connect(url).await;
     all(|| {
         ResponseCache::builder()
             .store(store.clone())
-            .key_prefix(format!("keyfor{}", NEXT.fetch_add(1, Ordering::SeqCst)))
+            .key_prefix(fresh_prefix("keyfor"))
             .build()
     })
     .await;

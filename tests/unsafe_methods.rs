@@ -286,17 +286,12 @@ async fn writes_invalidate_on_a_store_that_answers_later() {
 
 #[cfg(feature = "redis")]
 async fn on_redis(url: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let store = tower_response_cache::RedisStore::builder(url)
-        .require_connection(true)
-        .connect()
-        .await
-        .unwrap();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    use common::redis_server::{connect, fresh_prefix};
+    let store = connect(url).await;
     all(|| {
         ResponseCache::builder()
             .store(store.clone())
-            .key_prefix(format!("unsafe{}", NEXT.fetch_add(1, Ordering::SeqCst)))
+            .key_prefix(fresh_prefix("unsafe"))
             .build()
     })
     .await;

@@ -261,3 +261,19 @@ fn wait_for_ping(port: u16, dir: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A store on `url` that fails the test at once when Redis is not there.
+#[cfg(feature = "redis")]
+pub async fn connect(url: &str) -> tower_response_cache::RedisStore {
+    tower_response_cache::RedisStore::builder(url)
+        .require_connection(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A key prefix no other cache of this test binary uses: `tag` and a counter.
+pub fn fresh_prefix(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{tag}{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
