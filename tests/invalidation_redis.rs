@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use tower_response_cache::{RedisStore, ResponseCache};
 
-use common::redis_server::{connect, RedisCluster, RedisServer};
+use common::connect_redis as connect;
+use common::redis_server::{RedisCluster, RedisServer};
 use scenarios::{Site, OTHERS, TWITTER};
 
 /// How often the caches of these tests poll the store's invalidation sequence.

@@ -205,8 +205,8 @@ async fn key_for_and_invalidate_on_the_memory_store() {
 }
 
 async fn on_redis(url: &str) {
-    use common::redis_server::{connect, fresh_prefix};
-    let store = connect(url).await;
+    use common::redis_server::fresh_prefix;
+    let store = common::connect_redis(url).await;
     all(|| {
         ResponseCache::builder()
             .store(store.clone())

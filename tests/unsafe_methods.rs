@@ -286,8 +286,8 @@ async fn writes_invalidate_on_a_store_that_answers_later() {
 
 #[cfg(feature = "redis")]
 async fn on_redis(url: &str) {
-    use common::redis_server::{connect, fresh_prefix};
-    let store = connect(url).await;
+    use common::redis_server::fresh_prefix;
+    let store = common::connect_redis(url).await;
     all(|| {
         ResponseCache::builder()
             .store(store.clone())

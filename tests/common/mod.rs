@@ -123,3 +123,13 @@ pub fn hit(ttl: u64) -> String {
 pub fn bypass(reason: &str) -> String {
     format!("tower-response-cache; fwd=bypass; detail={reason}")
 }
+
+/// A Redis store on `url` that fails the test at once when Redis is not there.
+#[cfg(feature = "redis")]
+pub async fn connect_redis(url: &str) -> tower_response_cache::RedisStore {
+    tower_response_cache::RedisStore::builder(url)
+        .require_connection(true)
+        .connect()
+        .await
+        .unwrap()
+}

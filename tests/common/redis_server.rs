@@ -262,16 +262,6 @@ fn wait_for_ping(port: u16, dir: &Path) {
     }
 }
 
-/// A store on `url` that fails the test at once when Redis is not there.
-#[cfg(feature = "redis")]
-pub async fn connect(url: &str) -> tower_response_cache::RedisStore {
-    tower_response_cache::RedisStore::builder(url)
-        .require_connection(true)
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// A key prefix no other cache of this test binary uses: `tag` and a counter.
 pub fn fresh_prefix(tag: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
