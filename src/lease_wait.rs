@@ -65,7 +65,9 @@ pub(crate) async fn take_or_wait<B: Body>(
         let deadline = shared
             .lookup_timeout
             .and_then(|t| Instant::now().checked_add(t));
-        let found = lookup(shared, counters, primary, headers, deadline).await.found;
+        let found = lookup(shared, counters, primary, headers, deadline)
+            .await
+            .found;
         if let Some(res) = fresh_hit(shared, policy, counters, found, false, headers) {
             counters.coalesced();
             return Leased::Hit(res);

@@ -136,6 +136,7 @@ impl Plan {
             if coalesce && !shared.coalesce_wait.is_zero() {
                 let layer = Arc::as_ptr(&policy) as usize;
                 let turn = shared.flights.take_turn(layer, &key, shared.coalesce_wait);
+                let waiting = tokio::time::Instant::now();
                 match turn.await {
                     Joined::Lead(mut led) => {
                         // This process's leader: with a lease, one process of the fleet.
@@ -160,6 +161,9 @@ impl Plan {
                     Joined::Landed => {
                         // Another request filled it meanwhile: its entry is a hit, if fresh.
                         counters.coalesced();
+                        // The budget is for reading the store, not for waiting on the leader:
+                        // a handler slower than the budget would otherwise leave none.
+                        let deadline = deadline.and_then(|d| d.checked_add(waiting.elapsed()));
                         let headers = req.headers();
                         let looked = lookup(&shared, &counters, &primary, headers, deadline);
                         let found = looked.await.found;

@@ -40,7 +40,10 @@ impl RedisStore {
             Some(SetOptions::NX),
             false,
         ));
-        let set = self.call("SET NX", set).await.map_err(Failure::into_error)?;
+        let set = self
+            .call("SET NX", set)
+            .await
+            .map_err(Failure::into_error)?;
         Ok(set.is_some())
     }
 
