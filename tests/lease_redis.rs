@@ -235,27 +235,51 @@ async fn a_failing_lease_fails_open_as_a_store_error() {
     assert_eq!(calls.get(), 1);
 }
 
-/// Redis frozen with the lease on: the handler answers, no error reaches the client.
+/// Redis freezing while a request waits on another process's lease: its next lease attempt
+/// fails (the command timeout), and it goes to the handler then, not at its far wait bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_redis_with_a_lease_is_served_by_the_handler() {
-    let Some(server) = RedisServer::start("a_frozen_redis_with_a_lease") else {
+async fn a_redis_freezing_during_the_wait_sends_the_request_to_the_handler() {
+    let Some(server) = RedisServer::start("a_redis_freezing_during_the_wait") else {
         return;
     };
+    let server = Arc::new(server);
     let prefix = common::redis_server::fresh_prefix("lease");
-    let c = cache(connect(&server.url()).await, &prefix);
+    let store = connect(&server.url()).await;
+    let c = cache(store.clone(), &prefix);
+    let layer = c
+        .ttl(Duration::from_secs(60))
+        .lease(Duration::from_secs(10));
+    let key = layer.key_for(&get("/work"));
+    assert!(store
+        .take_lease(&key, "alive", Duration::from_secs(10))
+        .await
+        .unwrap());
     let calls = Calls::default();
-    let app = app(&calls, leased(&c));
-    server.freeze();
+    let app = app(&calls, layer);
+    let before_freeze = Duration::from_millis(400);
+    let s = server.clone();
+    let freezer = tokio::spawn(async move {
+        tokio::time::sleep(before_freeze).await;
+        s.freeze();
+    });
+
     let start = Instant::now();
     let seen = send(&app, get("/work")).await;
+    let took = start.elapsed();
     server.thaw();
+    freezer.await.unwrap();
     assert_eq!(seen.status, 200);
+    assert_eq!(seen.text(), "n1");
     assert_eq!(calls.get(), 1);
     assert!(
-        start.elapsed() < WORK + Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
+        took >= before_freeze + WORK,
+        "did not wait while Redis was up: {took:?}"
     );
+    assert!(
+        took < before_freeze + WORK + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(c.metrics().snapshot()[0].store_errors >= 1);
 }
 
 /// The lock exists while the handler computes, and is gone as soon as the entry is written:
