@@ -378,3 +378,41 @@ async fn a_memory_store_with_a_lease_only_coalesces_in_process() {
         .await
         .unwrap());
 }
+
+/// A client that goes away while its request holds the lease: the lock goes with it (released
+/// by the dropped flight), long before the lease would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_releases_the_lease() {
+    let Some(server) = RedisServer::start("a_client_that_goes_away") else {
+        return;
+    };
+    let prefix = common::redis_server::fresh_prefix("lease");
+    let c = cache(connect(&server.url()).await, &prefix);
+    let layer = c
+        .ttl(Duration::from_secs(60))
+        .lease(Duration::from_secs(30));
+    let lock = lock_of(&layer);
+    let calls = Calls::default();
+    let app = app(&calls, layer);
+    let request = tokio::spawn(async move { send(&app, get("/work")).await });
+    let start = Instant::now();
+    while calls.get() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "handler never called"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        server.cli(&["exists", &lock]).trim(),
+        "1",
+        "no lock while computing"
+    );
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    let start = Instant::now();
+    while server.cli(&["exists", &lock]).trim() != "0" {
+        assert!(start.elapsed() < Duration::from_secs(2), "lock left behind");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
