@@ -77,7 +77,8 @@ pub(crate) struct Lead {
     finished: bool,
     /// The fleet-wide lease on the key, when the layer takes one: it ends with the flight
     /// (released after the write, or by its own drop when the flight ends otherwise).
-    lease: Option<LeaseGuard>,
+    /// Boxed: most flights take none, and a `Lead` travels with every miss.
+    lease: Option<Box<LeaseGuard>>,
 }
 
 impl fmt::Debug for Lead {
@@ -89,12 +90,12 @@ impl fmt::Debug for Lead {
 impl Lead {
     /// The flight also holds the key's fleet-wide lease.
     pub(crate) fn hold(&mut self, lease: LeaseGuard) {
-        self.lease = Some(lease);
+        self.lease = Some(Box::new(lease));
     }
 
     /// The lease this flight holds, to be released once the entry is written.
     pub(crate) fn take_lease(&mut self) -> Option<LeaseGuard> {
-        self.lease.take()
+        self.lease.take().map(|l| *l)
     }
 
     /// The entry was written, or the write failed: waiters look again, then go on alone.
