@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
+use crate::lease::LeaseGuard;
 use crate::CacheKey;
 
 /// How long a key that produced an unstorable response is exempt from coalescing.
@@ -74,6 +75,10 @@ pub(crate) struct Lead {
     inner: Arc<Inner>,
     key: Flight,
     finished: bool,
+    /// The fleet-wide lease on the key, when the layer takes one: it ends with the flight
+    /// (released after the write, or by its own drop when the flight ends otherwise).
+    /// Boxed: most flights take none, and a `Lead` travels with every miss.
+    lease: Option<Box<LeaseGuard>>,
 }
 
 impl fmt::Debug for Lead {
@@ -83,6 +88,16 @@ impl fmt::Debug for Lead {
 }
 
 impl Lead {
+    /// The flight also holds the key's fleet-wide lease.
+    pub(crate) fn hold(&mut self, lease: LeaseGuard) {
+        self.lease = Some(Box::new(lease));
+    }
+
+    /// The lease this flight holds, to be released once the entry is written.
+    pub(crate) fn take_lease(&mut self) -> Option<LeaseGuard> {
+        self.lease.take().map(|l| *l)
+    }
+
     /// The entry was written, or the write failed: waiters look again, then go on alone.
     pub(crate) fn finish(mut self) {
         self.finished = true;
@@ -195,6 +210,7 @@ impl Flights {
             inner: self.inner.clone(),
             key,
             finished: false,
+            lease: None,
         })
     }
 }

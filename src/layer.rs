@@ -240,6 +240,58 @@ impl CacheLayer {
         self.with(|p| p.invalidate_on_unsafe = on)
     }
 
+    /// Fleet-wide stampede control (default off): before calling the handler for a missing
+    /// key, the process that leads in-process coalescing takes a lease on the key in the store,
+    /// for `time`. Processes that find it taken wait for the holder's entry, polling the store
+    /// (every `wait / 10`, at most every 50 ms) and retrying the lease on each round, then
+    /// answer it as a hit, counted as coalesced. A holder that dies leaves a lease that expires
+    /// after `time`: a waiter then takes it. Past [`lease_wait`](Self::lease_wait) (default:
+    /// `time`) a waiter calls the handler anyway; it never fails for want of the lease.
+    ///
+    /// The holder releases the lease once its entry is written, or when its flight ends
+    /// otherwise (an unstorable response, a client gone). Pick `time` a little above the
+    /// handler's slowest run: too short, and a second process computes while the first still
+    /// runs. On Redis the lease is `SET <entry key>:lock <token> NX PX <time>` in the entry's
+    /// slot; a Redis failure counts as a store error and the request goes to the handler. A
+    /// store no other process shares ([`MemoryStore`](crate::MemoryStore)) grants every lease:
+    /// in-process coalescing does it all. HEAD requests, shadowed layers and requests that
+    /// skip the stored copy take no lease. A zero `time` turns it off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// // One process of the fleet computes `/trending`; the others wait up to 2 s for it.
+    /// let layer = cache
+    ///     .ttl(Duration::from_secs(900))
+    ///     .lease(Duration::from_secs(5))
+    ///     .lease_wait(Duration::from_secs(2));
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{routing::get, Router};
+    /// let app: Router = Router::new().route("/trending", get(|| async { "[]" }).layer(layer));
+    /// # }
+    /// ```
+    pub fn lease(self, time: Duration) -> Self {
+        self.with(|p| p.lease.time = Some(time))
+    }
+
+    /// How long a request waits for another process's entry under
+    /// [`lease`](Self::lease) before it calls the handler itself (default: the lease time).
+    /// Has no effect without a lease; may be set before or after it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let layer = cache.route().lease(Duration::from_secs(10)).lease_wait(Duration::from_millis(500));
+    /// # let _ = layer;
+    /// ```
+    pub fn lease_wait(self, wait: Duration) -> Self {
+        self.with(|p| p.lease.wait = Some(wait))
+    }
+
     /// Which query parameters make up the key (default [`Query::All`]: every parameter, sorted,
     /// tracking parameters dropped). One setting: calling it again, or
     /// [`vary_query`](Self::vary_query), replaces the previous choice.

@@ -125,6 +125,8 @@ mod hit;
 mod invalidate;
 mod key;
 mod layer;
+mod lease;
+mod lease_wait;
 mod log;
 mod metrics;
 mod miss;

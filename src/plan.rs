@@ -12,6 +12,7 @@ use tower_service::Service;
 use crate::bypass::passed_on;
 use crate::coalesce::Joined;
 use crate::hit::{fresh_hit, lookup};
+use crate::lease_wait::{take_or_wait, Leased};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::names;
@@ -135,12 +136,34 @@ impl Plan {
             if coalesce && !shared.coalesce_wait.is_zero() {
                 let layer = Arc::as_ptr(&policy) as usize;
                 let turn = shared.flights.take_turn(layer, &key, shared.coalesce_wait);
+                let waiting = tokio::time::Instant::now();
                 match turn.await {
-                    Joined::Lead(led) => lead = Some(led),
+                    Joined::Lead(mut led) => {
+                        // This process's leader: with a lease, one process of the fleet.
+                        if let Some(settings) = policy.lease.on() {
+                            let headers = req.headers();
+                            let leased = take_or_wait(
+                                &shared, &policy, &counters, settings, &primary, &key, headers,
+                            );
+                            match leased.await {
+                                Leased::Lead(guard) => led.hold(guard),
+                                Leased::Hit(res) => {
+                                    // Waiters here look it up too.
+                                    led.finish();
+                                    return Ok(res);
+                                }
+                                Leased::Through => {}
+                            }
+                        }
+                        lead = Some(led);
+                    }
                     Joined::Alone => {}
                     Joined::Landed => {
                         // Another request filled it meanwhile: its entry is a hit, if fresh.
                         counters.coalesced();
+                        // The budget is for reading the store, not for waiting on the leader:
+                        // a handler slower than the budget would otherwise leave none.
+                        let deadline = deadline.and_then(|d| d.checked_add(waiting.elapsed()));
                         let headers = req.headers();
                         let looked = lookup(&shared, &counters, &primary, headers, deadline);
                         let found = looked.await.found;

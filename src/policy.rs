@@ -163,6 +163,33 @@ pub(crate) enum Mode {
     Route { ttl: Duration },
 }
 
+/// A layer's lease (see `CacheLayer::lease`), as set: each in any order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LeaseConfig {
+    pub(crate) time: Option<Duration>,
+    pub(crate) wait: Option<Duration>,
+}
+
+impl LeaseConfig {
+    /// The lease in force, if any.
+    pub(crate) fn on(self) -> Option<LeaseSettings> {
+        let time = self.time.filter(|t| !t.is_zero())?;
+        Some(LeaseSettings {
+            time,
+            wait: self.wait.unwrap_or(time),
+        })
+    }
+}
+
+/// A layer's lease in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseSettings {
+    /// How long a lease lasts: the longest a dead holder keeps others waiting.
+    pub(crate) time: Duration,
+    /// How long a request waits for another process's entry.
+    pub(crate) wait: Duration,
+}
+
 /// One route's (or the app-wide layer's) settings.
 #[derive(Clone)]
 pub(crate) struct RoutePolicy {
@@ -186,6 +213,8 @@ pub(crate) struct RoutePolicy {
     /// A successful POST, PUT, PATCH or DELETE invalidates its path and same-host
     /// `Location` / `Content-Location` (RFC 9111 §4.4).
     pub(crate) invalidate_on_unsafe: bool,
+    /// Fleet-wide stampede control: a missing key is computed under a lease in the store.
+    pub(crate) lease: LeaseConfig,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -205,6 +234,7 @@ impl fmt::Debug for RoutePolicy {
             .field("tags", &self.tags)
             .field("shadow", &self.shadow)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -232,6 +262,7 @@ impl RoutePolicy {
             identity: None,
             tags: Vec::new(),
             invalidate_on_unsafe: true,
+            lease: LeaseConfig::default(),
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
             shadow: false,

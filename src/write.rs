@@ -110,7 +110,12 @@ impl Write {
                 Stored::Failed
             }
         };
-        if let Some(lead) = self.lead.take() {
+        if let Some(mut lead) = self.lead.take() {
+            // Ended before the flight: the write is in, other processes find it (a `flush`
+            // waits for this too).
+            if let Some(lease) = lead.take_lease() {
+                lease.release().await;
+            }
             lead.finish();
         }
         stored

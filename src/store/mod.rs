@@ -108,6 +108,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    // Leases, for fleet-wide stampede control (`CacheLayer::lease`): one process at a time
+    // computes a missing entry. The defaults suit a store no other process shares (an
+    // in-process store, where the layer's own coalescing already does this): every lease is
+    // granted, and releasing one does nothing.
+
+    /// Takes the lease on `key` for `ttl` under `token` if nobody holds it: whether it was
+    /// granted. The lease ends by itself after `ttl` (a holder that died frees it). Redis:
+    /// `SET <key>:lock <token> NX PX <ttl>`, in the entry's hash slot.
+    fn take_lease<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let _ = (key, token, ttl);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Ends the lease on `key` if `token` still holds it (a lease that expired and was taken by
+    /// another is left alone): whether it was ended.
+    fn release_lease<'a>(&'a self, key: &'a CacheKey, token: &'a str) -> StoreFuture<'a, bool> {
+        let _ = (key, token);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
     // Raw values, for the low-level API (`ResponseCache::get`, `set`, `incr`…): bytes under a
     // readable string key (`<prefix>:v:<key>`), apart from the responses. The defaults fail
     // with `Backend` ("does not keep values"): a store that cannot keep values must say so,

@@ -20,6 +20,7 @@ mod breaker;
 mod builder;
 mod clear;
 mod generations;
+mod lease;
 mod stats;
 mod values;
 
@@ -394,6 +395,19 @@ impl Store for RedisStore {
 
     fn remove_values_matching<'a>(&'a self, pattern: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(self.remove_matching(pattern))
+    }
+
+    fn take_lease<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.lease(key, token, ttl))
+    }
+
+    fn release_lease<'a>(&'a self, key: &'a CacheKey, token: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.release(key, token))
     }
 
     fn generations<'a>(
