@@ -182,4 +182,4 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
 pub use store::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
-pub use store::{Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};
+pub use store::{Generations, MemoryStore, Purge, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::entry::Stamp;
 use crate::log::log_store_error;
 use crate::names::{tag_name, NAMESPACE};
-use crate::store::glob;
+use crate::store::{glob, Validity};
 use crate::{ResponseCache, StoreError, StoreErrorKind};
 
 mod compute;
@@ -270,7 +270,8 @@ impl ResponseCache {
         let Some(stamp) = envelope::parse_stamp(stamp) else {
             return Ok(false);
         };
-        let holds = gens.check(&stamp).await?;
+        // A soft-invalidated value is invalid here: the values API serves nothing stale.
+        let holds = gens.check(&stamp).await? == Validity::Valid;
         if !holds {
             self.shared.metrics.route(VALUES_ROUTE).invalidated();
         }
