@@ -5,7 +5,7 @@
 //! decode (corrupt, written by another program or a future format) is a miss, never an error.
 //! Every value but a counter carries an invalidation stamp (the namespace `*` and its tags, see
 //! [`generations`](crate::generations)) and is checked on every read as a response is: an
-//! invalidated value is a miss. Reads are fail-open like the layers' lookups: a store failure is
+//! invalidated value is a miss, a soft-invalidated one too (no value is served stale). Reads are fail-open like the layers' lookups: a store failure is
 //! a miss, logged and counted as a `store_error` under the [`VALUES_ROUTE`] label of
 //! [`Metrics`](crate::Metrics).
 
@@ -95,6 +95,7 @@ impl ResponseCache {
 
     /// [`set`](Self::set), invalidated also by each of `tags`: after
     /// [`invalidate_tag`](Self::invalidate_tag) of one of them (or
+    /// [`invalidate_tag_soft`](Self::invalidate_tag_soft): values are never served stale, or
     /// [`incr_version`](Self::incr_version) of the same name), in this process at once and in
     /// every other sharing the store within
     /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll), it is a miss.
