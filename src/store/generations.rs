@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 /// let bumped = store.bump_generations("app", &names[..1], Purge::Hard).await.unwrap();
 /// assert_eq!(bumped.gens, [1 << 24]);
 /// let now = store.generations("app", &names).await.unwrap();
-/// assert_eq!(now, Generations::new(bumped.seq, vec![1, 0]));
+/// assert_eq!(now, Generations::new(bumped.seq, vec![1 << 24, 0]));
+/// let soft = store.bump_generations("app", &names, Purge::Soft).await.unwrap();
+/// assert_eq!(soft.gens, [(1 << 24) + 1, 1]);
 /// # });
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
