@@ -14,7 +14,8 @@ use crate::shared::Shared;
 use crate::shared::NEXT_ID;
 use crate::variants::Variants;
 use crate::{
-    CacheKey, CacheLayer, Clock, MemoryStore, Metrics, RouteStats, Store, StoreError, SystemClock,
+    CacheKey, CacheLayer, Clock, MemoryStore, Metrics, Purge, RouteStats, Store, StoreError,
+    SystemClock,
 };
 
 /// A response cache: the store, key prefix, namespace version and metrics that its layers share.
@@ -161,7 +162,10 @@ impl ResponseCache {
     /// When the store fails.
     pub async fn invalidate(&self, key: &CacheKey) -> Result<u64, StoreError> {
         if let Some(url) = key.every_host() {
-            self.shared.gens.bump(std::slice::from_ref(url)).await?;
+            self.shared
+                .gens
+                .bump(std::slice::from_ref(url), Purge::Hard)
+                .await?;
         }
         let primary = key.without_variant();
         self.shared.vary.invalidate(primary.primary());

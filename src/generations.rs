@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use crate::entry::Stamp;
 use crate::log::log_store_error;
-use crate::{Generations, Store, StoreError};
+use crate::store::Validity;
+use crate::{Generations, Purge, Store, StoreError};
 
 /// The default of `ResponseCacheBuilder::invalidation_poll`.
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -152,59 +153,57 @@ impl Gens {
     /// Whether `stamp` holds, if that can be told without waiting; `None`: ask [`check`].
     ///
     /// [`check`]: Self::check
-    pub(crate) fn check_now(&self, stamp: &Stamp) -> Option<Result<bool, StoreError>> {
+    pub(crate) fn check_now(&self, stamp: &Stamp) -> Option<Result<Validity, StoreError>> {
         if !self.direct {
             let seq = self.seq.load(Ordering::Acquire);
             if stamp.holds_at(seq) {
-                return Some(Ok(true));
+                return Some(Ok(Validity::Valid));
             }
             let mirror = self.mirror();
             let mut unknown = false;
+            let mut validity = Validity::Valid;
             for (name, gen) in &stamp.names {
                 match mirror.names.get(name) {
-                    Some(now) if now != gen => return Some(Ok(false)),
-                    Some(_) => {}
+                    Some(now) => validity = validity.and(Validity::of(*gen, *now)),
                     None => unknown = true,
+                }
+                if validity == Validity::Invalid {
+                    return Some(Ok(validity));
                 }
             }
             if unknown {
                 return None;
             }
-            stamp.mark_checked(mirror.seq);
-            return Some(Ok(true));
+            if validity == Validity::Valid {
+                stamp.mark_checked(mirror.seq);
+            }
+            return Some(Ok(validity));
         }
         let now = match self.store.generations_now(&self.prefix, &[])? {
             Ok(now) => now,
             Err(e) => return Some(Err(e)),
         };
         if stamp.holds_at(now.seq) {
-            return Some(Ok(true));
+            return Some(Ok(Validity::Valid));
         }
         let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
         Some(
             self.store
                 .generations_now(&self.prefix, &names)?
-                .map(|now| self.compare(stamp, &now)),
+                .map(|now| compare(stamp, &now)),
         )
     }
 
-    /// Whether `stamp` holds: its sequence is current, or each of its names is unchanged.
-    pub(crate) async fn check(self: &Arc<Self>, stamp: &Stamp) -> Result<bool, StoreError> {
+    /// Whether `stamp` holds: its sequence is current, or each of its names is unchanged
+    /// ([`Validity::Valid`]); only soft-invalidated since ([`Validity::Soft`]); or not.
+    pub(crate) async fn check(self: &Arc<Self>, stamp: &Stamp) -> Result<Validity, StoreError> {
         self.poll_in_background();
         if let Some(holds) = self.check_now(stamp) {
             return holds;
         }
         let names: Vec<Arc<str>> = stamp.names.iter().map(|(n, _)| n.clone()).collect();
         let now = self.read(&names).await?;
-        Ok(self.compare(stamp, &now))
-    }
-
-    fn compare(&self, stamp: &Stamp, now: &Generations) -> bool {
-        let same = stamp.names.iter().zip(&now.gens).all(|((_, g), n)| g == n);
-        if same {
-            stamp.mark_checked(now.seq);
-        }
-        same
+        Ok(compare(stamp, &now))
     }
 
     /// The counters of `names` now, from the mirror when it knows them all.
@@ -303,12 +302,17 @@ impl Gens {
         Ok(Some(Stamp::new(seq, named)))
     }
 
-    /// Bumps `names` in the store: every entry carrying one of them stops being served.
+    /// Bumps `names` in the store: every entry carrying one of them stops being served
+    /// ([`Purge::Hard`]) or turns stale ([`Purge::Soft`]).
     pub(crate) async fn bump(
         self: &Arc<Self>,
         names: &[Arc<str>],
+        purge: Purge,
     ) -> Result<Generations, StoreError> {
-        let now = self.store.bump_generations(&self.prefix, names).await?;
+        let now = self
+            .store
+            .bump_generations(&self.prefix, names, purge)
+            .await?;
         if !self.direct {
             self.observe(&now, names, Source::Bump);
             self.poll_in_background();
@@ -367,6 +371,22 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
     }
+}
+
+/// How `stamp` fares against the generations of its names `now` (in its order); marked checked
+/// at `now.seq` when it holds, so the next check at that sequence is one compare.
+fn compare(stamp: &Stamp, now: &Generations) -> Validity {
+    let validity = stamp
+        .names
+        .iter()
+        .zip(&now.gens)
+        .fold(Validity::Valid, |v, ((_, g), n)| {
+            v.and(Validity::of(*g, *n))
+        });
+    if validity == Validity::Valid {
+        stamp.mark_checked(now.seq);
+    }
+    validity
 }
 
 /// A stamp of `names` at `now`.

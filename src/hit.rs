@@ -16,6 +16,7 @@ use crate::metrics::RouteCounters;
 use crate::policy::RoutePolicy;
 use crate::shared::Shared;
 use crate::status::{not_modified_response, set_max_age, status_value, CACHE_STATUS};
+use crate::store::Validity;
 use crate::{CacheKey, CachedResponse, Entry, ResponseBody, StoreError, StoreErrorKind};
 
 /// Like [`lookup`], for a store that answers without waiting ([`Store::get_now`]); `None` when
@@ -38,10 +39,13 @@ pub(crate) fn lookup_now(
     };
     let found = match found.and_then(response) {
         // The store answers at once: after a failed check the next lookup asks again.
-        Some(r) => {
-            let holds = shared.gens.check_now(&r.stamp)?;
-            still_valid(counters, r, holds).ok().flatten()
-        }
+        Some(r) => match shared.gens.check_now(&r.stamp)? {
+            // A soft-invalidated entry is for `lookup` to hand on (as `Lookup::soft`).
+            Ok(Validity::Soft) => return None,
+            holds => still_valid(counters, r, holds)
+                .ok()
+                .and_then(Checked::fresh),
+        },
         None => None,
     };
     Some((found, key))
@@ -54,6 +58,10 @@ pub(crate) struct Lookup {
     pub(crate) key: CacheKey,
     /// The store failed or ran out of time: no entry will be found or written this time.
     pub(crate) failed: bool,
+    /// The entry found soft-invalidated (not in `found`): the copy to serve stale while one
+    /// refresh runs, once stale serving is wired in; a miss until then.
+    #[allow(dead_code)] // read once stale serving is wired in
+    pub(crate) soft: Option<Arc<CachedResponse>>,
 }
 
 /// The entry for a request, following a learned or stored `Vary`, and the key it was (or would
@@ -83,6 +91,7 @@ pub(crate) async fn lookup(
                 found: None,
                 key,
                 failed: true,
+                soft: None,
             }
         }
     }
@@ -108,32 +117,76 @@ async fn read(
             failed,
             found: None,
             key,
+            soft: None,
         };
     };
     let holds = shared.gens.check(&r.stamp).await;
     match still_valid(counters, r, holds) {
-        Ok(found) => Lookup { failed, found, key },
+        Ok(Checked::Fresh(r)) => Lookup {
+            failed,
+            found: Some(r),
+            key,
+            soft: None,
+        },
+        Ok(Checked::Soft(r)) => Lookup {
+            failed,
+            found: None,
+            key,
+            soft: Some(r),
+        },
+        Ok(Checked::Gone) => Lookup {
+            failed,
+            found: None,
+            key,
+            soft: None,
+        },
         Err(()) => Lookup {
             failed: true,
             found: None,
             key,
+            soft: None,
         },
     }
 }
 
-/// `r` if nothing it is named by was invalidated since it was stored (see `generations`);
-/// `Ok(None)` when something was (counted), `Err` when the check itself failed (counted and
-/// logged): either way a miss.
+/// A stored response checked against the invalidation counters.
+pub(crate) enum Checked {
+    /// Nothing it carries was invalidated since it was stored.
+    Fresh(Arc<CachedResponse>),
+    /// Only soft-invalidated since: stale, kept in the store.
+    Soft(Arc<CachedResponse>),
+    /// Invalidated.
+    Gone,
+}
+
+impl Checked {
+    fn fresh(self) -> Option<Arc<CachedResponse>> {
+        match self {
+            Self::Fresh(r) => Some(r),
+            Self::Soft(_) | Self::Gone => None,
+        }
+    }
+}
+
+/// `r` checked: fresh if nothing it is named by was invalidated since it was stored (see
+/// `generations`), soft if only soft invalidations happened since, gone if a hard one did;
+/// `Err` when the check itself failed (counted and logged). Anything but fresh is a miss,
+/// counted as invalidated (soft or not): until stale serving is wired in, a soft-invalidated
+/// entry is one too.
 fn still_valid(
     counters: &RouteCounters,
     r: Arc<CachedResponse>,
-    holds: Result<bool, StoreError>,
-) -> Result<Option<Arc<CachedResponse>>, ()> {
+    holds: Result<Validity, StoreError>,
+) -> Result<Checked, ()> {
     match holds {
-        Ok(true) => Ok(Some(r)),
-        Ok(false) => {
+        Ok(Validity::Valid) => Ok(Checked::Fresh(r)),
+        Ok(Validity::Soft) => {
+            counters.soft_invalidated();
+            Ok(Checked::Soft(r))
+        }
+        Ok(Validity::Invalid) => {
             counters.invalidated();
-            Ok(None)
+            Ok(Checked::Gone)
         }
         Err(e) => {
             counters.store_error_of(&e);

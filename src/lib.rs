@@ -50,7 +50,9 @@
 //! nothing was invalidated), so an invalidation during a slow miss wins. Processes sharing a
 //! Redis store see each other's invalidations within
 //! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
-//! trip; their own at once.
+//! trip; their own at once. [`invalidate_tag_soft`](ResponseCache::invalidate_tag_soft) and
+//! [`invalidate_path_soft`](ResponseCache::invalidate_path_soft) mark entries stale instead
+//! ([`Purge::Soft`]); for now a stale entry is a miss, as an invalidated one.
 //! [`invalidate`](ResponseCache::invalidate) with [`CacheLayer::key_for`] drops one URL (on
 //! every host when the request names none), and a successful POST, PUT, PATCH or DELETE through
 //! a layer drops its own path and its same-host `Location` on its own
@@ -184,4 +186,4 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "redis")]
 pub use store::{BreakerState, RedisServerStats, RedisStats, RedisStore, RedisStoreBuilder};
-pub use store::{Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture};
+pub use store::{Generations, MemoryStore, Purge, Store, StoreError, StoreErrorKind, StoreFuture};

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, Uri};
 use crate::key::client_uri;
 use crate::log::log_store_error;
 use crate::shared::Shared;
-use crate::{StoreError, StoreErrorKind};
+use crate::{Purge, StoreError, StoreErrorKind};
 
 /// The invalidation of one write, run before its response is returned.
 pub(crate) type Invalidation = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -50,7 +50,7 @@ impl Write {
         let names = self.names(res.headers());
         let shared = shared.clone();
         Some(Box::pin(async move {
-            let bump = shared.gens.bump(&names);
+            let bump = shared.gens.bump(&names, Purge::Hard);
             let done = match shared.lookup_timeout {
                 Some(limit) => match tokio::time::timeout(limit, bump).await {
                     Ok(done) => done.map(drop),

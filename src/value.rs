@@ -5,7 +5,7 @@
 //! decode (corrupt, written by another program or a future format) is a miss, never an error.
 //! Every value but a counter carries an invalidation stamp (the namespace `*` and its tags, see
 //! [`generations`](crate::generations)) and is checked on every read as a response is: an
-//! invalidated value is a miss. Reads are fail-open like the layers' lookups: a store failure is
+//! invalidated value is a miss, a soft-invalidated one too (no value is served stale). Reads are fail-open like the layers' lookups: a store failure is
 //! a miss, logged and counted as a `store_error` under the [`VALUES_ROUTE`] label of
 //! [`Metrics`](crate::Metrics).
 
@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::entry::Stamp;
 use crate::log::log_store_error;
 use crate::names::{tag_name, NAMESPACE};
-use crate::store::glob;
+use crate::store::{glob, Validity};
 use crate::{ResponseCache, StoreError, StoreErrorKind};
 
 mod compute;
@@ -95,6 +95,7 @@ impl ResponseCache {
 
     /// [`set`](Self::set), invalidated also by each of `tags`: after
     /// [`invalidate_tag`](Self::invalidate_tag) of one of them (or
+    /// [`invalidate_tag_soft`](Self::invalidate_tag_soft): values are never served stale, or
     /// [`incr_version`](Self::incr_version) of the same name), in this process at once and in
     /// every other sharing the store within
     /// [`invalidation_poll`](crate::ResponseCacheBuilder::invalidation_poll), it is a miss.
@@ -270,7 +271,8 @@ impl ResponseCache {
         let Some(stamp) = envelope::parse_stamp(stamp) else {
             return Ok(false);
         };
-        let holds = gens.check(&stamp).await?;
+        // A soft-invalidated value is invalid here: the values API serves nothing stale.
+        let holds = gens.check(&stamp).await? == Validity::Valid;
         if !holds {
             self.shared.metrics.route(VALUES_ROUTE).invalidated();
         }

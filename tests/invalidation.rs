@@ -26,6 +26,35 @@ fn fresh() -> ResponseCache {
 }
 
 #[tokio::test]
+async fn soft_invalidation_misses_for_now_and_a_hard_one_wins() {
+    scenarios::soft_purges(&Site::new(fresh())).await;
+}
+
+/// A soft-invalidated entry is not removed from the store: the copy stale serving will use.
+#[tokio::test]
+async fn a_soft_invalidated_entry_stays_in_the_store() {
+    let store = Arc::new(MemoryStore::new(16 << 20));
+    let site = Site::new(cache_on(store.clone()));
+    site.expect(&TWITTER[..1], "miss").await;
+    let (uri, _) = TWITTER[0];
+    let layer = site.cache.ttl(Duration::from_secs(60));
+    let key = layer.key_for(&http::Request::get(uri).body(()).unwrap());
+    let stored = || async { store.get(&key).await.unwrap() };
+    assert!(stored().await.is_some());
+    site.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    assert!(stored().await.is_some(), "removed by the invalidation");
+    let entries = store.entry_count();
+    let seen = site.get(uri, &[]).await;
+    assert_eq!(scenarios::outcome(&seen), "miss");
+    assert_eq!(scenarios::invalidated(&site), (1, 1));
+    assert_eq!(store.entry_count(), entries);
+    assert!(stored().await.is_some());
+}
+
+#[tokio::test]
 async fn a_tag_from_path_parameters_drops_every_variant_of_its_value_only() {
     scenarios::tag_from_path_params(&Site::new(fresh())).await;
 }

@@ -114,3 +114,42 @@ async fn another_process_sees_invalidations_within_the_poll_on_a_redis_cluster()
     };
     across_processes(&cluster.url()).await;
 }
+
+/// Two processes: a soft invalidation in one reaches the other through its mirror and poll as
+/// soft, a hard one after it as hard, and a soft one after that leaves it hard.
+#[tokio::test]
+async fn another_process_sees_a_soft_invalidation_as_soft_on_a_single_redis() {
+    let Some(server) = RedisServer::start("soft_cross_process") else {
+        return;
+    };
+    let url = server.url();
+    let prefix = fresh_prefix();
+    let a = Site::new(cache(connect(&url).await, &prefix, POLL));
+    let b = Site::new(cache(connect(&url).await, &prefix, POLL));
+    a.expect(TWITTER, "miss").await;
+    b.expect(TWITTER, "hit").await;
+
+    a.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    until_miss(&b, TWITTER[0]).await;
+    assert_eq!(scenarios::invalidated(&b), (1, 1));
+    b.expect(&TWITTER[1..], "miss").await;
+    let n = TWITTER.len() as u64;
+    assert_eq!(scenarios::invalidated(&b), (n, n));
+    a.expect(TWITTER, "hit").await;
+
+    a.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    a.cache.invalidate_tag("platform:twitter").await.unwrap();
+    a.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    until_miss(&b, TWITTER[0]).await;
+    b.expect(&TWITTER[1..], "miss").await;
+    assert_eq!(scenarios::invalidated(&b), (2 * n, n), "hard wins");
+}

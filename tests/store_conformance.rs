@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
-use tower_response_cache::{CacheKey, CachedResponse, Entry, MemoryStore, RedisStore, Store};
+use tower_response_cache::{
+    CacheKey, CachedResponse, Entry, MemoryStore, Purge, RedisStore, Store,
+};
 
 use common::redis_server::{RedisCluster, RedisServer};
 
@@ -241,40 +243,111 @@ async fn bad_values_are_misses_and_get_overwritten(s: &Subject) {
     );
 }
 
+/// A hard bump's increment: a generation counts soft bumps in its low 24 bits.
+const HARD: u64 = 1 << 24;
+
 async fn counts_generations_per_prefix(s: &Subject) {
     let names: Vec<Arc<str>> = vec![Arc::from("*"), Arc::from("tag:a"), Arc::from("tag:b")];
     let start = s.store.generations("gen-p", &names).await.unwrap();
     assert_eq!(start.gens, [0, 0, 0], "{}", s.name);
     let bumped = s
         .store
-        .bump_generations("gen-p", &names[1..2])
+        .bump_generations("gen-p", &names[1..2], Purge::Hard)
         .await
         .unwrap();
     assert!(bumped.seq > start.seq, "{}", s.name);
-    assert_eq!(bumped.gens, [1], "{}", s.name);
+    assert_eq!(bumped.gens, [HARD], "{}", s.name);
     let now = s.store.generations("gen-p", &names).await.unwrap();
     assert_eq!(
         (now.seq, now.gens),
-        (bumped.seq, vec![0, 1, 0]),
+        (bumped.seq, vec![0, HARD, 0]),
         "{}",
         s.name
     );
     let twice = s
         .store
-        .bump_generations("gen-p", &names[1..])
+        .bump_generations("gen-p", &names[1..], Purge::Hard)
         .await
         .unwrap();
-    assert_eq!(twice.gens, [2, 1], "{}", s.name);
+    assert_eq!(twice.gens, [2 * HARD, HARD], "{}", s.name);
     // Another prefix keeps its own counters; clearing entries keeps them.
     let other = s.store.generations("gen-q", &names).await.unwrap();
     assert_eq!(other.gens, [0, 0, 0], "{}", s.name);
     s.store.clear_prefix("gen-p:").await.unwrap();
     let kept = s.store.generations("gen-p", &names[1..]).await.unwrap();
-    assert_eq!(kept.gens, [2, 1], "{}", s.name);
+    assert_eq!(kept.gens, [2 * HARD, HARD], "{}", s.name);
+}
+
+/// A soft bump adds one to each name, a hard one 2^24; either moves the sequence by one.
+async fn counts_soft_bumps_apart_from_hard_ones(s: &Subject) {
+    let names: Vec<Arc<str>> = vec![Arc::from("tag:a"), Arc::from("tag:b")];
+    let soft = s
+        .store
+        .bump_generations("soft-p", &names, Purge::Soft)
+        .await
+        .unwrap();
+    assert_eq!(soft.gens, [1, 1], "{}", s.name);
+    let again = s
+        .store
+        .bump_generations("soft-p", &names[..1], Purge::Soft)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.seq, again.gens),
+        (soft.seq + 1, vec![2]),
+        "{}",
+        s.name
+    );
+    let hard = s
+        .store
+        .bump_generations("soft-p", &names[1..], Purge::Hard)
+        .await
+        .unwrap();
+    assert_eq!(
+        (hard.seq, hard.gens),
+        (soft.seq + 2, vec![HARD + 1]),
+        "{}",
+        s.name
+    );
+    let now = s.store.generations("soft-p", &names).await.unwrap();
+    assert_eq!(now.gens, [2, HARD + 1], "{}", s.name);
+}
+
+/// Counters past 2^53 (a Lua number's exact range) still move by exactly the increment: the
+/// bump script leaves the arithmetic to HINCRBY and reads the values back as strings. Also a
+/// counter written by an older version (one per bump) is moved, not reset.
+async fn keeps_large_and_old_counters_exact(s: &Subject) {
+    let Some(raw) = &s.raw else { return };
+    let names: Vec<Arc<str>> = vec![Arc::from("tag:big"), Arc::from("tag:old")];
+    let big: u64 = (1 << 60) + 1;
+    raw(&[
+        "HSET",
+        "{big-p}:gens",
+        "tag:big",
+        &big.to_string(),
+        "tag:old",
+        "5",
+    ]);
+    let soft = s
+        .store
+        .bump_generations("big-p", &names, Purge::Soft)
+        .await
+        .unwrap();
+    assert_eq!(soft.gens, [big + 1, 6], "{}", s.name);
+    let hard = s
+        .store
+        .bump_generations("big-p", &names, Purge::Hard)
+        .await
+        .unwrap();
+    assert_eq!(hard.gens, [big + 1 + HARD, 6 + HARD], "{}", s.name);
+    let now = s.store.generations("big-p", &names).await.unwrap();
+    assert_eq!(now.gens, hard.gens, "{}", s.name);
 }
 
 async fn conforms(s: Subject) {
     counts_generations_per_prefix(&s).await;
+    counts_soft_bumps_apart_from_hard_ones(&s).await;
+    keeps_large_and_old_counters_exact(&s).await;
     round_trips(&s).await;
     overwrites(&s).await;
     expires(&s).await;

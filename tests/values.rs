@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_response_cache::{
-    CacheKey, Entry, Generations, MemoryStore, ResponseCache, Store, StoreError, StoreErrorKind,
-    StoreFuture, VALUES_ROUTE,
+    CacheKey, Entry, Generations, MemoryStore, Purge, ResponseCache, Store, StoreError,
+    StoreErrorKind, StoreFuture, VALUES_ROUTE,
 };
 
 use suite::{ada, Influencer, TTL};
@@ -146,8 +146,9 @@ impl Store for ResponsesOnly {
         &'a self,
         prefix: &'a str,
         names: &'a [Arc<str>],
+        purge: Purge,
     ) -> StoreFuture<'a, Generations> {
-        self.0.bump_generations(prefix, names)
+        self.0.bump_generations(prefix, names, purge)
     }
 }
 

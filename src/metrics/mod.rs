@@ -54,6 +54,7 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_store_timeouts_total` | counter | `route` | of those, the ones that ran out of time |
 /// | `{ns}_cache_coalesced_total` | counter | `route` | requests that waited for a concurrent miss of the same key until it was done |
 /// | `{ns}_cache_invalidated_total` | counter | `route` | stored responses found invalidated (a tag, path, user or version bumped since their miss began) and not served |
+/// | `{ns}_cache_soft_invalidated_total` | counter | `route` | of those, the ones only soft-invalidated (`invalidate_tag_soft`…): stale, kept in the store |
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
@@ -112,6 +113,7 @@ pub(crate) struct RouteCounters {
     store_timeouts: AtomicU64,
     coalesced: AtomicU64,
     invalidated: AtomicU64,
+    soft_invalidated: AtomicU64,
     bypasses: [AtomicU64; BypassReason::ALL.len()],
     handler: Timing,
     hit: Timing,
@@ -135,6 +137,7 @@ impl RouteCounters {
             store_timeouts: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             invalidated: AtomicU64::new(0),
+            soft_invalidated: AtomicU64::new(0),
             bypasses: Default::default(),
             handler: Timing::default(),
             hit: Timing::default(),
@@ -196,6 +199,12 @@ impl RouteCounters {
     pub(crate) fn invalidated(&self) {
         self.invalidated.fetch_add(1, Relaxed);
         self.recorded.invalidated();
+    }
+    /// A stored response was found soft-invalidated (stale, still stored), and not served.
+    pub(crate) fn soft_invalidated(&self) {
+        self.invalidated();
+        self.soft_invalidated.fetch_add(1, Relaxed);
+        self.recorded.soft_invalidated();
     }
     pub(crate) fn bypass(&self, reason: BypassReason) {
         let i = BypassReason::ALL
@@ -269,6 +278,7 @@ impl RouteCounters {
             store_timeouts: self.store_timeouts.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             invalidated: self.invalidated.load(Relaxed),
+            soft_invalidated: self.soft_invalidated.load(Relaxed),
             bypasses: BypassReason::ALL
                 .iter()
                 .zip(&self.bypasses)

@@ -67,7 +67,7 @@ impl Metrics {
 /// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
-pub(super) const COUNTERS: [Counter; 8] = [
+pub(super) const COUNTERS: [Counter; 9] = [
     ("hits_total", "Requests answered from the cache.", |s| {
         s.hits
     }),
@@ -101,6 +101,11 @@ pub(super) const COUNTERS: [Counter; 8] = [
         "invalidated_total",
         "Stored responses found invalidated and not served.",
         |s| s.invalidated,
+    ),
+    (
+        "soft_invalidated_total",
+        "Of the stored responses found invalidated, those only soft-invalidated (stale).",
+        |s| s.soft_invalidated,
     ),
 ];
 

@@ -36,6 +36,7 @@ mod with_facade {
         store_timeouts: Counter,
         coalesced: Counter,
         invalidated: Counter,
+        soft_invalidated: Counter,
         /// Registered at a reason's first bypass on the route: a route shows only the reasons
         /// it has seen, not fourteen zeros.
         bypasses: [OnceLock<Counter>; BypassReason::ALL.len()],
@@ -58,6 +59,7 @@ mod with_facade {
                 store_timeouts: counter("store_timeouts_total"),
                 coalesced: counter("coalesced_total"),
                 invalidated: counter("invalidated_total"),
+                soft_invalidated: counter("soft_invalidated_total"),
                 bypasses: Default::default(),
                 lookup: histogram("lookup_seconds"),
                 handler: histogram("handler_seconds"),
@@ -87,6 +89,9 @@ mod with_facade {
         }
         pub(crate) fn invalidated(&self) {
             self.invalidated.increment(1);
+        }
+        pub(crate) fn soft_invalidated(&self) {
+            self.soft_invalidated.increment(1);
         }
         pub(crate) fn bypass(&self, i: usize, reason: BypassReason) {
             let Some(slot) = self.bypasses.get(i) else {
@@ -153,6 +158,7 @@ mod without_facade {
         pub(crate) fn store_error(&self, _: bool) {}
         pub(crate) fn coalesced(&self) {}
         pub(crate) fn invalidated(&self) {}
+        pub(crate) fn soft_invalidated(&self) {}
         pub(crate) fn bypass(&self, _: usize, _: BypassReason) {}
         pub(crate) fn lookup(&self, _: Duration) {}
         pub(crate) fn handler(&self, _: Duration) {}

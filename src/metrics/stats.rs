@@ -54,6 +54,10 @@ pub struct RouteStats {
     /// Stored responses found invalidated (a tag, path, user or namespace version bumped since
     /// their miss started) and so not served: each is a lookup that then missed, not a request.
     pub invalidated: u64,
+    /// Of `invalidated`, those only soft-invalidated since their miss started
+    /// ([`invalidate_tag_soft`](crate::ResponseCache::invalidate_tag_soft)…): stale, still in
+    /// the store.
+    pub soft_invalidated: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a
     /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response

@@ -1,5 +1,5 @@
-//! Invalidation counters: the [`Generations`] a store keeps per key prefix, and the in-process
-//! table the memory store keeps them in.
+//! Invalidation counters: the [`Generations`] a store keeps per key prefix, how a bump moves
+//! them ([`Purge`]), and the in-process table the memory store keeps them in.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,20 +10,26 @@ use std::sync::{Arc, Mutex};
 /// moves, and the generation of each name asked for, in the order asked (`0` for a name never
 /// bumped).
 ///
+/// A generation counts two kinds of bump: a [`Purge::Hard`] one adds `2^24`, a [`Purge::Soft`]
+/// one adds `1`, so the low 24 bits count the soft bumps since the last hard one. 2^24 soft
+/// bumps carry into the hard part: they become one hard bump, never the other way round.
+///
 /// A store reads both in one atomic step, so `gens` are exactly the generations at `seq`. A store
 /// may share one sequence across all its prefixes (the memory store does): `seq` only tells
 /// whether anything may have changed.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use tower_response_cache::{Generations, MemoryStore, Store};
+/// use tower_response_cache::{Generations, MemoryStore, Purge, Store};
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::default();
 /// let names: Vec<Arc<str>> = vec![Arc::from("tag:a"), Arc::from("tag:b")];
-/// let bumped = store.bump_generations("app", &names[..1]).await.unwrap();
-/// assert_eq!(bumped.gens, [1]);
+/// let bumped = store.bump_generations("app", &names[..1], Purge::Hard).await.unwrap();
+/// assert_eq!(bumped.gens, [1 << 24]);
 /// let now = store.generations("app", &names).await.unwrap();
-/// assert_eq!(now, Generations::new(bumped.seq, vec![1, 0]));
+/// assert_eq!(now, Generations::new(bumped.seq, vec![1 << 24, 0]));
+/// let soft = store.bump_generations("app", &names, Purge::Soft).await.unwrap();
+/// assert_eq!(soft.gens, [(1 << 24) + 1, 1]);
 /// # });
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +46,70 @@ impl Generations {
     pub fn new(seq: u64, gens: Vec<u64>) -> Self {
         Self { seq, gens }
     }
+}
+
+/// How a bump invalidates the entries carrying a name: [`Hard`](Self::Hard), they are never
+/// served again; [`Soft`](Self::Soft), they are marked stale (Fastly's soft purge): the cache
+/// may still serve one while a refresh runs (until stale serving is wired in, a soft-invalidated
+/// entry is a miss, as a hard-invalidated one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Purge {
+    /// Invalidated: never served again.
+    #[default]
+    Hard,
+    /// Marked stale: may be served while it is refreshed.
+    Soft,
+}
+
+/// How many low bits of a generation count soft bumps.
+pub(crate) const SOFT_BITS: u32 = 24;
+
+impl Purge {
+    /// What the bump adds to each generation it moves: `2^24` hard, `1` soft.
+    #[must_use]
+    pub fn increment(self) -> u64 {
+        match self {
+            Self::Hard => 1 << SOFT_BITS,
+            Self::Soft => 1,
+        }
+    }
+}
+
+/// Whether an entry stamped with a name at generation `stamped` holds now that it is at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Validity {
+    /// Nothing it carries was bumped since it was stamped.
+    Valid,
+    /// Only soft bumps since: stale, not invalidated.
+    Soft,
+    /// A hard bump since, or counters that went back (the store lost them): never serve it.
+    Invalid,
+}
+
+impl Validity {
+    /// One name's validity. A counter written by a version of this crate that only knew hard
+    /// bumps of `1` reads as soft bumps: an entry stamped under it is at worst `Soft`; a hard
+    /// bump since always changes the hard part.
+    pub(crate) fn of(stamped: u64, now: u64) -> Self {
+        if stamped == now {
+            Self::Valid
+        } else if now > stamped && now >> SOFT_BITS == stamped >> SOFT_BITS {
+            Self::Soft
+        } else {
+            Self::Invalid
+        }
+    }
+
+    /// The validity of an entry carrying several names: the worst of theirs.
+    pub(crate) fn and(self, other: Self) -> Self {
+        self.max(other)
+    }
+}
+
+/// The number of bumps a generation stands for (hard plus soft), as a version number: `1` per
+/// bump, and a counter written by an older version of this crate reads as it did.
+pub(crate) fn bumps(gen: u64) -> u64 {
+    (gen >> SOFT_BITS) + (gen & ((1 << SOFT_BITS) - 1))
 }
 
 /// The memory store's counters: one sequence for the whole store (read with one atomic load,
@@ -73,7 +143,7 @@ impl GenerationTable {
         Generations::new(seq, gens)
     }
 
-    pub(crate) fn bump(&self, prefix: &str, names: &[Arc<str>]) -> Generations {
+    pub(crate) fn bump(&self, prefix: &str, names: &[Arc<str>], purge: Purge) -> Generations {
         let mut table = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let map = match table.get_mut(prefix) {
             Some(map) => map,
@@ -83,11 +153,55 @@ impl GenerationTable {
             .iter()
             .map(|n| {
                 let gen = map.entry(n.clone()).or_insert(0);
-                *gen += 1;
+                *gen = gen.wrapping_add(purge.increment());
                 *gen
             })
             .collect();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         Generations::new(seq, gens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HARD: u64 = 1 << SOFT_BITS;
+
+    #[test]
+    fn soft_bumps_alone_leave_an_entry_soft_and_any_hard_one_invalidates_it() {
+        assert_eq!(Validity::of(HARD, HARD), Validity::Valid);
+        assert_eq!(Validity::of(HARD, HARD + 1), Validity::Soft);
+        assert_eq!(Validity::of(HARD, HARD + 2), Validity::Soft);
+        assert_eq!(Validity::of(HARD, 2 * HARD + 1), Validity::Invalid);
+        assert_eq!(Validity::of(HARD + 1, 2 * HARD + 1), Validity::Invalid);
+        assert_eq!(Validity::of(HARD + 1, HARD), Validity::Invalid, "went back");
+        // 2^24 soft bumps carry into the hard part: invalid, the safe direction.
+        assert_eq!(Validity::of(HARD - 1, HARD), Validity::Invalid);
+        assert_eq!(Validity::Valid.and(Validity::Soft), Validity::Soft);
+        assert_eq!(Validity::Soft.and(Validity::Invalid), Validity::Invalid);
+    }
+
+    #[test]
+    fn a_counter_of_an_older_version_reads_as_soft_bumps_and_a_hard_bump_invalidates_it() {
+        // Written by a version that added 1 per (hard) bump.
+        let old = 5;
+        assert_eq!(bumps(old), 5);
+        assert_eq!(Validity::of(old, old + HARD), Validity::Invalid);
+        assert_eq!(bumps(old + HARD), 6);
+        assert_eq!(bumps(3 * HARD + 2), 5);
+    }
+
+    #[test]
+    fn the_table_adds_the_purges_increment() {
+        let table = GenerationTable::default();
+        let a: Vec<Arc<str>> = vec![Arc::from("tag:a")];
+        assert_eq!(table.bump("p", &a, Purge::Soft).gens, [1]);
+        assert_eq!(table.bump("p", &a, Purge::Hard).gens, [HARD + 1]);
+        assert_eq!(
+            table.bump("p", &a, Purge::Soft).seq,
+            3,
+            "the sequence moves by one"
+        );
     }
 }

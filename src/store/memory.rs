@@ -10,7 +10,7 @@ use moka::Expiry;
 
 use super::evictions::Evictions;
 use super::generations::GenerationTable;
-use super::{Generations, Store, StoreError, StoreFuture};
+use super::{Generations, Purge, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
 
 mod values;
@@ -287,8 +287,9 @@ impl Store for MemoryStore {
         &'a self,
         prefix: &'a str,
         names: &'a [Arc<str>],
+        purge: Purge,
     ) -> StoreFuture<'a, Generations> {
-        Box::pin(std::future::ready(Ok(self.gens.bump(prefix, names))))
+        Box::pin(std::future::ready(Ok(self.gens.bump(prefix, names, purge))))
     }
 
     fn generations_now(

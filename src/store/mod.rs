@@ -16,7 +16,8 @@ use crate::{CacheKey, Entry};
 mod evictions;
 mod generations;
 pub(crate) mod glob;
-pub use generations::Generations;
+pub(crate) use generations::{bumps, Validity};
+pub use generations::{Generations, Purge};
 mod memory;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -87,13 +88,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         names: &'a [Arc<str>],
     ) -> StoreFuture<'a, Generations>;
 
-    /// Adds one to the generation of each of `names` under `prefix` and to its sequence, in one
-    /// atomic step seen by every user of the store; the generations after it. Names are
-    /// `*`, or start with a kind and a colon (`tag:`, `path:`); `__seq` is never one.
+    /// Adds [`purge.increment()`](Purge::increment) to the generation of each of `names` under
+    /// `prefix` and one to its sequence, in one atomic step seen by every user of the store;
+    /// the generations after it. Names are `*`, or start with a kind and a colon (`tag:`,
+    /// `path:`); `__seq` is never one.
     fn bump_generations<'a>(
         &'a self,
         prefix: &'a str,
         names: &'a [Arc<str>],
+        purge: Purge,
     ) -> StoreFuture<'a, Generations>;
 
     /// Like [`generations`](Self::generations) when the store can answer without waiting and

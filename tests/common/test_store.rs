@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_response_cache::{
-    CacheKey, Entry, Generations, MemoryStore, Store, StoreError, StoreErrorKind, StoreFuture,
+    CacheKey, Entry, Generations, MemoryStore, Purge, Store, StoreError, StoreErrorKind,
+    StoreFuture,
 };
 
 /// A clonable handle; clones share the entries, the counters and the switches.
@@ -140,10 +141,11 @@ impl Store for TestStore {
         &'a self,
         prefix: &'a str,
         names: &'a [Arc<str>],
+        purge: Purge,
     ) -> StoreFuture<'a, Generations> {
         Box::pin(async move {
             self.gate().await?;
-            self.inner.bump_generations(prefix, names).await
+            self.inner.bump_generations(prefix, names, purge).await
         })
     }
     fn generations_now(

@@ -28,6 +28,7 @@ pub fn cache_on(store: &Arc<dyn Store>, prefix: &str) -> ResponseCache {
 /// Every check, in turn, on `store`.
 pub async fn conforms(store: Arc<dyn Store>) {
     tags_reach_values_and_fragments_and_nothing_else(&store).await;
+    a_soft_invalidation_is_a_miss_for_values(&store).await;
     bump_version_reaches_values_but_not_counters(&store).await;
     an_invalidation_during_a_computation_wins(&store).await;
     other_caches_on_the_store_see_it(&store).await;
@@ -113,6 +114,24 @@ pub async fn tags_reach_values_and_fragments_and_nothing_else(store: &Arc<dyn St
         (None, None)
     );
     assert_eq!(cache.get::<Influencer>("top:twitter").await, Some(ada()));
+}
+
+/// The values API serves nothing stale: a soft invalidation makes a value a miss, as a hard
+/// one does, and recomputes it.
+pub async fn a_soft_invalidation_is_a_miss_for_values(store: &Arc<dyn Store>) {
+    let cache = cache_on(store, "vinv-soft");
+    let tw = &["platform:twitter"][..];
+    cache
+        .set_tagged("top:twitter", &ada(), TTL, tw)
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    let computed = |key| cache.get_or_insert_with_tags(key, TTL, tw, counted(&runs, 7u32));
+    assert_eq!(computed("count:twitter").await, 7);
+    cache.invalidate_tag_soft("platform:twitter").await.unwrap();
+    assert_eq!(cache.get::<Influencer>("top:twitter").await, None);
+    assert_eq!(computed("count:twitter").await, 7);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "recomputed");
 }
 
 pub async fn bump_version_reaches_values_but_not_counters(store: &Arc<dyn Store>) {

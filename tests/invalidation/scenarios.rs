@@ -337,6 +337,79 @@ pub async fn invalidation_during_a_slow_miss_wins(site: &Site) {
 }
 
 /// Every scenario, each on a fresh cache from `make`.
+/// Responses found invalidated so far, and of those the soft-invalidated ones.
+pub fn invalidated(site: &Site) -> (u64, u64) {
+    let stats = site.cache.metrics().snapshot();
+    let all = stats.iter().map(|s| s.invalidated).sum();
+    let soft = stats.iter().map(|s| s.soft_invalidated).sum();
+    (all, soft)
+}
+
+/// Asserts that `requests` miss and how they were found: all soft-invalidated, or all hard.
+async fn expect_found(site: &Site, requests: &[Req], soft: bool) {
+    let (all, softs) = invalidated(site);
+    site.expect(requests, "miss").await;
+    let n = requests.len() as u64;
+    let want = (all + n, if soft { softs + n } else { softs });
+    assert_eq!(invalidated(site), want, "soft: {soft}");
+}
+
+/// Soft invalidation by tag and path: the entries miss (until stale serving is wired in) and
+/// are counted as soft; soft twice stays soft; a hard invalidation before or after a soft one
+/// wins, and so does a hard one of another name the entry carries.
+pub async fn soft_purges(site: &Site) {
+    fill(site, &[TWITTER, OTHERS]).await;
+    site.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    expect_found(site, TWITTER, true).await;
+    site.expect(OTHERS, "hit").await;
+    site.expect(TWITTER, "hit").await;
+
+    site.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    site.cache
+        .invalidate_tags_soft(["platform:twitter", "unrelated"])
+        .await
+        .unwrap();
+    expect_found(site, TWITTER, true).await;
+
+    site.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    site.cache.invalidate_tag("platform:twitter").await.unwrap();
+    expect_found(site, TWITTER, false).await;
+
+    site.cache.invalidate_tag("platform:twitter").await.unwrap();
+    site.cache
+        .invalidate_tag_soft("platform:twitter")
+        .await
+        .unwrap();
+    expect_found(site, TWITTER, false).await;
+
+    site.cache
+        .invalidate_path_soft("/influencers/twitter")
+        .await
+        .unwrap();
+    expect_found(site, &TWITTER[..6], true).await;
+    site.expect(&TWITTER[6..], "hit").await;
+    site.expect(OTHERS, "hit").await;
+
+    site.cache
+        .invalidate_path_soft("/influencers/*")
+        .await
+        .unwrap();
+    site.cache.invalidate_tag("platform:twitter").await.unwrap();
+    expect_found(site, &TWITTER[..6], false).await;
+    expect_found(site, &OTHERS[..2], true).await;
+    expect_found(site, &TWITTER[6..], false).await;
+    site.expect(&OTHERS[2..], "hit").await;
+}
+
 pub async fn all<F: Fn() -> ResponseCache>(make: F) {
     tag_from_path_params(&Site::new(make())).await;
     static_and_wildcard_tags(&Site::new(make())).await;
@@ -345,4 +418,5 @@ pub async fn all<F: Fn() -> ResponseCache>(make: F) {
     handler_tags(&Site::new(make())).await;
     versions(&Site::new(make())).await;
     invalidation_during_a_slow_miss_wins(&Site::new(make())).await;
+    soft_purges(&Site::new(make())).await;
 }

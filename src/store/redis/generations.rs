@@ -7,17 +7,21 @@ use std::sync::Arc;
 use fred::prelude::*;
 
 use super::{Failure, RedisStore};
-use crate::{Generations, StoreError, StoreErrorKind};
+use crate::{Generations, Purge, StoreError, StoreErrorKind};
 
 /// The field that holds the prefix's sequence.
 const SEQ: &str = "__seq";
 
-/// Bumps the sequence and every name given (`ARGV`), atomically; returns the sequence, then each
-/// name's new generation.
+/// Bumps the sequence by one and every name given (`ARGV[2..]`) by the increment `ARGV[1]`
+/// (`2^24` hard, `1` soft), atomically; returns the sequence, then each name's new generation.
+/// HINCRBY does the integer arithmetic and the values go back as HGET's strings: a Lua number is
+/// a double, exact only to 2^53, and a generation counts hard bumps in units of 2^24.
 const BUMP: &str = r"
-local out = { redis.call('HINCRBY', KEYS[1], '__seq', 1) }
-for i, name in ipairs(ARGV) do
-  out[i + 1] = redis.call('HINCRBY', KEYS[1], name, 1)
+redis.call('HINCRBY', KEYS[1], '__seq', 1)
+local out = { redis.call('HGET', KEYS[1], '__seq') }
+for i = 2, #ARGV do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[1])
+  out[i] = redis.call('HGET', KEYS[1], ARGV[i])
 end
 return out
 ";
@@ -54,18 +58,18 @@ impl RedisStore {
         &self,
         prefix: &str,
         names: &[Arc<str>],
+        purge: Purge,
     ) -> Result<Generations, StoreError> {
-        let args: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let eval = Box::pin(self.shared.client.eval::<Vec<i64>, _, _, _>(
+        let mut args: Vec<String> = Vec::with_capacity(names.len() + 1);
+        args.push(purge.increment().to_string());
+        args.extend(names.iter().map(|n| n.to_string()));
+        let eval = Box::pin(self.shared.client.eval::<Vec<Option<String>>, _, _, _>(
             BUMP,
             gens_key(prefix),
             args,
         ));
         let values = self.call("EVAL", eval).await.map_err(Failure::into_error)?;
-        counters(
-            values.into_iter().map(|v| Some(v.to_string())).collect(),
-            names.len(),
-        )
+        counters(values, names.len())
     }
 }
 

@@ -422,7 +422,8 @@ impl Store for RedisStore {
         &'a self,
         prefix: &'a str,
         names: &'a [Arc<str>],
+        purge: super::Purge,
     ) -> StoreFuture<'a, super::Generations> {
-        Box::pin(self.bump(prefix, names))
+        Box::pin(self.bump(prefix, names, purge))
     }
 }
