@@ -133,6 +133,7 @@ mod negotiation;
 mod plan;
 mod policy;
 mod redact;
+mod refresh;
 #[cfg(any(feature = "config", feature = "redis"))]
 mod redis_url;
 mod route;
@@ -140,6 +141,7 @@ mod service;
 mod shadow;
 mod shadow_layer;
 mod shared;
+mod stale;
 mod status;
 mod store;
 mod trace;

@@ -67,7 +67,7 @@ impl Metrics {
 /// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
-pub(super) const COUNTERS: [Counter; 8] = [
+pub(super) const COUNTERS: [Counter; 10] = [
     ("hits_total", "Requests answered from the cache.", |s| {
         s.hits
     }),
@@ -101,6 +101,16 @@ pub(super) const COUNTERS: [Counter; 8] = [
         "invalidated_total",
         "Stored responses found invalidated and not served.",
         |s| s.invalidated,
+    ),
+    (
+        "stale_total",
+        "Requests answered from a stored response past its freshness.",
+        |s| s.stale,
+    ),
+    (
+        "refreshes_skipped_total",
+        "Background refreshes of stale responses not started: too many in flight.",
+        |s| s.refreshes_skipped,
     ),
 ];
 

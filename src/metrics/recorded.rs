@@ -36,6 +36,8 @@ mod with_facade {
         store_timeouts: Counter,
         coalesced: Counter,
         invalidated: Counter,
+        stale: Counter,
+        refreshes_skipped: Counter,
         /// Registered at a reason's first bypass on the route: a route shows only the reasons
         /// it has seen, not fourteen zeros.
         bypasses: [OnceLock<Counter>; BypassReason::ALL.len()],
@@ -58,6 +60,8 @@ mod with_facade {
                 store_timeouts: counter("store_timeouts_total"),
                 coalesced: counter("coalesced_total"),
                 invalidated: counter("invalidated_total"),
+                stale: counter("stale_total"),
+                refreshes_skipped: counter("refreshes_skipped_total"),
                 bypasses: Default::default(),
                 lookup: histogram("lookup_seconds"),
                 handler: histogram("handler_seconds"),
@@ -87,6 +91,12 @@ mod with_facade {
         }
         pub(crate) fn invalidated(&self) {
             self.invalidated.increment(1);
+        }
+        pub(crate) fn stale(&self) {
+            self.stale.increment(1);
+        }
+        pub(crate) fn refresh_skipped(&self) {
+            self.refreshes_skipped.increment(1);
         }
         pub(crate) fn bypass(&self, i: usize, reason: BypassReason) {
             let Some(slot) = self.bypasses.get(i) else {
@@ -153,6 +163,8 @@ mod without_facade {
         pub(crate) fn store_error(&self, _: bool) {}
         pub(crate) fn coalesced(&self) {}
         pub(crate) fn invalidated(&self) {}
+        pub(crate) fn stale(&self) {}
+        pub(crate) fn refresh_skipped(&self) {}
         pub(crate) fn bypass(&self, _: usize, _: BypassReason) {}
         pub(crate) fn lookup(&self, _: Duration) {}
         pub(crate) fn handler(&self, _: Duration) {}
