@@ -107,7 +107,10 @@ pub(crate) enum Freshness {
     Fresh,
     /// Past freshness: `revalidate` inside its stale-while-revalidate window, `if_error` inside
     /// its stale-if-error window.
-    Stale { revalidate: bool, if_error: bool },
+    Stale {
+        revalidate: bool,
+        if_error: bool,
+    },
     Expired,
 }
 

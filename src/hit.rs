@@ -240,7 +240,14 @@ pub(crate) fn hit<B: Body>(
     let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
     let remaining = ttl_ms.saturating_sub(age_ms) / 1000;
     let (age, status) = hit_values(shared, age_ms / 1000, remaining);
-    answer(policy, entry, is_head, req_headers, (age, status), remaining)
+    answer(
+        policy,
+        entry,
+        is_head,
+        req_headers,
+        (age, status),
+        remaining,
+    )
 }
 
 /// The response made from `entry` with these `Age` and `Cache-Status` values, or its 304;

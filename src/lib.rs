@@ -133,9 +133,9 @@ mod negotiation;
 mod plan;
 mod policy;
 mod redact;
-mod refresh;
 #[cfg(any(feature = "config", feature = "redis"))]
 mod redis_url;
+mod refresh;
 mod route;
 mod service;
 mod shadow;

@@ -12,14 +12,14 @@ use tower_service::Service;
 use crate::bypass::passed_on;
 use crate::coalesce::{Joined, Lead};
 use crate::hit::{fresh_hit, lookup};
-use crate::refresh;
-use crate::stale::{found, guarded, instead_of_error, Found, Guarded};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::names;
 use crate::policy::RoutePolicy;
+use crate::refresh;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
+use crate::stale::{found, guarded, instead_of_error, Found, Guarded};
 use crate::status::{gateway_timeout, handled, mark, with_status};
 use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, CachedResponse, ResponseBody};
@@ -115,7 +115,14 @@ impl Plan {
                     trace::looked_up(traced);
                     store_failed = looked.failed;
                     let headers = req.headers();
-                    match found(&shared, &policy, &counters, looked.found, self.is_head, headers) {
+                    match found(
+                        &shared,
+                        &policy,
+                        &counters,
+                        looked.found,
+                        self.is_head,
+                        headers,
+                    ) {
                         Found::Fresh(res) => {
                             counters.hit_took(timer);
                             if !policy.shadow {
@@ -191,7 +198,11 @@ impl Plan {
         };
         refresh::run(ticket, move |lead| async move {
             // tower's contract: a clone must be driven to readiness before it is called.
-            if !ready && std::future::poll_fn(|cx| inner.poll_ready(cx)).await.is_err() {
+            if !ready
+                && std::future::poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             let filled = Box::pin(self.fill(inner, req, Some(lead), false, None, true)).await;

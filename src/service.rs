@@ -226,10 +226,6 @@ impl<S> CacheService<S> {
                         counters.hit_took(timer);
                         return Decision::Ready(mark(shared, res, wanted));
                     }
-                    // A HEAD stores nothing, so it refreshes nothing.
-                    Found::Revalidate(res) if is_head => {
-                        return Decision::Ready(mark(shared, res, wanted));
-                    }
                     Found::Revalidate(res) => stale = Some(mark(shared, res, wanted)),
                     Found::Miss(entry) => fallback = entry,
                 }

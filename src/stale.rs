@@ -78,7 +78,10 @@ pub(crate) fn instead_of_error<B: Body>(
     req_headers: &HeaderMap,
 ) -> Option<Response<ResponseBody<B>>> {
     let now = shared.clock.now_millis();
-    if !matches!(entry.freshness(now), Freshness::Stale { if_error: true, .. }) {
+    if !matches!(
+        entry.freshness(now),
+        Freshness::Stale { if_error: true, .. }
+    ) {
         return None;
     }
     counters.stale();

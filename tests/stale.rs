@@ -101,7 +101,10 @@ async fn stale_if_error_for_a_slow_handler() {
     site.clock.advance(TTL + Duration::from_secs(1));
     let started = tokio::time::Instant::now();
     let r = send(&app, get("/doc")).await;
-    assert_eq!((r.text(), r.cache_status()), ("n1", stale(1, ORIGIN_ERROR).as_str()));
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n1", stale(1, ORIGIN_ERROR).as_str())
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     // A fresh entry, or none, waits for the handler however long it takes.
     let r = send(&app, get("/other")).await;
@@ -115,16 +118,18 @@ async fn stale_if_error_for_err() {
     let site = site();
     let calls = Calls::default();
     let c = calls.clone();
-    let svc = site.sie().layer(tower::service_fn(move |_req: Request<Body>| {
-        let n = c.bump();
-        async move {
-            if n == 1 {
-                Ok(Response::new(Body::from("n1")))
-            } else {
-                Err(std::io::Error::other("origin down"))
+    let svc = site
+        .sie()
+        .layer(tower::service_fn(move |_req: Request<Body>| {
+            let n = c.bump();
+            async move {
+                if n == 1 {
+                    Ok(Response::new(Body::from("n1")))
+                } else {
+                    Err(std::io::Error::other("origin down"))
+                }
             }
-        }
-    }));
+        }));
     let call = |svc: &_| {
         let svc: &tower_response_cache::CacheService<_> = svc;
         svc.clone().oneshot(get("/doc"))

@@ -40,7 +40,9 @@ on_redis!(stale_inside_the_window_then_refreshed, |site| {
 on_redis!(a_conditional_stale_request_gets_a_304, |site| {
     scenarios::a_conditional_stale_request_gets_a_304(site)
 });
-on_redis!(never_past_the_window, |site| scenarios::never_past_the_window(site));
+on_redis!(never_past_the_window, |site| {
+    scenarios::never_past_the_window(site)
+});
 on_redis!(one_refresh_for_many_stale_requests, |site| {
     scenarios::one_refresh_for_many_stale_requests(site)
 });
@@ -67,9 +69,43 @@ on_redis!(stale_if_error_for_a_5xx, |site| {
 on_redis!(stale_if_error_for_a_panic, |site| {
     scenarios::stale_if_error(site, Mode::Panic)
 });
-on_redis!(stale_if_error_from_the_handler_and_outside_the_window, |site| {
-    scenarios::stale_if_error_from_the_handler_and_outside_the_window(site)
-});
+on_redis!(
+    stale_if_error_from_the_handler_and_outside_the_window,
+    |site| { scenarios::stale_if_error_from_the_handler_and_outside_the_window(site) }
+);
 on_redis!(a_bypassing_request_gets_the_error, |site| {
     scenarios::a_bypassing_request_gets_the_error(site)
 });
+
+/// Redis keeps an entry (and its `Vary` record's peers) for its TTL plus its longest window,
+/// or it could not be served stale.
+#[tokio::test]
+async fn redis_keeps_an_entry_through_its_longest_window() {
+    let Some(server) = RedisServer::start("redis_keeps_an_entry_through_its_longest_window") else {
+        return;
+    };
+    let prefix = fresh_prefix("stale");
+    let site = Site::new(
+        ResponseCache::builder()
+            .store(common::connect_redis(&server.url()).await)
+            .key_prefix(&prefix),
+    );
+    let layer = site
+        .cache
+        .ttl(TTL)
+        .stale_while_revalidate(WINDOW)
+        .stale_if_error(TTL * 2);
+    let app = site.app(layer);
+    assert_eq!(
+        send(&app, common::get("/doc")).await.cache_status(),
+        common::MISS
+    );
+    let keys = server.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(!keys.is_empty());
+    for key in keys {
+        let pttl: u64 = server.cli(&["PTTL", key]).trim().parse().unwrap();
+        // 60 s fresh + 120 s stale-if-error, less the moments since it was written.
+        assert!((175_000..=180_000).contains(&pttl), "{key}: {pttl}");
+    }
+}

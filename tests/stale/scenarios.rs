@@ -77,7 +77,9 @@ impl Origin {
         let body = format!("n{n}");
         match mode {
             Mode::Ok => body.into_response(),
-            Mode::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, format!("e{n}")).into_response(),
+            Mode::ServerError => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("e{n}")).into_response()
+            }
             Mode::Panic => panic!("the origin fell over"),
             Mode::SetCookie => ([(header::SET_COOKIE, "s=1")], body).into_response(),
             Mode::Slow => {
@@ -85,7 +87,10 @@ impl Origin {
                 body.into_response()
             }
             Mode::SwrHeader => (
-                [(header::CACHE_CONTROL, "max-age=60, stale-while-revalidate=30")],
+                [(
+                    header::CACHE_CONTROL,
+                    "max-age=60, stale-while-revalidate=30",
+                )],
                 body,
             )
                 .into_response(),
@@ -177,7 +182,10 @@ pub async fn stale_inside_the_window_then_refreshed(site: &Site) {
     assert_eq!(r.cache_status(), stale(5, ""));
     site.settle(2).await;
     let r = send(&app, get("/doc")).await;
-    assert_eq!((r.text(), r.cache_status()), ("n2", crate::common::hit(60).as_str()));
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n2", crate::common::hit(60).as_str())
+    );
     assert_eq!(r.header("age"), Some("0"));
     let s = site.stats("/doc");
     // One miss, one stale answer, one hit: the refresh is not a request and counts none.
@@ -188,7 +196,11 @@ pub async fn stale_inside_the_window_then_refreshed(site: &Site) {
 /// A conditional stale request gets its 304, marked stale.
 pub async fn a_conditional_stale_request_gets_a_304(site: &Site) {
     let app = site.app(site.swr());
-    let etag = send(&app, get("/doc")).await.header("etag").unwrap().to_owned();
+    let etag = send(&app, get("/doc"))
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     site.clock.advance(TTL + Duration::from_secs(1));
     let r = send(&app, get_with("/doc", &[("if-none-match", &etag)])).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
@@ -219,7 +231,9 @@ pub async fn one_refresh_for_many_stale_requests(site: &Site) {
     site.origin.set(Mode::Slow);
     site.clock.advance(TTL + Duration::from_secs(1));
     let all = futures_join(&app, 50).await;
-    assert!(all.iter().all(|(text, status)| text == "n1" && *status == stale(1, "")));
+    assert!(all
+        .iter()
+        .all(|(text, status)| text == "n1" && *status == stale(1, "")));
     site.settle(2).await;
     // The slow refresh is still running: more stale requests start no second one.
     futures_join(&app, 10).await;
@@ -260,7 +274,10 @@ pub async fn the_refresh_outlives_its_client(site: &Site) {
     tokio::time::sleep(PAST_SLOW).await;
     site.settle(2).await;
     let r = send(&app, get("/doc")).await;
-    assert_eq!((r.text(), r.cache_status()), ("n2", crate::common::hit(60).as_str()));
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n2", crate::common::hit(60).as_str())
+    );
 }
 
 /// With every refresh permit taken, a stale entry is still served and its refresh skipped.
@@ -323,7 +340,10 @@ pub async fn stale_if_error(site: &Site, mode: Mode) {
     site.clock.advance(TTL + Duration::from_secs(20));
     let r = send(&app, get("/doc")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!((r.text(), r.cache_status()), ("n1", stale(20, ORIGIN_ERROR).as_str()));
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n1", stale(20, ORIGIN_ERROR).as_str())
+    );
     assert_eq!(r.header("age"), Some("80"));
     assert_eq!(site.origin.calls.get(), 2);
     // The handler recovers: its answer is stored and served as a miss.
@@ -343,7 +363,10 @@ pub async fn stale_if_error_from_the_handler_and_outside_the_window(site: &Site)
     site.origin.set(Mode::ServerError);
     site.clock.advance(TTL + WINDOW - Duration::from_millis(1));
     let r = send(&app, get("/doc")).await;
-    assert_eq!((r.text(), r.cache_status()), ("n1", stale(30, ORIGIN_ERROR).as_str()));
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n1", stale(30, ORIGIN_ERROR).as_str())
+    );
     site.clock.advance(Duration::from_millis(1));
     let r = send(&app, get("/doc")).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -358,6 +381,9 @@ pub async fn a_bypassing_request_gets_the_error(site: &Site) {
     site.origin.set(Mode::ServerError);
     site.clock.advance(TTL + Duration::from_secs(1));
     let r = send(&app, get_with("/doc", &[("authorization", "Bearer x")])).await;
-    assert_eq!((r.status, r.text()), (StatusCode::INTERNAL_SERVER_ERROR, "e2"));
+    assert_eq!(
+        (r.status, r.text()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "e2")
+    );
     assert_eq!(r.cache_status(), crate::common::bypass("authorization"));
 }
