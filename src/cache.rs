@@ -404,7 +404,6 @@ impl ResponseCacheBuilder {
     /// // At most 4 handlers run in the background at once, whatever expires together.
     /// let cache = ResponseCache::builder().max_refreshes(4).build();
     /// ```
-    #[must_use]
     pub fn max_refreshes(mut self, refreshes: usize) -> Self {
         self.max_refreshes = refreshes.max(1);
         self

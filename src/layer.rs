@@ -389,7 +389,6 @@ impl CacheLayer {
     /// );
     /// # }
     /// ```
-    #[must_use]
     pub fn stale_while_revalidate(self, window: Duration) -> Self {
         self.with(|p| p.grace.stale_while_revalidate = secs(window))
     }
@@ -425,7 +424,6 @@ impl CacheLayer {
     /// );
     /// # }
     /// ```
-    #[must_use]
     pub fn stale_if_error(self, window: Duration) -> Self {
         self.with(|p| p.grace.stale_if_error = secs(window))
     }
@@ -435,7 +433,6 @@ impl CacheLayer {
     /// limit). Past it the stale entry is served as for an error, and the handler's future is
     /// dropped (cancelled at its next `.await`); its entry is not refreshed by it. Requests
     /// with no stale entry to fall back on wait for the handler as long as it takes.
-    #[must_use]
     pub fn origin_timeout(self, timeout: Duration) -> Self {
         self.with(|p| p.origin_timeout = Some(timeout))
     }
