@@ -214,6 +214,7 @@ pub struct ResponseCacheBuilder {
     bypass_hooks: Vec<BypassHook>,
     lookup_timeout: Option<Duration>,
     max_writes: u32,
+    max_refreshes: usize,
     metrics_namespace: String,
     judge: Judge,
     shadow: bool,
@@ -234,6 +235,7 @@ impl Default for ResponseCacheBuilder {
             bypass_hooks: Vec::new(),
             lookup_timeout: None,
             max_writes: 64,
+            max_refreshes: 32,
             metrics_namespace: "http".to_owned(),
             judge: Judge::default(),
             shadow: false,
@@ -395,6 +397,22 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// How many background refreshes of stale entries may run at once in this cache (default
+    /// 32; see [`CacheLayer::stale_while_revalidate`](crate::CacheLayer::stale_while_revalidate)).
+    /// Past it a stale entry is still served, its refresh is skipped and counted
+    /// ([`RouteStats::refreshes_skipped`](crate::RouteStats::refreshes_skipped)), and a later
+    /// request starts it. At least 1.
+    ///
+    /// ```
+    /// use tower_response_cache::ResponseCache;
+    /// // At most 4 handlers run in the background at once, whatever expires together.
+    /// let cache = ResponseCache::builder().max_refreshes(4).build();
+    /// ```
+    pub fn max_refreshes(mut self, refreshes: usize) -> Self {
+        self.max_refreshes = refreshes.max(1);
+        self
+    }
+
     /// The first word of every metric name (default `http`): `{namespace}_cache_hits_total`
     /// and the rest of [the table](crate::Metrics), as recorded through the `metrics` facade
     /// (feature `metrics`). Set it to keep the names a dashboard already uses.
@@ -486,6 +504,7 @@ impl ResponseCacheBuilder {
                 lookup_timeout,
                 writes: Arc::new(tokio::sync::Semaphore::new(self.max_writes as usize)),
                 max_writes: self.max_writes,
+                refreshes: Arc::new(tokio::sync::Semaphore::new(self.max_refreshes)),
                 #[cfg(feature = "values")]
                 value_flights: crate::value_flight::Flights::default(),
             }),

@@ -183,6 +183,15 @@ impl Flights {
         }
     }
 
+    /// Leads the flight for `key` if nobody does (no miss, no refresh) and the key is not
+    /// remembered uncacheable; never waits. A stale entry's refresh starts only with a lead.
+    pub(crate) fn try_lead(&self, layer: usize, key: &CacheKey) -> Option<Lead> {
+        match self.join(layer, key) {
+            Turn::Lead(lead) => Some(lead),
+            Turn::Wait(_) | Turn::Alone => None,
+        }
+    }
+
     /// Joins the flight for `key` as seen by the layer identified by `layer`.
     fn join(&self, layer: usize, key: &CacheKey) -> Turn {
         let key = (layer, key.clone());

@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
 
 use crate::conditional::strong_etag;
-use crate::entry::Stamp;
+use crate::entry::{Grace, Stamp};
 use crate::policy::storable_headers;
 use crate::write::Write;
 use crate::CachedResponse;
@@ -29,6 +29,8 @@ pub(crate) struct StreamCopy {
     status: StatusCode,
     headers: HeaderMap,
     ttl: Duration,
+    grace: Grace,
+    compute_millis: u32,
     stored_at_millis: u64,
     limit: usize,
     len: usize,
@@ -44,7 +46,7 @@ impl StreamCopy {
     pub(crate) fn new(
         status: StatusCode,
         headers: HeaderMap,
-        ttl: Duration,
+        (ttl, grace, compute_millis): (Duration, Grace, u32),
         stored_at_millis: u64,
         limit: usize,
         write: Write,
@@ -53,6 +55,8 @@ impl StreamCopy {
             status,
             headers,
             ttl,
+            grace,
+            compute_millis,
             stored_at_millis,
             limit,
             len: 0,
@@ -101,6 +105,8 @@ impl StreamCopy {
             stored_at_millis: self.stored_at_millis,
             ttl: self.ttl,
             stamp: Stamp::default(),
+            grace: self.grace,
+            compute_millis: self.compute_millis,
         };
         write.submit(entry);
     }

@@ -12,8 +12,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use crate::StoredHeaders;
 
 const MAGIC: &[u8; 3] = b"TRC";
-/// 2: a response carries its invalidation stamp. Entries of version 1 are misses.
-const VERSION: u8 = 2;
+/// 3: a response carries its stale windows and the time its handler took; 2: its invalidation
+/// stamp. Entries of an older version are misses.
+const VERSION: u8 = 3;
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARY: u8 = 1;
 
@@ -72,6 +73,45 @@ pub struct CachedResponse {
     pub(crate) ttl: Duration,
     /// What can invalidate it (see [`generations`](crate::generations)).
     pub(crate) stamp: Stamp,
+    /// How long past freshness it may still be served stale (see [`stale`](crate::stale)).
+    pub(crate) grace: Grace,
+    /// How long the handler took to make it, in milliseconds (saturating).
+    pub(crate) compute_millis: u32,
+}
+
+/// The windows after freshness ends during which an entry may be served stale (RFC 5861), in
+/// whole seconds as `Cache-Control` gives them (kept small: every entry in memory has one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Grace {
+    /// Served at once while one background refresh replaces it.
+    pub(crate) stale_while_revalidate: u32,
+    /// Served in place of a handler's error.
+    pub(crate) stale_if_error: u32,
+}
+
+impl Grace {
+    /// The longer window: how long past freshness the entry must stay in the store.
+    pub(crate) fn longest(self) -> Duration {
+        Duration::from_secs(self.stale_while_revalidate.max(self.stale_if_error).into())
+    }
+}
+
+/// A window in whole seconds (saturating).
+pub(crate) fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// What a found entry is good for at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Past freshness: `revalidate` inside its stale-while-revalidate window, `if_error` inside
+    /// its stale-if-error window.
+    Stale {
+        revalidate: bool,
+        if_error: bool,
+    },
+    Expired,
 }
 
 impl fmt::Debug for CachedResponse {
@@ -83,6 +123,8 @@ impl fmt::Debug for CachedResponse {
             .field("stored_at_millis", &self.stored_at_millis)
             .field("ttl", &self.ttl)
             .field("stamp", &self.stamp)
+            .field("grace", &self.grace)
+            .field("compute_millis", &self.compute_millis)
             .finish()
     }
 }
@@ -107,6 +149,8 @@ impl CachedResponse {
             stored_at_millis,
             ttl,
             stamp: Stamp::default(),
+            grace: Grace::default(),
+            compute_millis: 0,
         }
     }
 
@@ -144,6 +188,34 @@ impl CachedResponse {
     #[must_use]
     pub(crate) fn is_fresh(&self, now_millis: u64) -> bool {
         u128::from(self.age_millis(now_millis)) < self.ttl.as_millis()
+    }
+
+    /// What it is good for at `now_millis`: fresh, stale inside a window, or expired. Each
+    /// window ends strictly: at `ttl + window` it is over.
+    #[must_use]
+    pub(crate) fn freshness(&self, now_millis: u64) -> Freshness {
+        let age = u128::from(self.age_millis(now_millis));
+        let ttl = self.ttl.as_millis();
+        if age < ttl {
+            return Freshness::Fresh;
+        }
+        let window = |secs: u32| ttl + u128::from(secs) * 1000;
+        let revalidate = age < window(self.grace.stale_while_revalidate);
+        let if_error = age < window(self.grace.stale_if_error);
+        if revalidate || if_error {
+            Freshness::Stale {
+                revalidate,
+                if_error,
+            }
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// How long the store must keep it: its freshness and its longest stale window.
+    #[must_use]
+    pub(crate) fn keep_for(&self) -> Duration {
+        self.ttl.saturating_add(self.grace.longest())
     }
 
     /// Roughly how many bytes its body and headers hold. The memory store weighs more: what
@@ -294,6 +366,9 @@ impl Entry {
                     put_chunk(&mut out, value.as_bytes());
                 }
                 put_chunk(&mut out, &r.body);
+                out.put_u32(r.grace.stale_while_revalidate);
+                out.put_u32(r.grace.stale_if_error);
+                out.put_u32(r.compute_millis);
             }
             Entry::Vary(names) => {
                 out.put_u8(KIND_VARY);
@@ -340,6 +415,12 @@ impl Entry {
                 }
                 let headers: StoredHeaders = headers.into_iter().collect();
                 let body = take_chunk(&mut buf)?;
+                need(&buf, 4 * 3)?;
+                let grace = Grace {
+                    stale_while_revalidate: buf.get_u32(),
+                    stale_if_error: buf.get_u32(),
+                };
+                let compute_millis = buf.get_u32();
                 // The stored length frames the body on the wire: it must be the body's.
                 if let Some(len) = headers.get(&http::header::CONTENT_LENGTH) {
                     if len.as_bytes() != body.len().to_string().as_bytes() {
@@ -353,6 +434,8 @@ impl Entry {
                     stored_at_millis,
                     ttl,
                     stamp,
+                    grace,
+                    compute_millis,
                 })
             }
             KIND_VARY => {
@@ -425,6 +508,11 @@ mod tests {
             stored_at_millis: 123_456,
             ttl: Duration::from_millis(60_500),
             stamp: Stamp::new(7, vec![(Arc::from("*"), 2), (Arc::from("tag:a"), 0)]),
+            grace: Grace {
+                stale_while_revalidate: 30,
+                stale_if_error: 600,
+            },
+            compute_millis: 42,
         }
     }
 
@@ -459,10 +547,13 @@ mod tests {
         let mut future = bytes.to_vec();
         future[3] = 99;
         assert!(Entry::decode(future.into()).is_err());
-        // An entry written before stamps existed is a miss, never served unchecked.
-        let mut old = bytes.to_vec();
-        old[3] = 1;
-        assert!(Entry::decode(old.into()).is_err());
+        // An entry written before stamps existed is a miss, never served unchecked; one written
+        // before stale windows existed is a miss too (its layout differs).
+        for version in [1, 2] {
+            let mut old = bytes.to_vec();
+            old[3] = version;
+            assert!(Entry::decode(old.into()).is_err());
+        }
         let mut longer = bytes.to_vec();
         longer.push(0);
         assert!(Entry::decode(longer.into()).is_err());
@@ -480,6 +571,22 @@ mod tests {
         assert!(Entry::decode(Entry::from(r.clone()).encode()).is_ok());
         r.headers = with_length("8");
         assert!(Entry::decode(Entry::from(r).encode()).is_err());
+    }
+
+    #[test]
+    fn stale_windows_end_strictly() {
+        let r = sample();
+        let stale = |revalidate, if_error| Freshness::Stale {
+            revalidate,
+            if_error,
+        };
+        assert_eq!(r.freshness(123_456 + 60_499), Freshness::Fresh);
+        assert_eq!(r.freshness(123_456 + 60_500), stale(true, true));
+        assert_eq!(r.freshness(123_456 + 90_499), stale(true, true));
+        assert_eq!(r.freshness(123_456 + 90_500), stale(false, true));
+        assert_eq!(r.freshness(123_456 + 660_499), stale(false, true));
+        assert_eq!(r.freshness(123_456 + 660_500), Freshness::Expired);
+        assert_eq!(r.keep_for(), Duration::from_millis(660_500));
     }
 
     #[test]

@@ -60,6 +60,8 @@ mod tests {
             stored_at_millis: 0,
             ttl: Duration::from_secs(60),
             stamp: crate::entry::Stamp::default(),
+            grace: crate::entry::Grace::default(),
+            compute_millis: 0,
         })
     }
 
@@ -120,6 +122,8 @@ mod tests {
                 stored_at_millis: 0,
                 ttl: Duration::from_secs(60),
                 stamp: crate::entry::Stamp::default(),
+                grace: crate::entry::Grace::default(),
+                compute_millis: 0,
             });
             let in_store = e.clone();
             let map = hit_headers(&e, v("0"), Some(v("x")));

@@ -281,7 +281,7 @@ pub(crate) fn fresh_hit<B: Body>(
     Some(hit(shared, policy, &found, now, is_head, req_headers))
 }
 
-fn hit<B: Body>(
+pub(crate) fn hit<B: Body>(
     shared: &Shared,
     policy: &RoutePolicy,
     entry: &Arc<CachedResponse>,
@@ -292,9 +292,29 @@ fn hit<B: Body>(
     let age_ms = entry.age_millis(now);
     let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
     let remaining = ttl_ms.saturating_sub(age_ms) / 1000;
+    let (age, status) = hit_values(shared, age_ms / 1000, remaining);
+    answer(
+        policy,
+        entry,
+        is_head,
+        req_headers,
+        (age, status),
+        remaining,
+    )
+}
+
+/// The response made from `entry` with these `Age` and `Cache-Status` values, or its 304;
+/// `remaining` seconds of freshness for a downstream `max-age`.
+pub(crate) fn answer<B: Body>(
+    policy: &RoutePolicy,
+    entry: &Arc<CachedResponse>,
+    is_head: bool,
+    req_headers: &HeaderMap,
+    (age, status): (HeaderValue, Option<HeaderValue>),
+    remaining: u64,
+) -> Response<ResponseBody<B>> {
     let conditional = req_headers.contains_key(header::IF_NONE_MATCH)
         || req_headers.contains_key(header::IF_MODIFIED_SINCE);
-    let (age, status) = hit_values(shared, age_ms / 1000, remaining);
     let mut res = if conditional
         && not_modified(
             req_headers,
@@ -365,12 +385,12 @@ fn hit_values(
     (age, status)
 }
 
-fn itoa_buf() -> [u8; 20] {
+pub(crate) fn itoa_buf() -> [u8; 20] {
     [0; 20]
 }
 
 /// `n` in decimal, without the formatting machinery: this runs on every hit.
-fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
+pub(crate) fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;

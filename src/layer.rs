@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{request, HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 
+use crate::entry::secs;
 use crate::key::{canonical_query, client_uri, QueryKey};
 use crate::names::url_name;
 use crate::policy::{BypassHook, CookieRule, Mode, RoutePolicy};
@@ -406,6 +407,86 @@ impl CacheLayer {
         F: Fn(&request::Parts) -> Option<String> + Send + Sync + 'static,
     {
         self.with(|p| p.identity = Some(Arc::new(identify)))
+    }
+
+    /// How long after freshness ends an entry is still answered at once, stale, while one
+    /// background request refreshes it (RFC 5861 `stale-while-revalidate`; default zero: off).
+    /// A handler's `Cache-Control: stale-while-revalidate=N` overrides it for its response.
+    ///
+    /// Inside the window a request gets the stored response with its real `Age` and
+    /// `Cache-Status: …; ttl=-N; fwd=stale` (N seconds past freshness), and, if no miss or
+    /// refresh of the key is in flight and fewer than
+    /// [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) run, the request itself
+    /// goes on to the handler in a spawned task whose response replaces the entry under the
+    /// usual rules. The task completes even when the client goes away; a refresh answer that
+    /// may not be stored is dropped, never served, and the stale entry lasts to the end of its
+    /// window. A shadowed layer, a HEAD and a client's honoured `no-cache` start no refresh.
+    /// The store keeps each entry for its TTL plus its longest window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// // Fresh for a minute; for ten more, answered at once while one request refreshes it.
+    /// let app: Router = Router::new().route(
+    ///     "/trending",
+    ///     get(|| async { "[]" }).layer(
+    ///         cache
+    ///             .ttl(Duration::from_secs(60))
+    ///             .stale_while_revalidate(Duration::from_secs(600)),
+    ///     ),
+    /// );
+    /// # }
+    /// ```
+    pub fn stale_while_revalidate(self, window: Duration) -> Self {
+        self.with(|p| p.grace.stale_while_revalidate = secs(window))
+    }
+
+    /// How long after freshness ends an entry may answer in place of the handler's failure
+    /// (RFC 5861 `stale-if-error`; default zero: off). A handler's
+    /// `Cache-Control: stale-if-error=N` overrides it for its response.
+    ///
+    /// Past freshness (and past any stale-while-revalidate window) but inside this one, the
+    /// request goes to the handler as a miss; when the handler returns `Err`, a `5xx` or
+    /// panics, or takes longer than [`origin_timeout`](Self::origin_timeout), the stale entry
+    /// is served instead, with `Cache-Status: …; ttl=-N; fwd=stale; detail=origin-error`, and
+    /// the error (its body unread) is dropped. Outside the window, or for a request that
+    /// bypasses the cache, the error goes out as it is; a panic with no stale entry to serve
+    /// unwinds as before.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// // If the database is down, yesterday's page beats an error page.
+    /// let app: Router = Router::new().route(
+    ///     "/report",
+    ///     get(|| async { "report" }).layer(
+    ///         cache
+    ///             .ttl(Duration::from_secs(300))
+    ///             .stale_if_error(Duration::from_secs(86_400))
+    ///             .origin_timeout(Duration::from_secs(5)),
+    ///     ),
+    /// );
+    /// # }
+    /// ```
+    pub fn stale_if_error(self, window: Duration) -> Self {
+        self.with(|p| p.grace.stale_if_error = secs(window))
+    }
+
+    /// How long the handler may take when a stale entry inside its
+    /// [`stale_if_error`](Self::stale_if_error) window could answer instead (default: no
+    /// limit). Past it the stale entry is served as for an error, and the handler's future is
+    /// dropped (cancelled at its next `.await`); its entry is not refreshed by it. Requests
+    /// with no stale entry to fall back on wait for the handler as long as it takes.
+    pub fn origin_timeout(self, timeout: Duration) -> Self {
+        self.with(|p| p.origin_timeout = Some(timeout))
     }
 
     /// Let a client's `Cache-Control: no-cache` or `Pragma: no-cache` skip the stored copy

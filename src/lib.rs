@@ -139,11 +139,13 @@ mod policy;
 mod redact;
 #[cfg(any(feature = "config", feature = "redis"))]
 mod redis_url;
+mod refresh;
 mod route;
 mod service;
 mod shadow;
 mod shadow_layer;
 mod shared;
+mod stale;
 mod status;
 mod store;
 mod trace;

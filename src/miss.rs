@@ -46,6 +46,11 @@ pub(crate) struct Miss<'a> {
     pub(crate) stamp: Option<Pending>,
     /// The names of the tags the handler added (their generations are read at write time).
     pub(crate) late: Vec<Arc<str>>,
+    /// How long the handler took, in milliseconds (saturating).
+    pub(crate) compute_millis: u32,
+    /// A background refresh of a stale entry: its request was counted when it was served stale,
+    /// so this fill counts no outcome of its own (its store is still counted).
+    pub(crate) refresh: bool,
 }
 
 impl Miss<'_> {
@@ -74,13 +79,13 @@ impl Miss<'_> {
         };
         if self.store_failed {
             // Nothing is stored; the response is not held back either.
-            self.counters.miss();
+            self.count_miss();
             let res = Response::from_parts(parts, ResponseBody::inner(body));
             return with_status(&self.shared, res, &["fwd=", self.fwd, STORE_ERROR]);
         }
         if body.size_hint().exact().is_none() {
             // A miss even if the stream later outgrows the limit: its headers are already out.
-            self.counters.miss();
+            self.count_miss();
             return self.stream(parts, body, plan);
         }
         let chunks = match collect(body, self.policy.max_body_size).await {
@@ -91,7 +96,7 @@ impl Miss<'_> {
                     PartialReason::TooLarge => BypassReason::TooLarge,
                     PartialReason::Trailers => BypassReason::Stream,
                     PartialReason::Error => {
-                        self.counters.miss();
+                        self.count_miss();
                         // Not the URL's fault: a later request may lead again.
                         drop(self.lead);
                         return with_status(&self.shared, res, &["fwd=", self.fwd]);
@@ -100,7 +105,7 @@ impl Miss<'_> {
                 return self.bypass(res, reason);
             }
         };
-        self.counters.miss();
+        self.count_miss();
         let len: usize = chunks.iter().map(Bytes::len).sum();
         if !length_matches(&parts.headers, len) {
             // Passed on as the handler made it: the length it declared is its own business,
@@ -133,6 +138,8 @@ impl Miss<'_> {
             stored_at_millis,
             ttl: plan.ttl,
             stamp: Stamp::default(),
+            grace: plan.grace,
+            compute_millis: self.compute_millis,
         };
         let (shared, fwd) = (self.shared.clone(), self.fwd);
         if self.policy.downstream_max_age {
@@ -163,7 +170,7 @@ impl Miss<'_> {
         match refused {
             Some(reason) => self.bypass(res, reason),
             None => {
-                self.counters.miss();
+                self.count_miss();
                 with_status(&self.shared, res, &["fwd=", self.fwd])
             }
         }
@@ -185,7 +192,7 @@ impl Miss<'_> {
         let copy = StreamCopy::new(
             parts.status,
             headers,
-            plan.ttl,
+            (plan.ttl, plan.grace, self.compute_millis),
             shared.clock.now_millis(),
             policy.max_body_size,
             self.write(plan),
@@ -208,9 +215,17 @@ impl Miss<'_> {
         }
     }
 
+    fn count_miss(&self) {
+        if !self.refresh {
+            self.counters.miss();
+        }
+    }
+
     /// A response the policy refused: counted as a bypass, never as a miss.
     fn bypass<B>(self, res: Response<B>, reason: BypassReason) -> Response<B> {
-        self.counters.bypass(reason);
+        if !self.refresh {
+            self.counters.bypass(reason);
+        }
         if let Some(lead) = self.lead {
             lead.uncacheable();
         }

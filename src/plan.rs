@@ -10,18 +10,20 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::bypass::passed_on;
-use crate::coalesce::Joined;
+use crate::coalesce::{Joined, Lead};
 use crate::hit::{fresh_hit, lookup};
 use crate::lease_wait::{take_or_wait, Leased};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::names;
 use crate::policy::RoutePolicy;
+use crate::refresh;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
+use crate::stale::{found, guarded, instead_of_error, Found, Guarded};
 use crate::status::{gateway_timeout, handled, mark, with_status};
 use crate::{names::take_handler_tags, shadow, trace};
-use crate::{CacheKey, ResponseBody};
+use crate::{CacheKey, CachedResponse, ResponseBody};
 
 /// A request that may be served from or stored in the cache, as `call` found it.
 pub(crate) struct Plan {
@@ -41,6 +43,8 @@ pub(crate) struct Plan {
     pub(crate) learn: Option<RouteLabel>,
     /// An enclosing layer of this cache wants the response marked.
     pub(crate) mark: bool,
+    /// A stale entry `call` found inside its stale-if-error window (see [`stale`](crate::stale)).
+    pub(crate) fallback: Option<Arc<CachedResponse>>,
 }
 
 impl Plan {
@@ -52,8 +56,13 @@ impl Plan {
         req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: Body,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body + Send + 'static,
+        ResB::Data: Send,
+        ResB::Error: Send,
     {
         let shared = self.shared.clone();
         let (wanted, shadow) = (self.mark, self.policy.shadow);
@@ -70,60 +79,66 @@ impl Plan {
     }
 
     async fn respond<S, ReqB, ResB>(
-        self,
-        mut inner: S,
+        mut self,
+        inner: S,
         req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: Body,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body + Send + 'static,
+        ResB::Data: Send,
+        ResB::Error: Send,
     {
-        let Plan {
-            shared,
-            policy,
-            counters,
-            primary,
-            looked,
-            identity,
-            forced,
-            is_head,
-            only_if_cached,
-            learn,
-            mark: _,
-        } = self;
+        let (shared, policy, counters) = (
+            self.shared.clone(),
+            self.policy.clone(),
+            self.counters.clone(),
+        );
         let mut lead = None;
         let mut store_failed = false;
-        if !forced {
+        let mut fallback = self.fallback.take();
+        if !self.forced {
             // One time budget for all of this request's reads from the store.
             let deadline = shared
                 .lookup_timeout
                 .and_then(|t| tokio::time::Instant::now().checked_add(t));
-            let key = match looked {
+            let key = match self.looked.take() {
                 // `call` looked already and found nothing fresh.
                 Some(key) => key,
                 None => {
                     let (timer, traced) = (counters.timer(), trace::lookup_start());
                     let looked =
-                        lookup(&shared, &counters, &primary, req.headers(), deadline).await;
+                        lookup(&shared, &counters, &self.primary, req.headers(), deadline).await;
                     counters.looked_up(timer);
                     trace::looked_up(traced);
                     store_failed = looked.failed;
-                    if let Some(res) = fresh_hit(
+                    let headers = req.headers();
+                    match found(
                         &shared,
                         &policy,
                         &counters,
                         looked.found,
-                        is_head,
-                        req.headers(),
+                        self.is_head,
+                        headers,
                     ) {
-                        counters.hit_took(timer);
-                        if !policy.shadow {
+                        Found::Fresh(res) => {
+                            counters.hit_took(timer);
+                            if !policy.shadow {
+                                return Ok(res);
+                            }
+                            // Counted as the hit it would have been; the handler still answers.
+                            return would_hit(&shared, inner, req).await;
+                        }
+                        Found::Revalidate(res) => {
+                            self.revalidate(inner, req, &looked.key, true);
                             return Ok(res);
                         }
-                        // Counted as the hit it would have been; the handler still answers.
-                        return would_hit(&shared, inner, req).await;
+                        Found::Miss(stale) => fallback = stale,
                     }
-                    if only_if_cached {
+                    if self.only_if_cached {
                         counters.miss();
                         return Ok(gateway_timeout(&shared));
                     }
@@ -132,7 +147,7 @@ impl Plan {
             };
             // A store that just failed will not be filled by a leader either: nobody waits on it.
             // A shadowed layer calls the handler for every request: nobody waits on another.
-            let coalesce = !is_head && !store_failed && !policy.shadow;
+            let coalesce = !self.is_head && !store_failed && !policy.shadow;
             if coalesce && !shared.coalesce_wait.is_zero() {
                 let layer = Arc::as_ptr(&policy) as usize;
                 let turn = shared.flights.take_turn(layer, &key, shared.coalesce_wait);
@@ -143,7 +158,7 @@ impl Plan {
                         if let Some(settings) = policy.lease.on() {
                             let headers = req.headers();
                             let leased = take_or_wait(
-                                &shared, &policy, &counters, settings, &primary, &key, headers,
+                                &shared, &policy, &counters, settings, &self.primary, &key, headers,
                             );
                             match leased.await {
                                 Leased::Lead(guard) => led.hold(guard),
@@ -165,7 +180,7 @@ impl Plan {
                         // a handler slower than the budget would otherwise leave none.
                         let deadline = deadline.and_then(|d| d.checked_add(waiting.elapsed()));
                         let headers = req.headers();
-                        let looked = lookup(&shared, &counters, &primary, headers, deadline);
+                        let looked = lookup(&shared, &counters, &self.primary, headers, deadline);
                         let found = looked.await.found;
                         let hit = fresh_hit(&shared, &policy, &counters, found, false, headers);
                         if let Some(res) = hit {
@@ -175,7 +190,78 @@ impl Plan {
                 }
             }
         }
+        self.fill(inner, req, lead, store_failed, fallback, false)
+            .await
+    }
 
+    /// Refreshes, in the background, the stale entry under `key` that `req` was just answered
+    /// with: `req` itself goes to `inner` (driven to readiness first unless `ready`) and its
+    /// response through the usual admission and store; it is never served. A HEAD stores
+    /// nothing, so it refreshes nothing.
+    pub(crate) fn revalidate<S, ReqB, ResB>(
+        self,
+        mut inner: S,
+        req: Request<ReqB>,
+        key: &CacheKey,
+        ready: bool,
+    ) where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body + Send + 'static,
+        ResB::Data: Send,
+        ResB::Error: Send,
+    {
+        if self.is_head {
+            return;
+        }
+        let Some(ticket) = refresh::start(&self.shared, &self.policy, &self.counters, key) else {
+            return;
+        };
+        refresh::run(ticket, move |lead| async move {
+            // tower's contract: a clone must be driven to readiness before it is called.
+            if !ready
+                && std::future::poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let filled = Box::pin(self.fill(inner, req, Some(lead), false, None, true)).await;
+            if let Ok(res) = filled {
+                refresh::drain(res.into_body()).await;
+            }
+        });
+    }
+
+    /// The handler, then the miss that answers and fills the entry. With a `fallback`, the
+    /// stale entry answers instead when the handler fails (`stale-if-error`). A `refresh`
+    /// counts no outcome: its request was counted when it was answered stale.
+    async fn fill<S, ReqB, ResB>(
+        self,
+        mut inner: S,
+        req: Request<ReqB>,
+        lead: Option<Lead>,
+        store_failed: bool,
+        fallback: Option<Arc<CachedResponse>>,
+        refresh: bool,
+    ) -> Result<Response<ResponseBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let Plan {
+            shared,
+            policy,
+            counters,
+            primary,
+            identity,
+            forced,
+            is_head,
+            learn,
+            ..
+        } = self;
         // Begun before the handler runs: an invalidation while it runs wins (see `generations`).
         let stamp = (!is_head).then(|| {
             let names = names::of_request(&shared, &policy, &req, identity.as_deref());
@@ -183,7 +269,39 @@ impl Plan {
         });
         let req_headers = req.headers().clone();
         let called = HandlerTimer::start();
-        let mut res = inner.call(req).await?;
+        let mut res = match fallback {
+            None => inner.call(req).await?,
+            Some(stale) => match guarded(inner.call(req), policy.origin_timeout).await {
+                Guarded::Ok(res) => res,
+                failed => {
+                    let instead = instead_of_error(
+                        &shared,
+                        &policy,
+                        &counters,
+                        &stale,
+                        is_head,
+                        &req_headers,
+                    );
+                    if let Some(res) = instead {
+                        // Nothing was stored; waiters look again and go on by themselves.
+                        if let Some(lead) = lead {
+                            lead.finish();
+                        }
+                        return Ok(res);
+                    }
+                    // The window ended while the handler ran: its failure goes out as it is.
+                    match failed {
+                        Guarded::Ok(res) | Guarded::ServerError(res) => res,
+                        Guarded::Err(e) => return Err(e),
+                        Guarded::Panicked(panic) => std::panic::resume_unwind(panic),
+                        Guarded::TimedOut => {
+                            counters.miss();
+                            return Ok(gateway_timeout(&shared));
+                        }
+                    }
+                }
+            },
+        };
         let late = names::take_handler_tags(&mut res);
         let res = match passed_on(&shared, learn.as_ref(), res) {
             Ok(handled) => {
@@ -195,7 +313,7 @@ impl Plan {
             }
             Err(res) => res,
         };
-        counters.handler_took(called);
+        let took = counters.handler_took(called);
         // The miss counts the outcome: a miss, or a bypass when the response is refused.
         let miss = Miss {
             shared,
@@ -209,6 +327,8 @@ impl Plan {
             store_failed,
             stamp,
             late,
+            compute_millis: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+            refresh,
         };
         if is_head {
             return Ok(miss.head(res));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, Request, StatusCode};
 
+use crate::entry::{secs, Grace};
 use crate::key::QueryKey;
 use crate::StoredHeaders;
 
@@ -215,6 +216,10 @@ pub(crate) struct RoutePolicy {
     pub(crate) invalidate_on_unsafe: bool,
     /// Fleet-wide stampede control: a missing key is computed under a lease in the store.
     pub(crate) lease: LeaseConfig,
+    /// The layer's stale windows; a response's own `Cache-Control` overrides each.
+    pub(crate) grace: Grace,
+    /// How long the handler may take when a stale entry could answer in its place.
+    pub(crate) origin_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -235,6 +240,8 @@ impl fmt::Debug for RoutePolicy {
             .field("shadow", &self.shadow)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .field("lease", &self.lease)
+            .field("grace", &self.grace)
+            .field("origin_timeout", &self.origin_timeout)
             .finish()
     }
 }
@@ -266,6 +273,8 @@ impl RoutePolicy {
             honor_client_no_cache: false,
             bypass_hooks: Vec::new(),
             shadow: false,
+            grace: Grace::default(),
+            origin_timeout: None,
         }
     }
 
@@ -353,6 +362,7 @@ impl RoutePolicy {
         }
         let mut max_age = None;
         let mut s_maxage = None;
+        let mut grace = self.grace;
         for (name, value) in directives(headers.get_all(header::CACHE_CONTROL).iter()) {
             match name.to_ascii_lowercase().as_str() {
                 "no-store" => return Err(BypassReason::NoStore),
@@ -360,6 +370,17 @@ impl RoutePolicy {
                 "private" if !per_user => return Err(BypassReason::Private),
                 "max-age" => max_age = value.and_then(parse_seconds),
                 "s-maxage" => s_maxage = value.and_then(parse_seconds),
+                // RFC 5861: the handler's own windows win over the layer's, in both modes.
+                "stale-while-revalidate" => {
+                    if let Some(d) = value.and_then(parse_seconds) {
+                        grace.stale_while_revalidate = secs(d);
+                    }
+                }
+                "stale-if-error" => {
+                    if let Some(d) = value.and_then(parse_seconds) {
+                        grace.stale_if_error = secs(d);
+                    }
+                }
                 _ => {}
             }
         }
@@ -382,7 +403,7 @@ impl RoutePolicy {
         if ttl.is_zero() {
             return Err(BypassReason::NoTtl);
         }
-        Ok(StorePlan { ttl, vary })
+        Ok(StorePlan { ttl, vary, grace })
     }
 }
 
@@ -392,6 +413,8 @@ pub(crate) struct StorePlan {
     pub(crate) ttl: Duration,
     /// The request headers the response varies on: lower-case, sorted, deduplicated.
     pub(crate) vary: Vec<HeaderName>,
+    /// How long past `ttl` it may be served stale.
+    pub(crate) grace: Grace,
 }
 
 /// Whether the request says `Cache-Control: only-if-cached`: a stored response or a `504`,

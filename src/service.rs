@@ -11,13 +11,14 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::bypass::{is_delegated, Bypassed};
-use crate::hit::{fresh_hit, lookup_now};
+use crate::hit::lookup_now;
 use crate::key::{primary_key, KeyInput, RequestParts};
 use crate::metrics::RouteCounters;
 use crate::plan::Plan;
 use crate::policy::{only_if_cached, Mode, RoutePolicy};
 use crate::route::{route_label, RouteLabel};
 use crate::shared::Shared;
+use crate::stale::{found, Found};
 use crate::status::{ask_mark, gateway_timeout, mark, wants_mark};
 use crate::trace;
 use crate::unsafe_methods::{is_unsafe, Write};
@@ -104,6 +105,14 @@ where
                 trace::bypassed(&span, finish.as_ref().map(|f| f.detail));
                 ResponseFuture::bypass(self.inner.call(req), finish)
             }
+            Decision::Revalidate(res, req, plan) => {
+                trace::answered(&span, &self.shared, &res);
+                if let Some(key) = plan.looked.clone() {
+                    // A clone, driven to readiness in the refresh's own task.
+                    plan.revalidate(self.inner.clone(), req, &key, false);
+                }
+                ResponseFuture::ready(res)
+            }
             Decision::Fill(req, plan) => {
                 // Take the service that was driven to readiness; leave a fresh clone in its place.
                 let clone = self.inner.clone();
@@ -124,6 +133,9 @@ enum Decision<ReqB, ResB: Body> {
     Bypass(Request<ReqB>, Option<Bypassed>),
     /// A lookup to wait for, then the handler and the store.
     Fill(Request<ReqB>, Plan),
+    /// A stale entry answered now (inside its stale-while-revalidate window); the request
+    /// goes on to refresh it in the background, if it may (see [`refresh`](crate::refresh)).
+    Revalidate(Response<ResponseBody<ResB>>, Request<ReqB>, Plan),
 }
 
 impl<S> CacheService<S> {
@@ -201,20 +213,23 @@ impl<S> CacheService<S> {
         trace::key(&primary);
         let is_head = req.method() == Method::HEAD;
         let mut looked = None;
+        let (mut fallback, mut stale) = (None, None);
         // A store that answers without waiting (the memory store) is asked here: a fresh hit
         // is answered at once, with no clone of the inner service and no boxed future.
         if !forced && shared.answers_now && !policy.shadow {
             let (timer, traced) = (counters.timer(), trace::lookup_start());
-            if let Some((found, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
+            if let Some((entry, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
                 counters.looked_up(timer);
                 trace::looked_up(traced);
-                if let Some(res) =
-                    fresh_hit(shared, policy, &counters, found, is_head, req.headers())
-                {
-                    counters.hit_took(timer);
-                    return Decision::Ready(mark(shared, res, wanted));
+                match found(shared, policy, &counters, entry, is_head, req.headers()) {
+                    Found::Fresh(res) => {
+                        counters.hit_took(timer);
+                        return Decision::Ready(mark(shared, res, wanted));
+                    }
+                    Found::Revalidate(res) => stale = Some(mark(shared, res, wanted)),
+                    Found::Miss(entry) => fallback = entry,
                 }
-                if only_if_cached {
+                if only_if_cached && stale.is_none() {
                     counters.miss();
                     return Decision::Ready(mark(shared, gateway_timeout(shared), wanted));
                 }
@@ -224,22 +239,24 @@ impl<S> CacheService<S> {
         let learn = learn(&req);
         let mut req = req;
         ask_mark(shared, &mut req);
-        Decision::Fill(
-            req,
-            Plan {
-                shared: shared.clone(),
-                policy: policy.clone(),
-                counters,
-                primary,
-                looked,
-                identity,
-                forced,
-                is_head,
-                only_if_cached,
-                learn,
-                mark: wanted,
-            },
-        )
+        let plan = Plan {
+            shared: shared.clone(),
+            policy: policy.clone(),
+            counters,
+            primary,
+            looked,
+            identity,
+            forced,
+            is_head,
+            only_if_cached,
+            learn,
+            mark: wanted,
+            fallback,
+        };
+        match stale {
+            Some(res) => Decision::Revalidate(res, req, plan),
+            None => Decision::Fill(req, plan),
+        }
     }
 }
 

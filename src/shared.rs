@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// Permits for background writes: a write that finds none is skipped, never queued.
     pub(crate) writes: Arc<tokio::sync::Semaphore>,
     pub(crate) max_writes: u32,
+    /// Permits for background refreshes of stale entries: none left, the refresh is skipped.
+    pub(crate) refreshes: Arc<tokio::sync::Semaphore>,
     /// `get_or_insert_with` computations in progress.
     #[cfg(feature = "values")]
     pub(crate) value_flights: crate::value_flight::Flights,

@@ -188,7 +188,8 @@ pub(crate) fn target(
     let names: Arc<[HeaderName]> = vary.into();
     let variant = primary.with_variant(&names, req_headers);
     let now = entry.stored_at_millis;
-    let ttl_ms = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
+    // Remembered as long as the entry is kept: stale windows included.
+    let ttl_ms = u64::try_from(entry.keep_for().as_millis()).unwrap_or(u64::MAX);
     let id = variant.variant().unwrap_or(primary.primary());
     if shared.variants.admit(
         primary.primary(),
@@ -211,7 +212,8 @@ pub(crate) async fn store(
     target: Target,
     entry: CachedResponse,
 ) -> Stored {
-    let (ttl, bytes) = (entry.ttl, entry.body.len());
+    // The store keeps it past freshness for as long as it may be served stale.
+    let (ttl, bytes) = (entry.keep_for(), entry.body.len());
     let result = match target {
         Target::Primary => {
             shared.vary.invalidate(primary.primary());

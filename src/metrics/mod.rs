@@ -55,12 +55,14 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_coalesced_total` | counter | `route` | requests that waited for a concurrent miss of the same key until it was done |
 /// | `{ns}_cache_invalidated_total` | counter | `route` | stored responses found invalidated (a tag, path, user or version bumped since their miss began) and not served |
 /// | `{ns}_cache_soft_invalidated_total` | counter | `route` | of those, the ones only soft-invalidated (`invalidate_tag_soft`…): stale, kept in the store |
+/// | `{ns}_cache_stale_total` | counter | `route` | requests answered from a stored response past its freshness: inside its stale-while-revalidate window, or in place of a handler's error (see [`RouteStats::stale`]) |
+/// | `{ns}_cache_refreshes_skipped_total` | counter | `route` | background refreshes of a stale response not started, [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) being in flight |
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
 /// | `{ns}_cache_breaker_state` | gauge | — | the [`RedisStore`](crate::RedisStore)'s circuit breaker: `0` closed, `1` half-open (one probe in flight), `2` open |
 ///
-/// Every request counts exactly once, as a hit, a miss or a bypass. Lookups are timed on a
+/// Every request counts exactly once, as a hit, a stale answer, a miss or a bypass. Lookups are timed on a
 /// sample — the route's first hit, then about one request in 16 — so a hit reads no clock at
 /// all most of the time. Handlers are timed on every call.
 ///
@@ -114,6 +116,8 @@ pub(crate) struct RouteCounters {
     coalesced: AtomicU64,
     invalidated: AtomicU64,
     soft_invalidated: AtomicU64,
+    stale: AtomicU64,
+    refreshes_skipped: AtomicU64,
     bypasses: [AtomicU64; BypassReason::ALL.len()],
     handler: Timing,
     hit: Timing,
@@ -138,6 +142,8 @@ impl RouteCounters {
             coalesced: AtomicU64::new(0),
             invalidated: AtomicU64::new(0),
             soft_invalidated: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+            refreshes_skipped: AtomicU64::new(0),
             bypasses: Default::default(),
             handler: Timing::default(),
             hit: Timing::default(),
@@ -206,6 +212,16 @@ impl RouteCounters {
         self.soft_invalidated.fetch_add(1, Relaxed);
         self.recorded.soft_invalidated();
     }
+    /// A request was answered from a stored response past its freshness.
+    pub(crate) fn stale(&self) {
+        self.stale.fetch_add(1, Relaxed);
+        self.recorded.stale();
+    }
+    /// A stale response's refresh was not started: too many were in flight.
+    pub(crate) fn refresh_skipped(&self) {
+        self.refreshes_skipped.fetch_add(1, Relaxed);
+        self.recorded.refresh_skipped();
+    }
     pub(crate) fn bypass(&self, reason: BypassReason) {
         let i = BypassReason::ALL
             .iter()
@@ -233,10 +249,11 @@ impl RouteCounters {
         }
     }
     /// The handler called at `called` has answered.
-    pub(crate) fn handler_took(&self, called: HandlerTimer) {
+    pub(crate) fn handler_took(&self, called: HandlerTimer) -> Duration {
         let took = called.elapsed();
         self.handler.add(took);
         self.recorded.handler(took);
+        took
     }
 
     fn verdict(&self) -> Verdict {
@@ -279,6 +296,8 @@ impl RouteCounters {
             coalesced: self.coalesced.load(Relaxed),
             invalidated: self.invalidated.load(Relaxed),
             soft_invalidated: self.soft_invalidated.load(Relaxed),
+            stale: self.stale.load(Relaxed),
+            refreshes_skipped: self.refreshes_skipped.load(Relaxed),
             bypasses: BypassReason::ALL
                 .iter()
                 .zip(&self.bypasses)

@@ -67,7 +67,7 @@ impl Metrics {
 /// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
-pub(super) const COUNTERS: [Counter; 9] = [
+pub(super) const COUNTERS: [Counter; 11] = [
     ("hits_total", "Requests answered from the cache.", |s| {
         s.hits
     }),
@@ -106,6 +106,16 @@ pub(super) const COUNTERS: [Counter; 9] = [
         "soft_invalidated_total",
         "Of the stored responses found invalidated, those only soft-invalidated (stale).",
         |s| s.soft_invalidated,
+    ),
+    (
+        "stale_total",
+        "Requests answered from a stored response past its freshness.",
+        |s| s.stale,
+    ),
+    (
+        "refreshes_skipped_total",
+        "Background refreshes of stale responses not started: too many in flight.",
+        |s| s.refreshes_skipped,
     ),
 ];
 

@@ -37,6 +37,8 @@ mod with_facade {
         coalesced: Counter,
         invalidated: Counter,
         soft_invalidated: Counter,
+        stale: Counter,
+        refreshes_skipped: Counter,
         /// Registered at a reason's first bypass on the route: a route shows only the reasons
         /// it has seen, not fourteen zeros.
         bypasses: [OnceLock<Counter>; BypassReason::ALL.len()],
@@ -60,6 +62,8 @@ mod with_facade {
                 coalesced: counter("coalesced_total"),
                 invalidated: counter("invalidated_total"),
                 soft_invalidated: counter("soft_invalidated_total"),
+                stale: counter("stale_total"),
+                refreshes_skipped: counter("refreshes_skipped_total"),
                 bypasses: Default::default(),
                 lookup: histogram("lookup_seconds"),
                 handler: histogram("handler_seconds"),
@@ -92,6 +96,12 @@ mod with_facade {
         }
         pub(crate) fn soft_invalidated(&self) {
             self.soft_invalidated.increment(1);
+        }
+        pub(crate) fn stale(&self) {
+            self.stale.increment(1);
+        }
+        pub(crate) fn refresh_skipped(&self) {
+            self.refreshes_skipped.increment(1);
         }
         pub(crate) fn bypass(&self, i: usize, reason: BypassReason) {
             let Some(slot) = self.bypasses.get(i) else {
@@ -159,6 +169,8 @@ mod without_facade {
         pub(crate) fn coalesced(&self) {}
         pub(crate) fn invalidated(&self) {}
         pub(crate) fn soft_invalidated(&self) {}
+        pub(crate) fn stale(&self) {}
+        pub(crate) fn refresh_skipped(&self) {}
         pub(crate) fn bypass(&self, _: usize, _: BypassReason) {}
         pub(crate) fn lookup(&self, _: Duration) {}
         pub(crate) fn handler(&self, _: Duration) {}

@@ -58,6 +58,13 @@ pub struct RouteStats {
     /// ([`invalidate_tag_soft`](crate::ResponseCache::invalidate_tag_soft)…): stale, still in
     /// the store.
     pub soft_invalidated: u64,
+    /// Requests answered from a stored response past its freshness, inside its
+    /// stale-while-revalidate window or in place of a handler's error (stale-if-error).
+    pub stale: u64,
+    /// Background refreshes of a stale response not started because
+    /// [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) were already in flight
+    /// (the stale response was served all the same).
+    pub refreshes_skipped: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a
     /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response
@@ -85,10 +92,10 @@ impl RouteStats {
         hit_ratio(self.hits, self.misses)
     }
 
-    /// Every request counted: hits, misses and bypasses.
+    /// Every request counted: hits, stale answers, misses and bypasses.
     #[must_use]
     pub fn requests(&self) -> u64 {
-        self.hits + self.misses + self.bypasses.iter().map(|(_, n)| n).sum::<u64>()
+        self.hits + self.stale + self.misses + self.bypasses.iter().map(|(_, n)| n).sum::<u64>()
     }
 }
 
