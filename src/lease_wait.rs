@@ -83,7 +83,6 @@ pub(crate) async fn take_or_wait<B: Body>(
 /// [`Taken::Granted`] (refresh, and let the guard go when the entry is written),
 /// [`Taken::Held`] (another process refreshes: skip) or [`Taken::Failed`] (the store failed,
 /// counted: fail open and refresh).
-#[allow(dead_code)] // Called by the stale-while-revalidate refresh.
 pub(crate) async fn try_now(
     shared: &Shared,
     policy: &RoutePolicy,

@@ -12,7 +12,8 @@ use tower_service::Service;
 use crate::bypass::passed_on;
 use crate::coalesce::{Joined, Lead};
 use crate::hit::{fresh_hit, lookup};
-use crate::lease_wait::{take_or_wait, Leased};
+use crate::lease::Taken;
+use crate::lease_wait::{take_or_wait, try_now, Leased};
 use crate::metrics::{HandlerTimer, RouteCounters};
 use crate::miss::Miss;
 use crate::names;
@@ -20,7 +21,7 @@ use crate::policy::RoutePolicy;
 use crate::refresh;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
-use crate::stale::{found, guarded, instead_of_error, Found, Guarded};
+use crate::stale::{found, guarded, instead_of_error, soft_stale, Found, Guarded};
 use crate::status::{gateway_timeout, handled, mark, with_status};
 use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, CachedResponse, ResponseBody};
@@ -116,14 +117,28 @@ impl Plan {
                     trace::looked_up(traced);
                     store_failed = looked.failed;
                     let headers = req.headers();
-                    match found(
-                        &shared,
-                        &policy,
-                        &counters,
-                        looked.found,
-                        self.is_head,
-                        headers,
-                    ) {
+                    // Soft-invalidated: served stale while one refresh replaces it, like an
+                    // entry in its stale-while-revalidate window (never by a shadowed layer).
+                    let soft = looked.soft.filter(|_| !policy.shadow);
+                    let verdict = match soft {
+                        Some(entry) => Found::Revalidate(soft_stale(
+                            &shared,
+                            &policy,
+                            &counters,
+                            &entry,
+                            self.is_head,
+                            headers,
+                        )),
+                        None => found(
+                            &shared,
+                            &policy,
+                            &counters,
+                            looked.found,
+                            self.is_head,
+                            headers,
+                        ),
+                    };
+                    match verdict {
                         Found::Fresh(res) => {
                             counters.hit_took(timer);
                             if !policy.shadow {
@@ -158,7 +173,13 @@ impl Plan {
                         if let Some(settings) = policy.lease.on() {
                             let headers = req.headers();
                             let leased = take_or_wait(
-                                &shared, &policy, &counters, settings, &self.primary, &key, headers,
+                                &shared,
+                                &policy,
+                                &counters,
+                                settings,
+                                &self.primary,
+                                &key,
+                                headers,
                             );
                             match leased.await {
                                 Leased::Lead(guard) => led.hold(guard),
@@ -219,7 +240,16 @@ impl Plan {
         let Some(ticket) = refresh::start(&self.shared, &self.policy, &self.counters, key) else {
             return;
         };
-        refresh::run(ticket, move |lead| async move {
+        let key = key.clone();
+        refresh::run(ticket, move |mut lead| async move {
+            // With a lease, only the process holding it refreshes; the others go on serving the
+            // stale entry until its refresh lands. A store that fails is no reason to skip one.
+            let (shared, policy, counters) = (&self.shared, &self.policy, &self.counters);
+            match try_now(shared, policy, counters, &key).await {
+                Some(Taken::Held) => return lead.finish(),
+                Some(Taken::Granted(guard)) => lead.hold(guard),
+                Some(Taken::Failed) | None => {}
+            }
             // tower's contract: a clone must be driven to readiness before it is called.
             if !ready
                 && std::future::poll_fn(|cx| inner.poll_ready(cx))

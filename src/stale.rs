@@ -98,6 +98,29 @@ pub(crate) fn instead_of_error<B: Body>(
 
 const ORIGIN_ERROR: &str = "; detail=origin-error";
 
+/// `entry`, soft-invalidated (`invalidate_tag_soft`…), answered stale while one refresh
+/// replaces it (counted as stale): `Cache-Status: …; ttl=N; fwd=stale; detail=invalidated`.
+pub(crate) fn soft_stale<B: Body>(
+    shared: &Shared,
+    policy: &RoutePolicy,
+    counters: &RouteCounters,
+    entry: &Arc<CachedResponse>,
+    is_head: bool,
+    req_headers: &HeaderMap,
+) -> Response<ResponseBody<B>> {
+    counters.stale();
+    let now = shared.clock.now_millis();
+    stale(
+        shared,
+        policy,
+        entry,
+        now,
+        is_head,
+        req_headers,
+        "; detail=invalidated",
+    )
+}
+
 /// A stale entry's response: its real `Age`, and `Cache-Status: …; ttl=-N; fwd=stale` with N
 /// the seconds past freshness (rounded up), then `detail`.
 fn stale<B: Body>(
