@@ -1,6 +1,7 @@
 //! A fleet of twiscope processes on one Redis and one `--db` file: a cold expensive key is
-//! computed once fleet-wide (the lease), and a lease holder that dies mid-computation delays the
-//! others by at most the lease. Black box, like `twiscope.rs`: real processes, a real
+//! computed once fleet-wide (the lease), a lease holder that dies mid-computation delays the
+//! others by at most the lease, and an expired entry is served stale at once while a single
+//! refresh runs (stale-while-revalidate). Black box, like `twiscope.rs`: real processes, a real
 //! redis-server, real clocks — the lease lives in Redis (`PX`), so its expiry is Redis's clock
 //! against the processes' own, which only real time exercises. Build the example first when
 //! filtering (`cargo build --example twiscope`).
@@ -191,6 +192,75 @@ fn a_dead_lease_holder_delays_the_others_by_at_most_the_lease() {
         "B answered after {:?} (lease {pttl} ms left at the kill, query {delay:?})",
         reply.elapsed
     );
+}
+
+#[test]
+fn an_expired_entry_is_served_stale_at_once_while_one_process_refreshes_it() {
+    let _fleet = one_fleet_at_a_time();
+    let Some(redis) = RedisServer::start("twiscope_fleet_stale") else {
+        return;
+    };
+    // A query far slower than a hit, and a TTL short enough to wait out; the stale window is
+    // one more TTL, far longer than the few requests below take.
+    const DELAY_MS: u64 = 1_000;
+    const TTL_MS: u64 = 2_000;
+    let delay = Duration::from_millis(DELAY_MS);
+    let db = TempDb::new("stale");
+    let url = redis.url();
+    let process = || {
+        let mut command = twiscope(&url);
+        command
+            .arg("--db")
+            .arg(db.path())
+            .env("TWISCOPE_QUERY_DELAY_MS", DELAY_MS.to_string())
+            .env("TWISCOPE_TRENDING_TTL_MS", TTL_MS.to_string());
+        spawn(command, &url)
+    };
+    let fleet = [process(), process()];
+    let before = fleet[0].db_queries();
+    let cold = fleet[0].get("/trending", &[]);
+    assert_eq!(cold.status, 200, "{cold:?}");
+    let stored = Instant::now();
+    let cost = fleet[0].db_queries() - before;
+    assert!(
+        cold.elapsed >= delay,
+        "the cold answer waited for the query"
+    );
+    assert!(fleet[1].get_until_hit("/trending", &[]).is_hit(), "shared");
+
+    std::thread::sleep(Duration::from_millis(TTL_MS + 300).saturating_sub(stored.elapsed()));
+    let before = queries(&fleet);
+    for server in &fleet {
+        let stale = server.get("/trending", &[]);
+        assert_eq!(stale.status, 200, "{stale:?}");
+        assert_eq!(stale.body, cold.body, "the stale copy");
+        assert!(
+            stale.cache_status().contains("fwd=stale"),
+            "{}",
+            stale.cache_status()
+        );
+        // Not the query's time: the stale copy goes out while the refresh runs.
+        assert!(
+            stale.elapsed < delay / 2,
+            "{:?}: waited for the refresh",
+            stale.elapsed
+        );
+    }
+    // The refresh lands (fresh hits again), and it was one computation for the whole fleet.
+    let refreshed = Instant::now();
+    loop {
+        let reply = fleet[1].get("/trending", &[]);
+        if reply.is_hit() && !reply.cache_status().contains("stale") {
+            break;
+        }
+        assert!(
+            refreshed.elapsed() < delay + MARGIN,
+            "never refreshed: {}",
+            reply.cache_status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(queries(&fleet) - before, cost, "one refresh fleet-wide");
 }
 
 #[test]
