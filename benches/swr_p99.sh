@@ -9,8 +9,9 @@
 # (TWISCOPE_TRENDING_TTL_MS), so a steady wrk load crosses several expiries in one run; once with
 # SWR (the default on Redis) and once with TWISCOPE_SWR=0. twiscope and redis-server are pinned
 # to SERVER_CPU, wrk to WRK_CPU, as in http_load.sh. wrk measures every request; the table gives
-# p50, p99, p99.9 and max in milliseconds, and "slow": the requests that took at least half the
-# query delay, i.e. that waited for the query instead of getting a cached answer.
+# p50, p99, p99.9 and max in milliseconds, and "slow": the share of latencies of at least half the
+# query delay, i.e. of requests that waited for the query instead of getting a cached answer
+# (of wrk's samples, which it corrects for coordinated omission: see latency_percentiles.lua).
 #
 # Settings (environment): DELAY_MS (200), TTL_MS (2000), DUR (12 s), THREADS (2), CONNS (16),
 # ROUNDS (2), SERVER_CPU (0), WRK_CPU (1), SCALE (1: the data set twiscope seeds), TW (a twiscope
@@ -95,7 +96,7 @@ start_twiscope() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 db_queries() { curl -fsS "$1/metrics" | awk '$1 == "twiscope_db_queries_total" { print $2 }'; }
 
-echo "| round | SWR | req/s | p50 ms | p99 ms | p99.9 ms | max ms | requests | slow (≥ $((DELAY_MS / 2)) ms) | queries run |"
+echo "| round | SWR | req/s | p50 ms | p99 ms | p99.9 ms | max ms | requests | slow (≥ $((DELAY_MS / 2)) ms) % | queries run |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 : >"$TMP/on"; : >"$TMP/off"
 for r in $(seq 1 "$ROUNDS"); do
@@ -122,8 +123,8 @@ done
 echo ""
 for mode in on off; do
     awk -v m="$mode" '{ p50 += $1; p99 += $2; p999 += $3; if ($4 > max) max = $4; slow += $5; n++ }
-        END { printf "SWR %s: mean p50 %.2f ms, mean p99 %.2f ms, mean p99.9 %.2f ms, max %.2f ms, slow requests %d (%d runs)\n",
-              m, p50 / n, p99 / n, p999 / n, max, slow, n }' "$TMP/$mode"
+        END { printf "SWR %s: mean p50 %.2f ms, mean p99 %.2f ms, mean p99.9 %.2f ms, max %.2f ms, mean slow %.3f %% (%d runs)\n",
+              m, p50 / n, p99 / n, p999 / n, max, slow / n, n }' "$TMP/$mode"
 done
 say ""
 say "# load at end: $(uptime | sed 's/.*load average/load average/')"
