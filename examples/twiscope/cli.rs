@@ -2,7 +2,9 @@
 //! dependency; five flags do not need one.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
 twiscope: a social-analytics API cached with tower-response-cache
@@ -24,6 +26,17 @@ Options:
 
 Environment: CACHE_INVALIDATION_POLL_MS (default 1000) is how often a twiscope on Redis looks
 for the invalidations of the others sharing it: a POST to one shows in every other within it.
+
+On Redis, /trending and /influencers/{platform} are computed once for the whole fleet: the
+twiscope about to run the query takes a 5 s lease in Redis and the others wait for its answer
+(at most 5 s, then they run it themselves; a crashed holder's lease expires on its own). Past
+its TTL an entry is still served, stale, for up to one more TTL while a single refresh runs
+(stale-while-revalidate), so no request waits for the query at expiry. On memory, concurrent
+misses are coalesced within the process and an expired entry is recomputed on demand.
+
+Testing: TWISCOPE_QUERY_DELAY_MS adds that long to each /trending and /influencers query;
+TWISCOPE_TRENDING_TTL_MS and TWISCOPE_INFLUENCERS_TTL_MS override their TTLs; TWISCOPE_SWR=0
+turns stale-while-revalidate off.
 
 Logging: warnings (Redis unreachable, circuit breaker open) and the breaker's recovery go to
 stderr; RUST_LOG overrides the default filter 'warn,tower_response_cache=info'.
@@ -58,6 +71,99 @@ pub(crate) struct Options {
     pub(crate) db: Option<PathBuf>,
     /// Fraction of the default data set to seed. Hidden (tests seed small to start fast).
     pub(crate) scale: f64,
+    /// The environment-only settings of tests and benchmarks.
+    pub(crate) knobs: Knobs,
+}
+
+/// Settings for tests and benchmarks, from the environment only (the usage text's "Testing"
+/// line): they make the expensive routes expensive and short-lived enough that a stampede or
+/// an expiry happens within a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Knobs {
+    /// Slept before each `/trending` and `/influencers` query: a simulated aggregation cost.
+    pub(crate) query_delay: Duration,
+    /// Overrides the `/trending` TTL.
+    pub(crate) trending_ttl: Option<Duration>,
+    /// Overrides the `/influencers/{platform}` TTL.
+    pub(crate) influencers_ttl: Option<Duration>,
+    /// Stale-while-revalidate on Redis; off (`TWISCOPE_SWR=0`) only for the benchmark's
+    /// baseline.
+    pub(crate) swr: bool,
+}
+
+impl Knobs {
+    /// The knobs `env` sets; a malformed value is an error naming its variable.
+    fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Self, UsageError> {
+        // A TTL of a whole day is far past any test; a delay of a minute past any query.
+        const TTL_MS: RangeInclusive<u64> = 1..=86_400_000;
+        let swr = match env("TWISCOPE_SWR").filter(|v| !v.is_empty()).as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => {
+                return Err(UsageError(format!(
+                    "TWISCOPE_SWR must be 0 or 1, got '{other}'"
+                )))
+            }
+        };
+        Ok(Self {
+            query_delay: millis(env, "TWISCOPE_QUERY_DELAY_MS", 0..=60_000)?.unwrap_or_default(),
+            trending_ttl: millis(env, "TWISCOPE_TRENDING_TTL_MS", TTL_MS)?,
+            influencers_ttl: millis(env, "TWISCOPE_INFLUENCERS_TTL_MS", TTL_MS)?,
+            swr,
+        })
+    }
+
+    /// The knobs that differ from the defaults, for the start-up diagnostics; empty if none.
+    pub(crate) fn describe(&self) -> String {
+        let mut set = Vec::new();
+        if !self.query_delay.is_zero() {
+            set.push(format!("query delay {:?}", self.query_delay));
+        }
+        if let Some(ttl) = self.trending_ttl {
+            set.push(format!("/trending TTL {ttl:?}"));
+        }
+        if let Some(ttl) = self.influencers_ttl {
+            set.push(format!("/influencers TTL {ttl:?}"));
+        }
+        if !self.swr {
+            set.push("stale-while-revalidate off".to_owned());
+        }
+        set.join(", ")
+    }
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            query_delay: Duration::ZERO,
+            trending_ttl: None,
+            influencers_ttl: None,
+            swr: true,
+        }
+    }
+}
+
+/// The variable `name` read by `env` as milliseconds within `range`; `None` when unset or empty.
+fn millis(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<Duration>, UsageError> {
+    let Some(value) = env(name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| range.contains(ms))
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{name} must be a whole number of milliseconds from {} to {}, got '{value}'",
+                range.start(),
+                range.end()
+            ))
+        })
 }
 
 /// The cache a `--cache` value names.
@@ -172,12 +278,14 @@ pub(crate) fn parse(
                 ))
             })?,
     };
+    let knobs = Knobs::from_env(&env)?;
     Ok(Command::Run(Options {
         listen,
         cache,
         store,
         db,
         scale,
+        knobs,
     }))
 }
 
@@ -251,6 +359,52 @@ mod tests {
             .0
             .contains("--scale"));
         assert_eq!(run(&["-h"], &[]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn testing_knobs_from_the_environment() {
+        let Ok(Command::Run(o)) = run(&[], &[]) else {
+            panic!()
+        };
+        assert_eq!(o.knobs, Knobs::default());
+        assert_eq!(o.knobs.describe(), "");
+        let Ok(Command::Run(o)) = run(
+            &[],
+            &[
+                ("TWISCOPE_QUERY_DELAY_MS", "300"),
+                ("TWISCOPE_TRENDING_TTL_MS", "2000"),
+                ("TWISCOPE_INFLUENCERS_TTL_MS", "1"),
+                ("TWISCOPE_SWR", "0"),
+            ],
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            o.knobs,
+            Knobs {
+                query_delay: Duration::from_millis(300),
+                trending_ttl: Some(Duration::from_secs(2)),
+                influencers_ttl: Some(Duration::from_millis(1)),
+                swr: false,
+            }
+        );
+        assert_eq!(
+            o.knobs.describe(),
+            "query delay 300ms, /trending TTL 2s, /influencers TTL 1ms, \
+             stale-while-revalidate off"
+        );
+        for (name, value) in [
+            ("TWISCOPE_QUERY_DELAY_MS", "-1"),
+            ("TWISCOPE_QUERY_DELAY_MS", "60001"),
+            ("TWISCOPE_QUERY_DELAY_MS", "0.5"),
+            ("TWISCOPE_TRENDING_TTL_MS", "0"),
+            ("TWISCOPE_TRENDING_TTL_MS", "2s"),
+            ("TWISCOPE_INFLUENCERS_TTL_MS", "86400001"),
+            ("TWISCOPE_SWR", "no"),
+        ] {
+            let e = run(&[], &[(name, value)]).unwrap_err().0;
+            assert!(e.contains(name) && e.contains(value), "{e}");
+        }
     }
 
     #[test]

@@ -163,6 +163,14 @@ async fn run(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let expensive = routes::Expensive::new(options.store, &options.knobs);
+    if let Some(what) = expensive.describe() {
+        eprintln!("twiscope: {what}");
+    }
+    let knobs = options.knobs.describe();
+    if !knobs.is_empty() {
+        eprintln!("twiscope: testing: {knobs}");
+    }
     // The one start-up line; tests and load scripts parse the address out of it.
     println!(
         "twiscope listening on http://{addr} (cache: {})",
@@ -170,7 +178,7 @@ async fn run(options: Options) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
 
-    let app = routes::app(db, cache, prometheus);
+    let app = routes::app(db, cache, prometheus, expensive, options.knobs.query_delay);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await

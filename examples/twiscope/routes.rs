@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower_response_cache::{CacheLayer, ResponseCache};
 
+use crate::cli::{Knobs, Store};
 use crate::db::{platform_id, Db, DbError, Hashtag, Influencer, PLATFORMS};
 use crate::i18n::Lang;
 use crate::{metrics, page, record};
@@ -21,6 +22,15 @@ use crate::{metrics, page, record};
 const TRENDING_TTL: Duration = Duration::from_secs(15 * 60);
 const INFLUENCERS_TTL: Duration = Duration::from_secs(60);
 const STATS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How long a twiscope on Redis holds the fleet-wide lease on a cold `/trending` or
+/// `/influencers` key: far longer than the aggregation takes (tens of milliseconds), so a live
+/// holder never loses it, and short enough that a crashed one delays the others by seconds.
+const LEASE: Duration = Duration::from_secs(5);
+
+/// How long the others wait for the lease holder's entry before running the query themselves:
+/// the lease's own length, so a crashed holder costs them at most that.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// The tag every cached page, fragment and value of one platform carries, `{platform}` filled
 /// from the route's path: a write to the platform invalidates it ([`record::after_write`]).
@@ -38,24 +48,95 @@ pub(crate) struct AppState {
     pub(crate) cache: Option<ResponseCache>,
     /// The installed recorder, rendered by `GET /metrics`.
     pub(crate) prometheus: PrometheusHandle,
+    /// Slept before each `/trending` and `/influencers` query ([`Knobs::query_delay`]).
+    pub(crate) query_delay: Duration,
+}
+
+/// The cache settings of `/trending` and `/influencers/{platform}`, the routes whose query is
+/// expensive: their TTL and, on Redis, the fleet-wide lease and stale-while-revalidate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expensive {
+    trending_ttl: Duration,
+    influencers_ttl: Duration,
+    /// A shared store: several processes would each run the query at once without the lease.
+    fleet: bool,
+    swr: bool,
+}
+
+impl Expensive {
+    pub(crate) fn new(store: Store, knobs: &Knobs) -> Self {
+        let fleet = store == Store::Redis;
+        Self {
+            trending_ttl: knobs.trending_ttl.unwrap_or(TRENDING_TTL),
+            influencers_ttl: knobs.influencers_ttl.unwrap_or(INFLUENCERS_TTL),
+            fleet,
+            // On memory, an expired entry is recomputed on demand, as before; this process's
+            // concurrent misses are coalesced anyway.
+            swr: fleet && knobs.swr,
+        }
+    }
+
+    /// A per-route layer of `cache` with the TTL `ttl` and, on Redis, the lease and (unless turned off) a grace
+    /// window of one more TTL: the copy that was good for `ttl` is still a better answer while
+    /// the refresh runs than a wait for the query.
+    fn layer(self, cache: &ResponseCache, ttl: Duration) -> CacheLayer {
+        let layer = cache.ttl(ttl);
+        if !self.fleet {
+            return layer;
+        }
+        let layer = layer.lease(LEASE).lease_wait(LEASE_WAIT);
+        if self.swr {
+            layer.stale_while_revalidate(ttl)
+        } else {
+            layer
+        }
+    }
+
+    /// What the expensive routes do beyond their TTL, for the start-up diagnostics; `None` on
+    /// memory, where nothing changes.
+    pub(crate) fn describe(self) -> Option<String> {
+        self.fleet.then(|| {
+            format!(
+                "on Redis, /trending and /influencers/{{platform}} take a {LEASE:?} lease to \
+                 compute a missing entry once for every twiscope sharing it (the others wait up \
+                 to {LEASE_WAIT:?}), {}",
+                if self.swr {
+                    "and serve an expired entry for up to one more TTL while one refresh runs \
+                     (stale-while-revalidate)"
+                } else {
+                    "without stale-while-revalidate (TWISCOPE_SWR=0)"
+                }
+            )
+        })
+    }
 }
 
 /// The whole API. With a cache, the expensive routes get their own per-route layer and the
 /// router the app-wide one; without, no cache layer at all (the uncached origin).
-pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHandle) -> Router {
-    let per_route = |make: fn(&ResponseCache) -> CacheLayer| cache.as_ref().map(make);
+pub(crate) fn app(
+    db: Db,
+    cache: Option<ResponseCache>,
+    prometheus: PrometheusHandle,
+    expensive: Expensive,
+    query_delay: Duration,
+) -> Router {
+    let per_route = |make: &dyn Fn(&ResponseCache) -> CacheLayer| cache.as_ref().map(make);
     let router = Router::new()
         .route(
             "/trending",
-            cached(get(trending), per_route(|c| c.ttl(TRENDING_TTL))),
+            cached(
+                get(trending),
+                per_route(&|c| expensive.layer(c, expensive.trending_ttl)),
+            ),
         )
         .route(
             "/influencers/{platform}",
             // The key ignores every query parameter but `limit`: `?limit=5&page=2` is `?limit=5`.
             cached(
                 get(top_influencers),
-                per_route(|c| {
-                    c.ttl(INFLUENCERS_TTL)
+                per_route(&|c| {
+                    expensive
+                        .layer(c, expensive.influencers_ttl)
                         .vary_query(["limit"])
                         .tags([PLATFORM_TAG])
                 }),
@@ -71,7 +152,7 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHa
             // response and keeps one entry per language.
             cached(
                 get(platform_stats),
-                per_route(|c| c.ttl(STATS_TTL).tags([PLATFORM_TAG])),
+                per_route(&|c| c.ttl(STATS_TTL).tags([PLATFORM_TAG])),
             ),
         )
         // Per user: `Authorization`, or the `X-Api-Key` declared with `bypass_when`, makes the
@@ -83,6 +164,7 @@ pub(crate) fn app(db: Db, cache: Option<ResponseCache>, prometheus: PrometheusHa
             db,
             cache: cache.clone(),
             prometheus,
+            query_delay,
         });
     match cache {
         Some(cache) => router.layer(cache.layer()),
@@ -94,6 +176,16 @@ fn cached(route: MethodRouter<AppState>, layer: Option<CacheLayer>) -> MethodRou
     match layer {
         Some(layer) => route.layer(layer),
         None => route,
+    }
+}
+
+impl AppState {
+    /// Waits the testing knob's query delay, if any. Outside the database lock, so a slow
+    /// aggregation delays its own request only, as a slow query on a real database server would.
+    async fn simulated_cost(&self) {
+        if !self.query_delay.is_zero() {
+            tokio::time::sleep(self.query_delay).await;
+        }
     }
 }
 
@@ -188,6 +280,7 @@ fn ranked<T>(items: Vec<T>) -> Vec<Ranked<T>> {
 
 /// `GET /trending`: the 20 most mentioned hashtags.
 async fn trending(State(s): State<AppState>) -> Result<Json<Trending>, ApiError> {
+    s.simulated_cost().await;
     let hashtags = s.db.run(|sql| sql.trending()).await?;
     Ok(Json(Trending {
         hashtags: ranked(hashtags),
@@ -228,6 +321,7 @@ async fn top_influencers(
             .filter(|n| (1..=100).contains(n))
             .ok_or_else(bad_limit)?,
     };
+    s.simulated_cost().await;
     let influencers = s.db.run(move |sql| sql.top_influencers(id, limit)).await?;
     Ok(Json(Top {
         platform: PLATFORMS[platform_index(id)],

@@ -118,6 +118,12 @@ pub fn spawn(mut command: Command, cache: &str) -> Server {
 }
 
 impl Server {
+    /// Kills the process (SIGKILL: no graceful shutdown, no lease released) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         raw_http::send_blocking(&self.addr, method, path, headers, body)
     }
