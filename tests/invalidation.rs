@@ -5,6 +5,8 @@
 mod common;
 #[path = "invalidation/scenarios.rs"]
 mod scenarios;
+#[path = "invalidation/soft.rs"]
+mod soft;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +59,25 @@ async fn a_soft_invalidated_entry_stays_in_the_store_until_its_refresh_replaces_
     assert_eq!(scenarios::invalidated(&site), (1, 1));
     assert_eq!(store.entry_count(), entries);
     assert_ne!(stored().await, old, "replaced by the refresh");
+}
+
+fn soft_site() -> soft::Soft {
+    soft::Soft::new(fresh(), |layer| layer)
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_a_soft_invalidated_url_share_one_refresh() {
+    soft::concurrent_requests_share_one_refresh(&soft_site()).await;
+}
+
+#[tokio::test]
+async fn an_unstorable_refresh_answer_is_never_served() {
+    soft::an_unstorable_refresh_answer_is_never_served(&soft_site()).await;
+}
+
+#[tokio::test]
+async fn a_shadowed_layer_never_serves_a_soft_invalidated_entry() {
+    soft::a_shadowed_layer_never_serves_stale(&soft_site()).await;
 }
 
 fn site_text(body: &[u8]) -> String {
