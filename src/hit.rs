@@ -59,8 +59,7 @@ pub(crate) struct Lookup {
     /// The store failed or ran out of time: no entry will be found or written this time.
     pub(crate) failed: bool,
     /// The entry found soft-invalidated (not in `found`): the copy to serve stale while one
-    /// refresh runs, once stale serving is wired in; a miss until then.
-    #[allow(dead_code)] // read once stale serving is wired in
+    /// refresh runs (see `Plan::respond`).
     pub(crate) soft: Option<Arc<CachedResponse>>,
 }
 
@@ -170,9 +169,8 @@ impl Checked {
 
 /// `r` checked: fresh if nothing it is named by was invalidated since it was stored (see
 /// `generations`), soft if only soft invalidations happened since, gone if a hard one did;
-/// `Err` when the check itself failed (counted and logged). Anything but fresh is a miss,
-/// counted as invalidated (soft or not): until stale serving is wired in, a soft-invalidated
-/// entry is one too.
+/// `Err` when the check itself failed (counted and logged). Anything but fresh is counted as
+/// invalidated (soft or not); a soft one is then answered stale by the caller.
 fn still_valid(
     counters: &RouteCounters,
     r: Arc<CachedResponse>,

@@ -52,7 +52,8 @@
 //! [`invalidation_poll`](ResponseCacheBuilder::invalidation_poll) (default 1 s) plus a round
 //! trip; their own at once. [`invalidate_tag_soft`](ResponseCache::invalidate_tag_soft) and
 //! [`invalidate_path_soft`](ResponseCache::invalidate_path_soft) mark entries stale instead
-//! ([`Purge::Soft`]); for now a stale entry is a miss, as an invalidated one.
+//! ([`Purge::Soft`]): such an entry is answered stale (`fwd=stale; detail=invalidated`) while
+//! one background refresh replaces it.
 //! [`invalidate`](ResponseCache::invalidate) with [`CacheLayer::key_for`] drops one URL (on
 //! every host when the request names none), and a successful POST, PUT, PATCH or DELETE through
 //! a layer drops its own path and its same-host `Location` on its own

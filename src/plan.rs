@@ -250,6 +250,10 @@ impl Plan {
                 Some(Taken::Granted(guard)) => lead.hold(guard),
                 Some(Taken::Failed) | None => {}
             }
+            // Looked for after the lease: a holder releases it only once its write is in.
+            if refresh::landed(shared, &key).await {
+                return lead.finish();
+            }
             // tower's contract: a clone must be driven to readiness before it is called.
             if !ready
                 && std::future::poll_fn(|cx| inner.poll_ready(cx))

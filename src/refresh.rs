@@ -13,7 +13,8 @@ use crate::coalesce::Lead;
 use crate::metrics::RouteCounters;
 use crate::policy::RoutePolicy;
 use crate::shared::Shared;
-use crate::CacheKey;
+use crate::store::Validity;
+use crate::{CacheKey, Entry};
 
 /// Leave to run one refresh: the key's flight, a permit, and the runtime to run it on.
 pub(crate) struct Ticket {
@@ -54,6 +55,18 @@ where
         work.await;
         drop(permit);
     });
+}
+
+/// Whether the entry under `key` is now fresh and valid: a refresh of it landed between the
+/// read that found it stale and this refresh taking the key's flight (on a remote store a
+/// write can land while a read of the old entry is on its way back). Read without counting:
+/// the request was counted when it was answered stale.
+pub(crate) async fn landed(shared: &Shared, key: &CacheKey) -> bool {
+    let Ok(Some(Entry::Response(r))) = shared.store.get(key).await else {
+        return false;
+    };
+    r.is_fresh(shared.clock.now_millis())
+        && matches!(shared.gens.check(&r.stamp).await, Ok(Validity::Valid))
 }
 
 /// Reads `body` to its end, so a streamed copy completes and is stored; nobody reads it else.

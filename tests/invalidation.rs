@@ -5,11 +5,13 @@
 mod common;
 #[path = "invalidation/scenarios.rs"]
 mod scenarios;
+#[path = "invalidation/soft.rs"]
+mod soft;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_response_cache::{MemoryStore, ResponseCache, Store};
+use tower_response_cache::{Entry, MemoryStore, ResponseCache, Store};
 
 use common::test_store::TestStore;
 use scenarios::{Site, OTHERS, TWITTER};
@@ -26,32 +28,60 @@ fn fresh() -> ResponseCache {
 }
 
 #[tokio::test]
-async fn soft_invalidation_misses_for_now_and_a_hard_one_wins() {
+async fn a_soft_invalidation_is_answered_stale_while_one_refresh_replaces_it_and_a_hard_one_wins() {
     scenarios::soft_purges(&Site::new(fresh())).await;
 }
 
-/// A soft-invalidated entry is not removed from the store: the copy stale serving will use.
+/// A soft-invalidated entry is not removed from the store: it is the copy answered stale, and
+/// its refresh replaces it in place.
 #[tokio::test]
-async fn a_soft_invalidated_entry_stays_in_the_store() {
+async fn a_soft_invalidated_entry_stays_in_the_store_until_its_refresh_replaces_it() {
     let store = Arc::new(MemoryStore::new(16 << 20));
     let site = Site::new(cache_on(store.clone()));
     site.expect(&TWITTER[..1], "miss").await;
     let (uri, _) = TWITTER[0];
     let layer = site.cache.ttl(Duration::from_secs(60));
     let key = layer.key_for(&http::Request::get(uri).body(()).unwrap());
-    let stored = || async { store.get(&key).await.unwrap() };
-    assert!(stored().await.is_some());
+    let stored = || async {
+        match store.get(&key).await.unwrap() {
+            Some(Entry::Response(r)) => r.body().clone(),
+            other => panic!("not a stored response: {other:?}"),
+        }
+    };
+    let old = stored().await;
     site.cache
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
-    assert!(stored().await.is_some(), "removed by the invalidation");
+    assert_eq!(stored().await, old, "removed by the invalidation");
     let entries = store.entry_count();
-    let seen = site.get(uri, &[]).await;
-    assert_eq!(scenarios::outcome(&seen), "miss");
+    scenarios::expect_soft(&site, &TWITTER[..1], &[site_text(&old)]).await;
     assert_eq!(scenarios::invalidated(&site), (1, 1));
     assert_eq!(store.entry_count(), entries);
-    assert!(stored().await.is_some());
+    assert_ne!(stored().await, old, "replaced by the refresh");
+}
+
+fn soft_site() -> soft::Soft {
+    soft::Soft::new(fresh(), |layer| layer)
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_a_soft_invalidated_url_share_one_refresh() {
+    soft::concurrent_requests_share_one_refresh(&soft_site()).await;
+}
+
+#[tokio::test]
+async fn an_unstorable_refresh_answer_is_never_served() {
+    soft::an_unstorable_refresh_answer_is_never_served(&soft_site()).await;
+}
+
+#[tokio::test]
+async fn a_shadowed_layer_never_serves_a_soft_invalidated_entry() {
+    soft::a_shadowed_layer_never_serves_stale(&soft_site()).await;
+}
+
+fn site_text(body: &[u8]) -> String {
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 #[tokio::test]

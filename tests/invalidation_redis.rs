@@ -4,6 +4,8 @@
 mod common;
 #[path = "invalidation/scenarios.rs"]
 mod scenarios;
+#[path = "invalidation/soft.rs"]
+mod soft;
 
 use std::time::{Duration, Instant};
 
@@ -115,8 +117,20 @@ async fn another_process_sees_invalidations_within_the_poll_on_a_redis_cluster()
     across_processes(&cluster.url()).await;
 }
 
+/// Sends `req` to `site` until it is answered stale; how long that took.
+async fn until_stale(site: &Site, req: scenarios::Req) -> Duration {
+    let start = Instant::now();
+    while scenarios::outcome(&site.peek(req.0, req.1).await) == "hit" {
+        assert!(start.elapsed() < Duration::from_secs(5), "never propagated");
+        // Real time on purpose: this measures a real poll against a real Redis.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
 /// Two processes: a soft invalidation in one reaches the other through its mirror and poll as
-/// soft, a hard one after it as hard, and a soft one after that leaves it hard.
+/// soft (answered stale while one refresh replaces it), a hard one after it as hard, and a
+/// soft one after that leaves it hard.
 #[tokio::test]
 async fn another_process_sees_a_soft_invalidation_as_soft_on_a_single_redis() {
     let Some(server) = RedisServer::start("soft_cross_process") else {
@@ -126,18 +140,31 @@ async fn another_process_sees_a_soft_invalidation_as_soft_on_a_single_redis() {
     let prefix = fresh_prefix();
     let a = Site::new(cache(connect(&url).await, &prefix, POLL));
     let b = Site::new(cache(connect(&url).await, &prefix, POLL));
+    // a's bodies count from n1001, b's from n1: a refresh by b says so in its body.
+    for _ in 0..1000 {
+        a.calls.bump();
+    }
     a.expect(TWITTER, "miss").await;
     b.expect(TWITTER, "hit").await;
 
+    scenarios::bodies(&b, &TWITTER[..1]).await;
+    let rest = scenarios::bodies(&b, &TWITTER[1..]).await;
     a.cache
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
-    until_miss(&b, TWITTER[0]).await;
+    until_stale(&b, TWITTER[0]).await;
     assert_eq!(scenarios::invalidated(&b), (1, 1));
-    b.expect(&TWITTER[1..], "miss").await;
+    // That request started b's refresh of TWITTER[0]: one handler call, then a fresh entry.
+    let refreshed = scenarios::until_refreshed(&b, TWITTER[0]).await;
+    assert_eq!(scenarios::outcome(&refreshed), "hit");
+    // b's handler ran once, for the refresh (a's and b's bodies both count from n1).
+    assert_eq!(b.calls.get(), 1);
+    scenarios::expect_soft(&b, &TWITTER[1..], &rest).await;
     let n = TWITTER.len() as u64;
-    assert_eq!(scenarios::invalidated(&b), (n, n));
+    let (all, soft) = scenarios::invalidated(&b);
+    assert!(all >= n && all == soft, "all soft: {all} {soft}");
+    // a reads what b's refreshes stored.
     a.expect(TWITTER, "hit").await;
 
     a.cache
@@ -149,7 +176,99 @@ async fn another_process_sees_a_soft_invalidation_as_soft_on_a_single_redis() {
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
+    let before = scenarios::stale(&b);
     until_miss(&b, TWITTER[0]).await;
     b.expect(&TWITTER[1..], "miss").await;
-    assert_eq!(scenarios::invalidated(&b), (2 * n, n), "hard wins");
+    assert_eq!(scenarios::invalidated(&b), (all + n, soft), "hard wins");
+    assert_eq!(scenarios::stale(&b), before, "nothing answered stale");
+}
+
+async fn soft_site(url: &str, lease: bool) -> soft::Soft {
+    let cache = cache(connect(url).await, &fresh_prefix(), POLL);
+    soft::Soft::new(cache, move |layer| {
+        if lease {
+            layer.lease(Duration::from_secs(5))
+        } else {
+            layer
+        }
+    })
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_a_soft_invalidated_url_share_one_refresh_on_redis() {
+    let Some(server) = RedisServer::start("soft_concurrent") else {
+        return;
+    };
+    soft::concurrent_requests_share_one_refresh(&soft_site(&server.url(), false).await).await;
+}
+
+#[tokio::test]
+async fn an_unstorable_refresh_answer_is_never_served_on_redis() {
+    let Some(server) = RedisServer::start("soft_unstorable") else {
+        return;
+    };
+    soft::an_unstorable_refresh_answer_is_never_served(&soft_site(&server.url(), false).await)
+        .await;
+}
+
+#[tokio::test]
+async fn a_shadowed_layer_never_serves_a_soft_invalidated_entry_on_redis() {
+    let Some(server) = RedisServer::start("soft_shadowed") else {
+        return;
+    };
+    soft::a_shadowed_layer_never_serves_stale(&soft_site(&server.url(), false).await).await;
+}
+
+/// Two processes with the lease on: after a soft invalidation both answer stale, and only the
+/// one holding the lease refreshes; the other's requests find it held and call no handler.
+#[tokio::test]
+async fn with_the_lease_one_refresh_runs_fleet_wide_after_a_soft_invalidation() {
+    let Some(server) = RedisServer::start("soft_lease") else {
+        return;
+    };
+    let url = server.url();
+    let prefix = fresh_prefix();
+    let site = |store| {
+        soft::Soft::new(cache(store, &prefix, POLL), |layer| {
+            layer.lease(Duration::from_secs(5))
+        })
+    };
+    let a = site(connect(&url).await);
+    let b = site(connect(&url).await);
+    let old = a.filled("/item").await;
+    let hit = b.get("/item").await;
+    assert!(hit.cache_status().contains("; hit"), "{hit:?}");
+
+    a.cache.invalidate_tag_soft("item").await.unwrap();
+    // Both handlers wait: a's refresh holds the lease while b is asked.
+    a.open.send_replace(false);
+    b.open.send_replace(false);
+    let first = a.peek("/item").await;
+    assert_eq!(first.cache_status(), scenarios::SOFT_STALE, "{first:?}");
+    assert_eq!(first.text(), old);
+    scenarios::eventually("a's refresh calls its handler", || async {
+        a.calls.get() == 2
+    })
+    .await;
+    // b learns of the invalidation from its poll.
+    let start = Instant::now();
+    while b.peek("/item").await.cache_status() != scenarios::SOFT_STALE {
+        assert!(start.elapsed() < Duration::from_secs(5), "never propagated");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for _ in 0..5 {
+        let seen = b.peek("/item").await;
+        assert_eq!(seen.cache_status(), scenarios::SOFT_STALE, "{seen:?}");
+        assert_eq!(seen.text(), old);
+    }
+    assert_eq!(b.calls.get(), 0, "b refreshed beside the lease holder");
+
+    a.open.send_replace(true);
+    b.open.send_replace(true);
+    for site in [&a, &b] {
+        let fresh = site.until_refreshed("/item").await;
+        assert!(fresh.cache_status().contains("; hit"), "{fresh:?}");
+        assert_eq!(fresh.text(), "item n2");
+    }
+    assert_eq!(a.calls.get() + b.calls.get(), 2, "one refresh fleet-wide");
 }

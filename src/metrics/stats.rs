@@ -59,7 +59,8 @@ pub struct RouteStats {
     /// the store.
     pub soft_invalidated: u64,
     /// Requests answered from a stored response past its freshness, inside its
-    /// stale-while-revalidate window or in place of a handler's error (stale-if-error).
+    /// stale-while-revalidate window or in place of a handler's error (stale-if-error), or
+    /// soft-invalidated ([`invalidate_tag_soft`](crate::ResponseCache::invalidate_tag_soft)…).
     pub stale: u64,
     /// Background refreshes of a stale response not started because
     /// [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) were already in flight

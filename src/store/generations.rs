@@ -50,8 +50,7 @@ impl Generations {
 
 /// How a bump invalidates the entries carrying a name: [`Hard`](Self::Hard), they are never
 /// served again; [`Soft`](Self::Soft), they are marked stale (Fastly's soft purge): the cache
-/// may still serve one while a refresh runs (until stale serving is wired in, a soft-invalidated
-/// entry is a miss, as a hard-invalidated one).
+/// answers one stale while a refresh replaces it (the values API treats it as invalid).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Purge {
     /// Invalidated: never served again.

@@ -133,6 +133,13 @@ impl Site {
         seen
     }
 
+    /// The response to `uri` with `headers`, without waiting for writes: for a request that
+    /// writes nothing (a hit, a stale answer) while a background refresh may be storing. A
+    /// `flush` then would hold every write permit and turn the refresh's write away as busy.
+    pub async fn peek(&self, uri: &str, headers: &[(&str, &str)]) -> Seen {
+        send(&self.app, get_with(uri, headers)).await
+    }
+
     /// `hit` or `miss` (stored or not), by the response's `Cache-Status`.
     pub async fn outcome(&self, uri: &str, headers: &[(&str, &str)]) -> &'static str {
         outcome(&self.get(uri, headers).await)
@@ -151,14 +158,37 @@ impl Site {
 
 pub type Req = (&'static str, &'static [(&'static str, &'static str)]);
 
+/// `hit`, `miss` or `stale` (soft-invalidated, answered while a refresh replaces it), by the
+/// response's `Cache-Status`.
 pub fn outcome(seen: &Seen) -> &'static str {
     let status = seen.cache_status();
     if status.contains("; hit") {
         "hit"
     } else if status.contains("fwd=uri-miss") {
         "miss"
+    } else if status == SOFT_STALE {
+        "stale"
     } else {
-        panic!("neither hit nor miss: {status}")
+        panic!("neither hit, miss nor soft stale: {status}")
+    }
+}
+
+/// A soft-invalidated entry still inside its TTL, answered stale: it counts as past freshness.
+pub const SOFT_STALE: &str = "tower-response-cache; ttl=0; fwd=stale; detail=invalidated";
+
+/// How long a refresh may take to land before a test fails: far past any healthy run.
+pub const LANDS: Duration = Duration::from_secs(10);
+
+/// Polls `done` (a real poll: a refresh runs on its own task, on Redis behind a real round
+/// trip) until it holds; fails the test past a bound no healthy run comes near.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < LANDS, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -336,7 +366,6 @@ pub async fn invalidation_during_a_slow_miss_wins(site: &Site) {
     }
 }
 
-/// Every scenario, each on a fresh cache from `make`.
 /// Responses found invalidated so far, and of those the soft-invalidated ones.
 pub fn invalidated(site: &Site) -> (u64, u64) {
     let stats = site.cache.metrics().snapshot();
@@ -345,28 +374,92 @@ pub fn invalidated(site: &Site) -> (u64, u64) {
     (all, soft)
 }
 
-/// Asserts that `requests` miss and how they were found: all soft-invalidated, or all hard.
-async fn expect_found(site: &Site, requests: &[Req], soft: bool) {
-    let (all, softs) = invalidated(site);
-    site.expect(requests, "miss").await;
-    let n = requests.len() as u64;
-    let want = (all + n, if soft { softs + n } else { softs });
-    assert_eq!(invalidated(site), want, "soft: {soft}");
+/// Responses answered stale so far.
+pub fn stale(site: &Site) -> u64 {
+    site.cache
+        .metrics()
+        .snapshot()
+        .iter()
+        .map(|s| s.stale)
+        .sum()
 }
 
-/// Soft invalidation by tag and path: the entries miss (until stale serving is wired in) and
-/// are counted as soft; soft twice stays soft; a hard invalidation before or after a soft one
-/// wins, and so does a hard one of another name the entry carries.
+/// The bodies `requests` are answered with now, each a hit.
+pub async fn bodies(site: &Site, requests: &[Req]) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for (uri, headers) in requests {
+        let seen = site.get(uri, headers).await;
+        assert_eq!(outcome(&seen), "hit", "{uri} {headers:?}");
+        bodies.push(seen.text().to_owned());
+    }
+    bodies
+}
+
+/// Asserts that `requests` miss, each found hard-invalidated (not soft, not answered stale).
+async fn expect_hard(site: &Site, requests: &[Req]) {
+    let ((all, softs), stales) = (invalidated(site), stale(site));
+    site.expect(requests, "miss").await;
+    let n = requests.len() as u64;
+    assert_eq!(invalidated(site), (all + n, softs), "hard");
+    assert_eq!(stale(site), stales, "answered stale");
+}
+
+/// Asserts that `requests`, soft-invalidated, are each answered stale with the body `old` had
+/// (counted as stale, invalidated and soft-invalidated) and start one background refresh
+/// each; once those have landed, each is a hit with the refresh's new body, and the handler
+/// ran exactly once per request.
+pub async fn expect_soft(site: &Site, requests: &[Req], old: &[String]) {
+    let ((all, softs), stales, calls) = (invalidated(site), stale(site), site.calls.get());
+    for ((uri, headers), old) in requests.iter().zip(old) {
+        let seen = site.peek(uri, headers).await;
+        assert_eq!(outcome(&seen), "stale", "{uri} {headers:?}: {seen:?}");
+        assert_eq!(seen.text(), old, "{uri} {headers:?}");
+    }
+    let n = requests.len() as u64;
+    assert_eq!(invalidated(site), (all + n, softs + n), "soft");
+    assert_eq!(stale(site), stales + n, "answered stale");
+    let want = calls + requests.len();
+    eventually("one refresh per key", || async { site.calls.get() >= want }).await;
+    for ((uri, headers), old) in requests.iter().zip(old) {
+        let seen = until_refreshed(site, (uri, headers)).await;
+        assert_eq!(outcome(&seen), "hit", "{uri} {headers:?}: {seen:?}");
+        assert_ne!(seen.text(), old, "{uri} {headers:?}: the refresh's body");
+    }
+    assert_eq!(site.calls.get(), want, "handler calls: one refresh per key");
+}
+
+/// Sends `req` until it is no longer answered stale (until its refresh has stored, a request
+/// is answered stale again, and counted); that answer.
+pub async fn until_refreshed(site: &Site, (uri, headers): (&str, &[(&str, &str)])) -> Seen {
+    let start = std::time::Instant::now();
+    let mut seen = site.peek(uri, headers).await;
+    while outcome(&seen) == "stale" {
+        assert!(
+            start.elapsed() < LANDS,
+            "{uri} {headers:?}: its refresh never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        seen = site.peek(uri, headers).await;
+    }
+    seen
+}
+
+/// Soft invalidation by tag and path: each entry is answered stale, counted as soft, while one
+/// refresh replaces it; soft twice stays soft; a hard invalidation before or after a soft one
+/// wins (a miss, the handler in the foreground), and so does a hard one of another name the
+/// entry carries. Entries not named stay hits.
 pub async fn soft_purges(site: &Site) {
     fill(site, &[TWITTER, OTHERS]).await;
+    let old = bodies(site, TWITTER).await;
     site.cache
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
-    expect_found(site, TWITTER, true).await;
+    expect_soft(site, TWITTER, &old).await;
     site.expect(OTHERS, "hit").await;
     site.expect(TWITTER, "hit").await;
 
+    let old = bodies(site, TWITTER).await;
     site.cache
         .invalidate_tag_soft("platform:twitter")
         .await
@@ -375,41 +468,44 @@ pub async fn soft_purges(site: &Site) {
         .invalidate_tags_soft(["platform:twitter", "unrelated"])
         .await
         .unwrap();
-    expect_found(site, TWITTER, true).await;
+    expect_soft(site, TWITTER, &old).await;
 
     site.cache
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
     site.cache.invalidate_tag("platform:twitter").await.unwrap();
-    expect_found(site, TWITTER, false).await;
+    expect_hard(site, TWITTER).await;
 
     site.cache.invalidate_tag("platform:twitter").await.unwrap();
     site.cache
         .invalidate_tag_soft("platform:twitter")
         .await
         .unwrap();
-    expect_found(site, TWITTER, false).await;
+    expect_hard(site, TWITTER).await;
 
+    let old = bodies(site, &TWITTER[..6]).await;
     site.cache
         .invalidate_path_soft("/influencers/twitter")
         .await
         .unwrap();
-    expect_found(site, &TWITTER[..6], true).await;
+    expect_soft(site, &TWITTER[..6], &old).await;
     site.expect(&TWITTER[6..], "hit").await;
     site.expect(OTHERS, "hit").await;
 
+    let old = bodies(site, &OTHERS[..2]).await;
     site.cache
         .invalidate_path_soft("/influencers/*")
         .await
         .unwrap();
     site.cache.invalidate_tag("platform:twitter").await.unwrap();
-    expect_found(site, &TWITTER[..6], false).await;
-    expect_found(site, &OTHERS[..2], true).await;
-    expect_found(site, &TWITTER[6..], false).await;
+    expect_hard(site, &TWITTER[..6]).await;
+    expect_soft(site, &OTHERS[..2], &old).await;
+    expect_hard(site, &TWITTER[6..]).await;
     site.expect(&OTHERS[2..], "hit").await;
 }
 
+/// Every scenario, each on a fresh cache from `make`.
 pub async fn all<F: Fn() -> ResponseCache>(make: F) {
     tag_from_path_params(&Site::new(make())).await;
     static_and_wildcard_tags(&Site::new(make())).await;
