@@ -121,14 +121,9 @@ impl Plan {
                     // entry in its stale-while-revalidate window (never by a shadowed layer).
                     let soft = looked.soft.filter(|_| !policy.shadow);
                     let verdict = match soft {
-                        Some(entry) => Found::Revalidate(soft_stale(
-                            &shared,
-                            &policy,
-                            &counters,
-                            &entry,
-                            self.is_head,
-                            headers,
-                        )),
+                        Some(entry) => {
+                            soft_stale(&shared, &policy, &counters, &entry, self.is_head, headers)
+                        }
                         None => found(
                             &shared,
                             &policy,

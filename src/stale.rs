@@ -98,8 +98,11 @@ pub(crate) fn instead_of_error<B: Body>(
 
 const ORIGIN_ERROR: &str = "; detail=origin-error";
 
-/// `entry`, soft-invalidated (`invalidate_tag_soft`…), answered stale while one refresh
-/// replaces it (counted as stale): `Cache-Status: …; ttl=N; fwd=stale; detail=invalidated`.
+/// What a soft-invalidated `entry` (`invalidate_tag_soft`…) is good for: inside its freshness
+/// or its stale-while-revalidate window, an answer now (counted as stale) while one refresh
+/// replaces it, `Cache-Status: …; ttl=0; fwd=stale; detail=invalidated` (or `ttl=-N` past
+/// freshness); past that, what an expired entry is good for (a stale-if-error stand-in, or
+/// nothing), whatever the store still holds.
 pub(crate) fn soft_stale<B: Body>(
     shared: &Shared,
     policy: &RoutePolicy,
@@ -107,18 +110,28 @@ pub(crate) fn soft_stale<B: Body>(
     entry: &Arc<CachedResponse>,
     is_head: bool,
     req_headers: &HeaderMap,
-) -> Response<ResponseBody<B>> {
-    counters.stale();
+) -> Found<B> {
     let now = shared.clock.now_millis();
-    stale(
-        shared,
-        policy,
-        entry,
-        now,
-        is_head,
-        req_headers,
-        "; detail=invalidated",
-    )
+    match entry.freshness(now) {
+        Freshness::Fresh
+        | Freshness::Stale {
+            revalidate: true, ..
+        } => {
+            counters.stale();
+            let detail = "; detail=invalidated";
+            Found::Revalidate(stale(
+                shared,
+                policy,
+                entry,
+                now,
+                is_head,
+                req_headers,
+                detail,
+            ))
+        }
+        Freshness::Stale { if_error: true, .. } => Found::Miss(Some(entry.clone())),
+        Freshness::Stale { .. } | Freshness::Expired => Found::Miss(None),
+    }
 }
 
 /// A stale entry's response: its real `Age`, and `Cache-Status: …; ttl=-N; fwd=stale` with N

@@ -184,3 +184,8 @@ async fn without_a_stale_entry_a_panic_unwinds() {
     assert!(sent.await.unwrap_err().is_panic());
     assert_eq!(StatusCode::OK, StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_soft_invalidated_entry_past_its_window_is_a_miss() {
+    scenarios::a_soft_invalidated_entry_past_its_window_is_a_miss(&site()).await;
+}

@@ -387,3 +387,25 @@ pub async fn a_bypassing_request_gets_the_error(site: &Site) {
     );
     assert_eq!(r.cache_status(), crate::common::bypass("authorization"));
 }
+
+/// A soft-invalidated entry is answered stale only inside its freshness or its
+/// stale-while-revalidate window; past them (the store may still hold it: its clock is not the
+/// cache's) it is a miss like any expired entry.
+pub async fn a_soft_invalidated_entry_past_its_window_is_a_miss(site: &Site) {
+    let app = site.app(site.cache.ttl(TTL));
+    send(&app, get("/doc")).await;
+    send(&app, get("/other")).await;
+    site.cache.invalidate_path_soft("/doc").await.unwrap();
+    site.cache.invalidate_path_soft("/other").await.unwrap();
+    let r = send(&app, get("/doc")).await;
+    assert_eq!(r.text(), "n1");
+    assert!(
+        r.cache_status().ends_with("fwd=stale; detail=invalidated"),
+        "{r:?}"
+    );
+    site.settle(3).await;
+    site.clock.advance(TTL + Duration::from_millis(1));
+    let r = send(&app, get("/other")).await;
+    assert_eq!((r.text(), r.cache_status()), ("n4", MISS));
+    assert_eq!(site.origin.calls.get(), 4);
+}
