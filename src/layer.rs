@@ -489,6 +489,42 @@ impl CacheLayer {
         self.with(|p| p.origin_timeout = Some(timeout))
     }
 
+    /// Probabilistic early refresh ("XFetch", Vattani et al., *Optimal Probabilistic Cache
+    /// Stampede Prevention*): a fresh hit may start the background refresh a
+    /// [`stale_while_revalidate`](Self::stale_while_revalidate) answer starts, before the entry
+    /// expires, so a hot key is replaced before anyone finds it stale or missing and its expiry
+    /// does not line up across a fleet. Off by default; `1.0` is the paper's default, larger
+    /// refreshes earlier, `0.0` never. A negative or NaN `beta` is clamped to `0.0` (off).
+    ///
+    /// A hit with `r` milliseconds of freshness left refreshes when
+    /// `compute * beta * -ln(U) >= r`, `U` uniform in (0, 1] and `compute` how long the
+    /// handler took to make the entry: the slower the handler and the nearer the expiry, the
+    /// likelier. An entry whose handler took under a millisecond never refreshes early. The
+    /// hit is answered and counted as the usual hit; the refresh follows the usual rules (one
+    /// per key, at most [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes), with a
+    /// [`lease`](Self::lease) only in the process holding it; not for a HEAD nor a shadowed
+    /// layer) and is counted in
+    /// [`RouteStats::early_refreshes`](crate::RouteStats::early_refreshes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::ResponseCache;
+    ///
+    /// let cache = ResponseCache::default();
+    /// let app: Router = Router::new().route(
+    ///     "/trending",
+    ///     get(|| async { "[]" }).layer(cache.ttl(Duration::from_secs(60)).early_refresh(1.0)),
+    /// );
+    /// # }
+    /// ```
+    pub fn early_refresh(self, beta: f64) -> Self {
+        // `max` turns NaN into 0.0 as well.
+        let beta = beta.max(0.0);
+        self.with(|p| p.early_refresh = (beta > 0.0).then_some(beta))
+    }
+
     /// Let a client's `Cache-Control: no-cache` or `Pragma: no-cache` skip the stored copy
     /// (default off: otherwise any client can force the expensive path).
     pub fn honor_client_no_cache(self, on: bool) -> Self {

@@ -142,8 +142,13 @@ impl Plan {
                             // Counted as the hit it would have been; the handler still answers.
                             return would_hit(&shared, inner, req).await;
                         }
+                        Found::Early(res) => {
+                            counters.hit_took(timer);
+                            self.revalidate(inner, req, &looked.key, true, true);
+                            return Ok(res);
+                        }
                         Found::Revalidate(res) => {
-                            self.revalidate(inner, req, &looked.key, true);
+                            self.revalidate(inner, req, &looked.key, true, false);
                             return Ok(res);
                         }
                         Found::Miss(stale) => fallback = stale,
@@ -213,13 +218,15 @@ impl Plan {
     /// Refreshes, in the background, the stale entry under `key` that `req` was just answered
     /// with: `req` itself goes to `inner` (driven to readiness first unless `ready`) and its
     /// response through the usual admission and store; it is never served. A HEAD stores
-    /// nothing, so it refreshes nothing.
+    /// nothing, so it refreshes nothing. `early`: the entry is still fresh (XFetch), and a
+    /// refresh started is counted as early.
     pub(crate) fn revalidate<S, ReqB, ResB>(
         self,
         mut inner: S,
         req: Request<ReqB>,
         key: &CacheKey,
         ready: bool,
+        early: bool,
     ) where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
         S::Future: Send + 'static,
@@ -245,9 +252,13 @@ impl Plan {
                 Some(Taken::Granted(guard)) => lead.hold(guard),
                 Some(Taken::Failed) | None => {}
             }
-            // Looked for after the lease: a holder releases it only once its write is in.
-            if refresh::landed(shared, &key).await {
+            // Looked for after the lease: a holder releases it only once its write is in. An
+            // early refresh replaces an entry that is still fresh: nothing to look for.
+            if !early && refresh::landed(shared, &key).await {
                 return lead.finish();
+            }
+            if early {
+                counters.early_refresh();
             }
             // tower's contract: a clone must be driven to readiness before it is called.
             if !ready

@@ -220,6 +220,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) grace: Grace,
     /// How long the handler may take when a stale entry could answer in its place.
     pub(crate) origin_timeout: Option<Duration>,
+    /// XFetch's beta: a fresh hit near its expiry may refresh the entry early; `None`: off.
+    pub(crate) early_refresh: Option<f64>,
 }
 
 impl fmt::Debug for RoutePolicy {
@@ -242,6 +244,7 @@ impl fmt::Debug for RoutePolicy {
             .field("lease", &self.lease)
             .field("grace", &self.grace)
             .field("origin_timeout", &self.origin_timeout)
+            .field("early_refresh", &self.early_refresh)
             .finish()
     }
 }
@@ -275,6 +278,7 @@ impl RoutePolicy {
             shadow: false,
             grace: Grace::default(),
             origin_timeout: None,
+            early_refresh: None,
         }
     }
 

@@ -105,11 +105,11 @@ where
                 trace::bypassed(&span, finish.as_ref().map(|f| f.detail));
                 ResponseFuture::bypass(self.inner.call(req), finish)
             }
-            Decision::Revalidate(res, req, plan) => {
+            Decision::Revalidate(res, req, plan, early) => {
                 trace::answered(&span, &self.shared, &res);
                 if let Some(key) = plan.looked.clone() {
                     // A clone, driven to readiness in the refresh's own task.
-                    plan.revalidate(self.inner.clone(), req, &key, false);
+                    plan.revalidate(self.inner.clone(), req, &key, false, early);
                 }
                 ResponseFuture::ready(res)
             }
@@ -135,7 +135,8 @@ enum Decision<ReqB, ResB: Body> {
     Fill(Request<ReqB>, Plan),
     /// A stale entry answered now (inside its stale-while-revalidate window); the request
     /// goes on to refresh it in the background, if it may (see [`refresh`](crate::refresh)).
-    Revalidate(Response<ResponseBody<ResB>>, Request<ReqB>, Plan),
+    /// `true`: a fresh hit refreshed early (XFetch), not a stale answer.
+    Revalidate(Response<ResponseBody<ResB>>, Request<ReqB>, Plan, bool),
 }
 
 impl<S> CacheService<S> {
@@ -213,7 +214,7 @@ impl<S> CacheService<S> {
         trace::key(&primary);
         let is_head = req.method() == Method::HEAD;
         let mut looked = None;
-        let (mut fallback, mut stale) = (None, None);
+        let (mut fallback, mut stale, mut early) = (None, None, false);
         // A store that answers without waiting (the memory store) is asked here: a fresh hit
         // is answered at once, with no clone of the inner service and no boxed future.
         if !forced && shared.answers_now && !policy.shadow {
@@ -225,6 +226,10 @@ impl<S> CacheService<S> {
                     Found::Fresh(res) => {
                         counters.hit_took(timer);
                         return Decision::Ready(mark(shared, res, wanted));
+                    }
+                    Found::Early(res) => {
+                        counters.hit_took(timer);
+                        (stale, early) = (Some(mark(shared, res, wanted)), true);
                     }
                     Found::Revalidate(res) => stale = Some(mark(shared, res, wanted)),
                     Found::Miss(entry) => fallback = entry,
@@ -254,7 +259,7 @@ impl<S> CacheService<S> {
             fallback,
         };
         match stale {
-            Some(res) => Decision::Revalidate(res, req, plan),
+            Some(res) => Decision::Revalidate(res, req, plan, early),
             None => Decision::Fill(req, plan),
         }
     }

@@ -27,6 +27,9 @@ use crate::{CachedResponse, ResponseBody};
 pub(crate) enum Found<B: Body> {
     /// Fresh: answer it (counted as a hit).
     Fresh(Response<ResponseBody<B>>),
+    /// Fresh, and near enough its expiry that it is refreshed early (XFetch): answer it
+    /// (counted as a hit) and refresh the key in the background, as for `Revalidate`.
+    Early(Response<ResponseBody<B>>),
     /// Stale inside its stale-while-revalidate window: answer it (counted as stale) and
     /// refresh the key in the background.
     Revalidate(Response<ResponseBody<B>>),
@@ -52,7 +55,14 @@ pub(crate) fn found<B: Body>(
     match entry.freshness(now) {
         Freshness::Fresh => {
             counters.hit();
-            Found::Fresh(hit(shared, policy, &entry, now, is_head, req_headers))
+            let res = hit(shared, policy, &entry, now, is_head, req_headers);
+            match policy.early_refresh {
+                // A HEAD stores nothing and a shadowed layer refreshes nothing.
+                Some(beta) if !is_head && !policy.shadow && refreshes_early(&entry, now, beta) => {
+                    Found::Early(res)
+                }
+                _ => Found::Fresh(res),
+            }
         }
         _ if policy.shadow => Found::Miss(None),
         Freshness::Stale {
@@ -65,6 +75,53 @@ pub(crate) fn found<B: Body>(
         Freshness::Stale { if_error: true, .. } => Found::Miss(Some(entry)),
         Freshness::Stale { .. } | Freshness::Expired => Found::Miss(None),
     }
+}
+
+/// Whether a fresh `entry` is refreshed early at `now` (XFetch), with a fresh draw of `U`.
+fn refreshes_early(entry: &CachedResponse, now: u64, beta: f64) -> bool {
+    entry.compute_millis > 0 && early_at(entry, now, beta, uniform())
+}
+
+/// XFetch's test (Vattani et al.): `compute * beta * -ln(u) >= r`, `r` the milliseconds of
+/// freshness left and `u` in (0, 1]. An entry computed in under a millisecond never passes.
+fn early_at(entry: &CachedResponse, now: u64, beta: f64, u: f64) -> bool {
+    if entry.compute_millis == 0 {
+        return false;
+    }
+    let left = entry
+        .ttl
+        .as_millis()
+        .saturating_sub(u128::from(entry.age_millis(now)));
+    // Precision is no concern: milliseconds of a TTL fit an f64's 53 bits.
+    #[allow(clippy::cast_precision_loss)]
+    let left = left as f64;
+    f64::from(entry.compute_millis) * beta * -u.ln() >= left
+}
+
+/// A draw uniform in (0, 1]: a thread-local xorshift64*, seeded per thread from the standard
+/// library's random hasher keys. Not for secrets: it only spreads refreshes over time.
+fn uniform() -> f64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    let x = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
+    // The top 53 bits, plus one, over 2^53: in (0, 1].
+    #[allow(clippy::cast_precision_loss)]
+    let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    u
 }
 
 /// `entry` answered in place of a handler that failed, if it is still inside its
@@ -213,5 +270,65 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
             Err(panic) => Poll::Ready(Err(panic)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    /// Stored at 0, fresh for 60 s, made by a handler that took `compute` ms.
+    fn entry(compute: u32) -> CachedResponse {
+        let mut e = CachedResponse::new(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Bytes::new(),
+            0,
+            Duration::from_secs(60),
+        );
+        e.compute_millis = compute;
+        e
+    }
+
+    #[test]
+    fn early_when_the_draw_reaches_the_freshness_left() {
+        let e = entry(100);
+        // 1,000 ms left: -ln(u) must reach 10 with beta 1, i.e. u <= e^-10.
+        let now = 59_000;
+        assert!(early_at(&e, now, 1.0, 1e-5));
+        assert!(!early_at(&e, now, 1.0, 1e-4));
+        // beta scales the compute time: with 10, -ln(u) must reach 1.
+        assert!(early_at(&e, now, 10.0, 0.36));
+        assert!(!early_at(&e, now, 10.0, 0.37));
+    }
+
+    #[test]
+    fn u_of_one_never_refreshes_a_fresh_entry() {
+        assert!(!early_at(&entry(1_000_000), 59_999, 1e9, 1.0));
+    }
+
+    #[test]
+    fn beta_zero_and_no_compute_time_never_refresh() {
+        assert!(!early_at(&entry(100), 59_999, 0.0, 1e-300));
+        assert!(!early_at(&entry(0), 59_999, 1e9, 1e-300));
+        assert!(!refreshes_early(&entry(0), 59_999, 1e9));
+    }
+
+    #[test]
+    fn nearer_expiry_is_likelier() {
+        let e = entry(100);
+        let u = 0.01; // -ln(u) ~ 4.6: refreshes with under 460 ms left.
+        assert!(!early_at(&e, 59_000, 1.0, u));
+        assert!(early_at(&e, 59_600, 1.0, u));
+    }
+
+    #[test]
+    fn draws_are_in_the_half_open_unit_interval_and_spread() {
+        let draws: Vec<f64> = (0..10_000).map(|_| uniform()).collect();
+        assert!(draws.iter().all(|u| *u > 0.0 && *u <= 1.0));
+        let below_half = draws.iter().filter(|u| **u < 0.5).count();
+        assert!((4_500..5_500).contains(&below_half), "{below_half}");
     }
 }

@@ -113,6 +113,47 @@ async fn two_processes_on_a_cluster_run_the_handler_once() {
     one_computation_fleet_wide(&cluster.url()).await;
 }
 
+/// The figure on Redis: a thousand concurrent cold requests in one process, no lease,
+/// one handler call. Every request's first lookup goes to Redis and finds nothing; in-process
+/// coalescing must still hold them all behind one leader (the waiters' lookup budget is for
+/// reading Redis, not for waiting on that leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_requests_run_the_handler_once() {
+    let Some(server) = RedisServer::start("a_thousand_concurrent_cold_requests") else {
+        return;
+    };
+    let prefix = common::redis_server::fresh_prefix("thousand");
+    let calls = Calls::default();
+    // A failed lookup is a miss that waits on nobody, by design: commands get ample time so a
+    // loaded machine does not fail them. The lookup budget (1 s) is shorter than the handler
+    // (2 s): the waiters' lookup after the leader must not be charged for the wait.
+    let store = RedisStore::builder(&server.url())
+        .command_timeout(Duration::from_secs(5))
+        .require_connection(true)
+        .connect()
+        .await
+        .unwrap();
+    let c = ResponseCache::builder()
+        .store(store)
+        .key_prefix(prefix)
+        .lookup_timeout(Duration::from_secs(1))
+        .build();
+    let cc = calls.clone();
+    let app = Router::new().route(
+        "/work",
+        route_get(move || {
+            let n = cc.bump();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                format!("n{n}")
+            }
+        })
+        .layer(c.ttl(Duration::from_secs(60))),
+    );
+    assert_eq!(burst(&[app], 1_000).await, "n1");
+    assert_eq!(calls.get(), 1, "handler calls");
+}
+
 /// The lock a process holds while computing `/work` under `layer`, as Redis names it.
 fn lock_of(layer: &CacheLayer) -> String {
     format!("{}:lock", layer.key_for(&get("/work")))

@@ -109,3 +109,8 @@ async fn redis_keeps_an_entry_through_its_longest_window() {
         assert!((175_000..=180_000).contains(&pttl), "{key}: {pttl}");
     }
 }
+
+// Early refresh (XFetch) on the async lookup path: the hit is decided after Redis answers.
+on_redis!(an_early_refresh_replaces_a_fresh_entry, |site| {
+    scenarios::an_early_refresh_replaces_a_fresh_entry(site)
+});

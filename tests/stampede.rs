@@ -57,6 +57,19 @@ async fn concurrent_misses_run_the_handler_once() {
     assert_eq!((misses, hits), (1, 24));
 }
 
+/// The figure: a thousand concurrent cold requests in one process, one handler call.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_concurrent_cold_requests_run_the_handler_once() {
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let app = slow_app(&fx, &calls, "max-age=60");
+    let seen = burst(&app, 1_000).await;
+    assert_eq!(calls.get(), 1);
+    assert!(seen.iter().all(|r| r.text() == "expensive 1"));
+    let misses = seen.iter().filter(|r| r.cache_status() == MISS).count();
+    assert_eq!(misses, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn uncacheable_urls_do_not_queue_behind_each_other() {
     let fx = Fixture::new();

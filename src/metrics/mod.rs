@@ -57,6 +57,7 @@ pub(crate) use timing::{HandlerTimer, Timer};
 /// | `{ns}_cache_soft_invalidated_total` | counter | `route` | of those, the ones only soft-invalidated (`invalidate_tag_soft`…): stale, kept in the store |
 /// | `{ns}_cache_stale_total` | counter | `route` | requests answered from a stored response past its freshness: inside its stale-while-revalidate window, or in place of a handler's error (see [`RouteStats::stale`]) |
 /// | `{ns}_cache_refreshes_skipped_total` | counter | `route` | background refreshes of a stale response not started, [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) being in flight |
+/// | `{ns}_cache_early_refreshes_total` | counter | `route` | background refreshes of a still-fresh response started early, by [`early_refresh`](crate::CacheLayer::early_refresh) (XFetch) |
 /// | `{ns}_cache_lookup_seconds` | histogram | `route` | store lookup, hit or not, on sampled requests (below) |
 /// | `{ns}_cache_handler_seconds` | histogram | `route` | the handler, when the cache called it after a lookup |
 /// | `{ns}_cache_evictions_total` | counter | `cause` | entries the [`MemoryStore`](crate::MemoryStore) dropped: `size`, `expired`, `replaced`, `explicit` |
@@ -118,6 +119,7 @@ pub(crate) struct RouteCounters {
     soft_invalidated: AtomicU64,
     stale: AtomicU64,
     refreshes_skipped: AtomicU64,
+    early_refreshes: AtomicU64,
     bypasses: [AtomicU64; BypassReason::ALL.len()],
     handler: Timing,
     hit: Timing,
@@ -144,6 +146,7 @@ impl RouteCounters {
             soft_invalidated: AtomicU64::new(0),
             stale: AtomicU64::new(0),
             refreshes_skipped: AtomicU64::new(0),
+            early_refreshes: AtomicU64::new(0),
             bypasses: Default::default(),
             handler: Timing::default(),
             hit: Timing::default(),
@@ -222,6 +225,11 @@ impl RouteCounters {
         self.refreshes_skipped.fetch_add(1, Relaxed);
         self.recorded.refresh_skipped();
     }
+    /// A fresh response's refresh was started early (XFetch).
+    pub(crate) fn early_refresh(&self) {
+        self.early_refreshes.fetch_add(1, Relaxed);
+        self.recorded.early_refresh();
+    }
     pub(crate) fn bypass(&self, reason: BypassReason) {
         let i = BypassReason::ALL
             .iter()
@@ -298,6 +306,7 @@ impl RouteCounters {
             soft_invalidated: self.soft_invalidated.load(Relaxed),
             stale: self.stale.load(Relaxed),
             refreshes_skipped: self.refreshes_skipped.load(Relaxed),
+            early_refreshes: self.early_refreshes.load(Relaxed),
             bypasses: BypassReason::ALL
                 .iter()
                 .zip(&self.bypasses)

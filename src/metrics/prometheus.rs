@@ -67,7 +67,7 @@ impl Metrics {
 /// route's stats: rendered by [`Metrics::render_prometheus`], described to the recorder.
 type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
 
-pub(super) const COUNTERS: [Counter; 11] = [
+pub(super) const COUNTERS: [Counter; 12] = [
     ("hits_total", "Requests answered from the cache.", |s| {
         s.hits
     }),
@@ -116,6 +116,11 @@ pub(super) const COUNTERS: [Counter; 11] = [
         "refreshes_skipped_total",
         "Background refreshes of stale responses not started: too many in flight.",
         |s| s.refreshes_skipped,
+    ),
+    (
+        "early_refreshes_total",
+        "Background refreshes of still-fresh responses started early (XFetch).",
+        |s| s.early_refreshes,
     ),
 ];
 

@@ -39,6 +39,7 @@ mod with_facade {
         soft_invalidated: Counter,
         stale: Counter,
         refreshes_skipped: Counter,
+        early_refreshes: Counter,
         /// Registered at a reason's first bypass on the route: a route shows only the reasons
         /// it has seen, not fourteen zeros.
         bypasses: [OnceLock<Counter>; BypassReason::ALL.len()],
@@ -64,6 +65,7 @@ mod with_facade {
                 soft_invalidated: counter("soft_invalidated_total"),
                 stale: counter("stale_total"),
                 refreshes_skipped: counter("refreshes_skipped_total"),
+                early_refreshes: counter("early_refreshes_total"),
                 bypasses: Default::default(),
                 lookup: histogram("lookup_seconds"),
                 handler: histogram("handler_seconds"),
@@ -102,6 +104,9 @@ mod with_facade {
         }
         pub(crate) fn refresh_skipped(&self) {
             self.refreshes_skipped.increment(1);
+        }
+        pub(crate) fn early_refresh(&self) {
+            self.early_refreshes.increment(1);
         }
         pub(crate) fn bypass(&self, i: usize, reason: BypassReason) {
             let Some(slot) = self.bypasses.get(i) else {
@@ -171,6 +176,7 @@ mod without_facade {
         pub(crate) fn soft_invalidated(&self) {}
         pub(crate) fn stale(&self) {}
         pub(crate) fn refresh_skipped(&self) {}
+        pub(crate) fn early_refresh(&self) {}
         pub(crate) fn bypass(&self, _: usize, _: BypassReason) {}
         pub(crate) fn lookup(&self, _: Duration) {}
         pub(crate) fn handler(&self, _: Duration) {}

@@ -66,6 +66,10 @@ pub struct RouteStats {
     /// [`max_refreshes`](crate::ResponseCacheBuilder::max_refreshes) were already in flight
     /// (the stale response was served all the same).
     pub refreshes_skipped: u64,
+    /// Background refreshes of a still-fresh response started early, on a hit near its expiry
+    /// ([`early_refresh`](crate::CacheLayer::early_refresh), XFetch); the hit was counted as a
+    /// hit.
+    pub early_refreshes: u64,
     /// Requests that bypassed the cache, by reason; only non-zero reasons. A request bypasses
     /// when it may not use the cache (its method, credentials, a
     /// [`bypass_when`](crate::CacheLayer::bypass_when) hook) or when the handler's response

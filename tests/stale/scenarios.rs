@@ -409,3 +409,36 @@ pub async fn a_soft_invalidated_entry_past_its_window_is_a_miss(site: &Site) {
     assert_eq!((r.text(), r.cache_status()), ("n4", MISS));
     assert_eq!(site.origin.calls.get(), 4);
 }
+
+/// A beta so large that a hit with a second of freshness left, on an entry computed in 2 s,
+/// refreshes early unless `-ln(U)` falls under 1,000 / (2,000 · 10¹²): a chance below 10⁻¹².
+pub const HUGE_BETA: f64 = 1e12;
+
+/// Early refresh (XFetch): a fresh hit near its expiry is answered as the usual hit and starts
+/// one background refresh, whose answer the next hit serves. Its refresh takes no time, so the
+/// new entry (computed in 0 ms) never refreshes early itself.
+pub async fn an_early_refresh_replaces_a_fresh_entry(site: &Site) {
+    let app = site.app(site.cache.ttl(TTL).early_refresh(HUGE_BETA));
+    site.origin.set(Mode::Slow);
+    assert_eq!(send(&app, get("/doc")).await.cache_status(), MISS);
+    site.origin.set(Mode::Ok);
+    site.clock.advance(TTL - Duration::from_secs(1));
+    let r = send(&app, get("/doc")).await;
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n1", crate::common::hit(1).as_str())
+    );
+    assert_eq!(r.header("age"), Some("59"));
+    site.settle(2).await;
+    let r = send(&app, get("/doc")).await;
+    assert_eq!(
+        (r.text(), r.cache_status()),
+        ("n2", crate::common::hit(60).as_str())
+    );
+    tokio::time::sleep(PAST_SLOW).await;
+    assert_eq!(site.origin.calls.get(), 2);
+    let s = site.stats("/doc");
+    // Both hits are hits; the refresh is no request and counts none but its own.
+    assert_eq!((s.misses, s.hits, s.stale, s.stores), (1, 2, 0, 2));
+    assert_eq!(s.early_refreshes, 1);
+}
