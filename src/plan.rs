@@ -21,7 +21,7 @@ use crate::policy::RoutePolicy;
 use crate::refresh;
 use crate::route::RouteLabel;
 use crate::shared::Shared;
-use crate::stale::{found, guarded, instead_of_error, soft_stale, Found, Guarded};
+use crate::stale::{found, guarded, instead_of_error, Found, Guarded};
 use crate::status::{gateway_timeout, handled, mark, with_status};
 use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, CachedResponse, ResponseBody};
@@ -117,22 +117,14 @@ impl Plan {
                     trace::looked_up(traced);
                     store_failed = looked.failed;
                     let headers = req.headers();
-                    // Soft-invalidated: served stale while one refresh replaces it, like an
-                    // entry in its stale-while-revalidate window (never by a shadowed layer).
-                    let soft = looked.soft.filter(|_| !policy.shadow);
-                    let verdict = match soft {
-                        Some(entry) => {
-                            soft_stale(&shared, &policy, &counters, &entry, self.is_head, headers)
-                        }
-                        None => found(
-                            &shared,
-                            &policy,
-                            &counters,
-                            looked.found,
-                            self.is_head,
-                            headers,
-                        ),
+                    // A soft-invalidated entry comes apart from `found`, which only holds a
+                    // valid one (the other readers of a lookup must never take it as fresh).
+                    let (entry, soft) = match looked.soft {
+                        Some(entry) => (Some(entry), true),
+                        None => (looked.found, false),
                     };
+                    let is_head = self.is_head;
+                    let verdict = found(&shared, &policy, &counters, entry, soft, is_head, headers);
                     match verdict {
                         Found::Fresh(res) => {
                             counters.hit_took(timer);

@@ -222,7 +222,15 @@ impl<S> CacheService<S> {
             if let Some((entry, key)) = lookup_now(shared, &counters, &primary, req.headers()) {
                 counters.looked_up(timer);
                 trace::looked_up(traced);
-                match found(shared, policy, &counters, entry, is_head, req.headers()) {
+                match found(
+                    shared,
+                    policy,
+                    &counters,
+                    entry,
+                    false,
+                    is_head,
+                    req.headers(),
+                ) {
                     Found::Fresh(res) => {
                         counters.hit_took(timer);
                         return Decision::Ready(mark(shared, res, wanted));

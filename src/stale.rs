@@ -38,13 +38,17 @@ pub(crate) enum Found<B: Body> {
     Miss(Option<Arc<CachedResponse>>),
 }
 
-/// Decides, once, what the entry a lookup `found` is good for. A shadowed layer never answers
-/// stale (it always answers from the handler).
+/// Decides, once, what the entry a lookup `found` is good for. A `soft`-invalidated entry
+/// (`invalidate_tag_soft`…) is never fresh: inside its freshness or stale-while-revalidate
+/// window it is answered stale (`detail=invalidated`) while one refresh replaces it, past them
+/// it is what any expired entry is, whatever the store still holds. A shadowed layer never
+/// answers stale (it always answers from the handler).
 pub(crate) fn found<B: Body>(
     shared: &Shared,
     policy: &RoutePolicy,
     counters: &RouteCounters,
     found: Option<Arc<CachedResponse>>,
+    soft: bool,
     is_head: bool,
     req_headers: &HeaderMap,
 ) -> Found<B> {
@@ -53,7 +57,7 @@ pub(crate) fn found<B: Body>(
     };
     let now = shared.clock.now_millis();
     match entry.freshness(now) {
-        Freshness::Fresh => {
+        Freshness::Fresh if !soft => {
             counters.hit();
             let res = hit(shared, policy, &entry, now, is_head, req_headers);
             match policy.early_refresh {
@@ -65,11 +69,14 @@ pub(crate) fn found<B: Body>(
             }
         }
         _ if policy.shadow => Found::Miss(None),
-        Freshness::Stale {
+        // A soft-invalidated entry is stale from the moment it was invalidated.
+        Freshness::Fresh
+        | Freshness::Stale {
             revalidate: true, ..
         } => {
             counters.stale();
-            let res = stale(shared, policy, &entry, now, is_head, req_headers, "");
+            let detail = if soft { INVALIDATED } else { "" };
+            let res = stale(shared, policy, &entry, now, is_head, req_headers, detail);
             Found::Revalidate(res)
         }
         Freshness::Stale { if_error: true, .. } => Found::Miss(Some(entry)),
@@ -154,42 +161,8 @@ pub(crate) fn instead_of_error<B: Body>(
 }
 
 const ORIGIN_ERROR: &str = "; detail=origin-error";
-
-/// What a soft-invalidated `entry` (`invalidate_tag_soft`…) is good for: inside its freshness
-/// or its stale-while-revalidate window, an answer now (counted as stale) while one refresh
-/// replaces it, `Cache-Status: …; ttl=0; fwd=stale; detail=invalidated` (or `ttl=-N` past
-/// freshness); past that, what an expired entry is good for (a stale-if-error stand-in, or
-/// nothing), whatever the store still holds.
-pub(crate) fn soft_stale<B: Body>(
-    shared: &Shared,
-    policy: &RoutePolicy,
-    counters: &RouteCounters,
-    entry: &Arc<CachedResponse>,
-    is_head: bool,
-    req_headers: &HeaderMap,
-) -> Found<B> {
-    let now = shared.clock.now_millis();
-    match entry.freshness(now) {
-        Freshness::Fresh
-        | Freshness::Stale {
-            revalidate: true, ..
-        } => {
-            counters.stale();
-            let detail = "; detail=invalidated";
-            Found::Revalidate(stale(
-                shared,
-                policy,
-                entry,
-                now,
-                is_head,
-                req_headers,
-                detail,
-            ))
-        }
-        Freshness::Stale { if_error: true, .. } => Found::Miss(Some(entry.clone())),
-        Freshness::Stale { .. } | Freshness::Expired => Found::Miss(None),
-    }
-}
+/// Answered stale because it was soft-invalidated (`invalidate_tag_soft`…).
+const INVALIDATED: &str = "; detail=invalidated";
 
 /// A stale entry's response: its real `Age`, and `Cache-Status: …; ttl=-N; fwd=stale` with N
 /// the seconds past freshness (rounded up), then `detail`.
