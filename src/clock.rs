@@ -7,14 +7,14 @@
 //! - **Freshness** is the cache's [`Clock`]: an entry is fresh while `now - stored_at < ttl`
 //!   (this also gives `Age` and the `ttl=` of `Cache-Status`). Nothing else in the request path
 //!   reads the time for freshness.
-//! - **Expiry** is the store's own: the memory store hands moka a deadline on the monotonic
+//! - **Expiry** is the store's own: the memory store keeps a deadline on the monotonic
 //!   clock, Redis gets `PX ttl` and expires on the server's clock. The store is given the same
 //!   TTL, so with the [`SystemClock`] both end an entry together.
 //!
 //! Whichever ends it first wins: a [`ManualClock`] moved past the TTL makes an entry stale
 //! while the store still holds it (a miss that overwrites it), and no clock can keep an entry
 //! the store has dropped. Tests therefore move freshness with a `ManualClock`, and only tests
-//! of a store's own expiry sleep, because moka's and Redis's clocks cannot be moved. Across
+//! of a store's own expiry sleep, because the memory store's monotonic clock and Redis's cannot be moved. Across
 //! processes sharing Redis, `stored_at` is the writer's wall clock: a skew between hosts shifts
 //! `Age` and freshness by that skew, while Redis still drops the entry on time.
 

@@ -1,5 +1,5 @@
 //! Two clocks meet on a hit: the cache's `Clock` decides freshness, the store's own clock
-//! (moka's monotonic time, Redis's server time) decides when it drops an entry. An entry is
+//! (the memory store's monotonic time, Redis's server time) decides when it drops an entry. An entry is
 //! served only while both agree; whichever ends it first wins.
 
 mod common;
@@ -20,7 +20,7 @@ async fn the_clock_ends_freshness_while_the_store_still_holds_the_entry() {
     let app = app(&fx, &calls, Duration::from_secs(30));
     assert_eq!(send(&app, get("/doc")).await.cache_status(), MISS);
     fx.clock.advance(Duration::from_secs(30));
-    // moka has not dropped it (its own clock barely moved), yet the cache's clock says stale.
+    // The store has not dropped it (its own clock barely moved), yet the cache's clock says stale.
     assert_eq!(fx.entries(), 1);
     let r = send(&app, get("/doc")).await;
     assert_eq!((r.cache_status(), r.text()), (MISS, "n2"));
@@ -34,7 +34,7 @@ async fn the_store_ends_an_entry_the_clock_still_calls_fresh() {
     let app = app(&fx, &calls, Duration::from_millis(200));
     assert_eq!(send(&app, get("/doc")).await.cache_status(), MISS);
     assert_eq!(send(&app, get("/doc")).await.text(), "n1");
-    // A real sleep: moka expires entries on its own clock, which a test cannot move. The
+    // A real sleep: the store expires entries on its own monotonic clock, which a test cannot move. The
     // cache's ManualClock stands still, so only the store's expiry can end this entry.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = send(&app, get("/doc")).await;

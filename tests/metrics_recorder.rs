@@ -279,8 +279,8 @@ async fn the_memory_store_records_evictions_by_cause() {
     store.put(&key, entry(), ttl).await.unwrap();
     // Removed: explicit.
     store.remove(&key).await.unwrap();
-    // Past its TTL on moka's own clock, which no test can move: expired, once moka's timer
-    // wheel (about a second a slot) comes round to it.
+    // Past its TTL on the store's monotonic clock, which no test can move: expired, and dropped
+    // when the store next counts its entries (polled: a few milliseconds).
     send(&app, get("/brief")).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.entry_count() > 0 {

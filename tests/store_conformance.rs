@@ -128,7 +128,7 @@ async fn expires(s: &Subject) {
         s.name
     );
 
-    // Real time only here: neither moka nor Redis lets a test move their clock.
+    // Real time only here: neither the memory store nor Redis lets a test move their clock.
     let short = key("ttl", "short");
     let ttl = Duration::from_millis(100);
     s.store

@@ -2,20 +2,31 @@
 //! `{ns}_cache_evictions_total{cause="size"|"expired"|"replaced"|"explicit"}`. The counters are
 //! registered at the store's first eviction (under its current name), then only incremented.
 
-use moka::notification::RemovalCause;
-
 #[cfg(feature = "metrics")]
 pub(crate) use with_facade::Evictions;
 #[cfg(not(feature = "metrics"))]
 pub(crate) use without_facade::Evictions;
 
+/// Why the memory store dropped an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// Evicted to stay within the bound.
+    Size,
+    /// Past its deadline.
+    Expired,
+    /// Written over.
+    Replaced,
+    /// Removed (by key, prefix or pattern).
+    Explicit,
+}
+
 /// The `cause` label of a removal.
-fn cause(cause: RemovalCause) -> usize {
+fn cause(cause: Cause) -> usize {
     match cause {
-        RemovalCause::Size => 0,
-        RemovalCause::Expired => 1,
-        RemovalCause::Replaced => 2,
-        RemovalCause::Explicit => 3,
+        Cause::Size => 0,
+        Cause::Expired => 1,
+        Cause::Replaced => 2,
+        Cause::Explicit => 3,
     }
 }
 
@@ -23,8 +34,8 @@ fn cause(cause: RemovalCause) -> usize {
 mod with_facade {
     use std::sync::RwLock;
 
+    use super::Cause;
     use metrics::Counter;
-    use moka::notification::RemovalCause;
 
     const CAUSES: [&str; 4] = ["size", "expired", "replaced", "explicit"];
 
@@ -60,7 +71,7 @@ mod with_facade {
             state.counters = None;
         }
 
-        pub(crate) fn evicted(&self, cause: RemovalCause) {
+        pub(crate) fn evicted(&self, cause: Cause) {
             let i = super::cause(cause);
             {
                 let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -93,7 +104,7 @@ mod with_facade {
 
 #[cfg(not(feature = "metrics"))]
 mod without_facade {
-    use moka::notification::RemovalCause;
+    use super::Cause;
 
     #[derive(Debug)]
     pub(crate) struct Evictions;
@@ -103,7 +114,7 @@ mod without_facade {
             Self
         }
         pub(crate) fn rename(&self, _: &str) {}
-        pub(crate) fn evicted(&self, cause: RemovalCause) {
+        pub(crate) fn evicted(&self, cause: Cause) {
             let _ = super::cause(cause);
         }
     }

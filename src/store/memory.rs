@@ -1,19 +1,18 @@
-//! The embedded store: a moka cache bounded by total bytes, each entry expiring at its own TTL.
+//! The embedded store: a table bounded by total bytes, each entry expiring at its own TTL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
-use moka::sync::Cache;
-use moka::Expiry;
 
 use super::evictions::Evictions;
 use super::generations::GenerationTable;
 use super::{Generations, Purge, Store, StoreError, StoreFuture};
 use crate::{CacheKey, CachedResponse, Entry};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 
+mod table;
 mod values;
+use table::Table;
 use values::value_slot;
 
 /// An in-process store; the default.
@@ -33,19 +32,12 @@ use values::value_slot;
 ///     .build();
 /// # let _ = cache;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<CacheKey, Stored>,
+    table: Arc<Table<Held>>,
     evictions: Arc<Evictions>,
     /// The invalidation counters, shared by the clones: the store is their authority.
     gens: Arc<GenerationTable>,
-}
-
-#[derive(Debug, Clone)]
-struct Stored {
-    held: Held,
-    /// When it expires.
-    deadline: Instant,
 }
 
 /// What one slot holds: a response entry, or a raw value of the low-level API.
@@ -59,29 +51,10 @@ enum Held {
     },
 }
 
-struct PerEntryTtl;
-
-impl Expiry<CacheKey, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, v: &Stored, now: Instant) -> Option<Duration> {
-        Some(v.deadline.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &CacheKey,
-        v: &Stored,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.deadline.saturating_duration_since(now))
-    }
-}
-
-/// What one entry costs the process beyond the allocations [`cost`] counts: moka's bookkeeping
-/// for it (hash-table bucket, the key's `Arc`, the value entry, its info, the lock-protected
-/// deque and timer-wheel nodes, the write log) and the key itself. Measured, not derived: with
-/// `benches/drivers/memory_bound.rs` filling a store that never evicts, process RSS grew by 450–470 B
-/// per entry more than `cost` without it, for bodies from 16 B to 4 KiB (see BENCHMARKS.md).
+/// What one entry costs the process beyond the allocations [`cost`] counts: the table's
+/// bookkeeping for it (its hash-map bucket with the key, at the map's load factor, and its
+/// place in the eviction queue, a second copy of the key). Measured, not derived: with
+/// `benches/drivers/memory_bound.rs` filling a store that never evicts (see BENCHMARKS.md).
 const ENTRY_OVERHEAD: usize = 480;
 
 /// What a `Bytes` that has been cloned or sliced adds: its shared control block.
@@ -153,17 +126,9 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
-        let evictions = Arc::new(Evictions::new("http"));
-        let counted = evictions.clone();
-        let cache = Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|_: &CacheKey, v: &Stored| u32::try_from(cost(&v.held)).unwrap_or(u32::MAX))
-            .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, _: Stored, cause| counted.evicted(cause))
-            .build();
         Self {
-            cache,
-            evictions,
+            table: Arc::new(Table::new(max_bytes)),
+            evictions: Arc::new(Evictions::new("http")),
             gens: Arc::default(),
         }
     }
@@ -187,28 +152,39 @@ impl MemoryStore {
         self
     }
 
-    /// How many entries it holds (approximate until pending maintenance runs).
+    /// How many live entries it holds (dropping the expired ones first).
     #[must_use]
     pub fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.table.sizes(Instant::now(), &self.evictions).0
     }
 
-    /// The approximate bytes of all entries.
+    /// The approximate bytes of all live entries (dropping the expired ones first).
     #[must_use]
     pub fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.weighted_size()
+        self.table.sizes(Instant::now(), &self.evictions).1
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
     }
 }
 
 impl MemoryStore {
-    /// The entry under `key`, from moka.
+    /// The entry under `key`.
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        match self.cache.get(key)?.held {
+        match self.table.get(key, Instant::now(), &self.evictions)? {
             Held::Entry(entry) => Some(entry),
             Held::Value { .. } => None,
         }
+    }
+
+    /// Stores `held` under `key` until `deadline`.
+    fn keep(&self, key: CacheKey, held: Held, deadline: Instant) {
+        let weight = cost(&held) as u64;
+        self.table
+            .insert(key, held, deadline, weight, &self.evictions);
     }
 }
 
@@ -229,28 +205,20 @@ impl Store for MemoryStore {
     }
 
     fn put<'a>(&'a self, key: &'a CacheKey, entry: Entry, ttl: Duration) -> StoreFuture<'a, ()> {
-        let deadline = Instant::now() + ttl;
-        let held = Held::Entry(entry);
-        self.cache.insert(key.clone(), Stored { held, deadline });
+        self.keep(key.clone(), Held::Entry(entry), Instant::now() + ttl);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
-        let removed = self.cache.remove(key).is_some();
+        let removed = self.table.remove(key, &self.evictions).is_some();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        let victims: Vec<Arc<CacheKey>> = self
-            .cache
-            .iter()
-            .filter(|(k, _)| k.to_string().starts_with(prefix))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &victims {
-            self.cache.invalidate(k.as_ref());
-        }
-        Box::pin(std::future::ready(Ok(victims.len() as u64)))
+        let removed = self
+            .table
+            .remove_where(|k, _| k.to_string().starts_with(prefix), &self.evictions);
+        Box::pin(std::future::ready(Ok(removed)))
     }
 
     fn get_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
@@ -263,7 +231,10 @@ impl Store for MemoryStore {
     }
 
     fn remove_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        let removed = self.cache.remove(&value_slot(key)).is_some();
+        let removed = self
+            .table
+            .remove(&value_slot(key), &self.evictions)
+            .is_some();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -435,7 +406,7 @@ mod tests {
             .put(&CacheKey::from_parts("t", &[b"k"]), e, TTL)
             .await
             .unwrap();
-        // What the entry holds, its structs, and ~450 B of moka's bookkeeping and the key,
+        // What the entry holds, its structs, and ~450 B of the table's bookkeeping and the key,
         // measured per entry (see `ENTRY_OVERHEAD`).
         let structs = std::mem::size_of::<CachedResponse>()
             + 2 * std::mem::size_of::<(HeaderName, HeaderValue)>();

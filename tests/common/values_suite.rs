@@ -289,7 +289,7 @@ pub async fn caches_fragments(store: &Arc<dyn Store>) {
 }
 
 /// Counters carry no envelope, so only the store expires them: this sleeps, because neither
-/// moka's clock nor Redis's can be moved.
+/// the memory store's monotonic clock nor Redis's can be moved.
 pub async fn counters_expire_by_the_store(store: &Arc<dyn Store>) {
     let cache = cache_on(store, "vals-counter-ttl");
     cache

@@ -1,4 +1,4 @@
-//! The memory store's raw values (the low-level API): kept in the same moka map as the
+//! The memory store's raw values (the low-level API): kept in the same table as the
 //! responses, so they share its byte bound, under a slot key derived from the readable key.
 
 use std::sync::Arc;
@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Held, MemoryStore, Stored};
+use super::{cost, Held, MemoryStore};
 use crate::store::glob;
 use crate::{CacheKey, StoreError, StoreErrorKind};
 
-/// How long a counter that [`Store::incr_value`] created lives: "forever" for moka.
+/// How long a counter that [`Store::incr_value`] created lives: "forever".
 const NO_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The slot of the raw value under `key`. The moka map stays keyed by [`CacheKey`], so the
+/// The slot of the raw value under `key`. The table stays keyed by [`CacheKey`], so the
 /// response path pays nothing for values; the slot prints as `key:{hash}`, so `clear()`'s
 /// prefix removes values with the responses, as it does on Redis.
 pub(super) fn value_slot(key: &str) -> CacheKey {
@@ -22,71 +22,57 @@ pub(super) fn value_slot(key: &str) -> CacheKey {
 
 impl MemoryStore {
     pub(super) fn value(&self, key: &str) -> Option<Bytes> {
-        match self.cache.get(&value_slot(key))?.held {
+        match self
+            .table
+            .get(&value_slot(key), Instant::now(), &self.evictions)?
+        {
             Held::Value { bytes, .. } => Some(bytes),
             Held::Entry(_) => None,
         }
     }
 
     pub(super) fn remove_matching(&self, pattern: &str) -> u64 {
-        let victims: Vec<Arc<CacheKey>> = self
-            .cache
-            .iter()
-            .filter(
-                |(_, v)| matches!(&v.held, Held::Value { key, .. } if glob::matches(pattern, key)),
-            )
-            .map(|(k, _)| k)
-            .collect();
-        let removed = victims
-            .iter()
-            .filter(|k| self.cache.remove(k.as_ref()).is_some())
-            .count();
-        removed as u64
+        self.table.remove_where(
+            |_, v| matches!(v, Held::Value { key, .. } if glob::matches(pattern, key)),
+            &self.evictions,
+        )
     }
 
     pub(super) fn insert_value(&self, key: &str, bytes: Bytes, deadline: Instant) {
         let key: Arc<str> = Arc::from(key);
         let slot = value_slot(&key);
-        let held = Held::Value { key, bytes };
-        self.cache.insert(slot, Stored { held, deadline });
+        self.keep(slot, Held::Value { key, bytes }, deadline);
     }
 
-    /// `incr_value`: one atomic read-modify-write of the slot (moka's `and_compute_with`
-    /// locks the key), keeping the deadline of a counter that exists.
+    /// `incr_value`: one atomic read-modify-write of the slot (its shard is locked), keeping
+    /// the deadline of a counter that exists.
     pub(super) fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        use moka::ops::compute::Op;
-        let mut outcome = Err(StoreError::new(StoreErrorKind::Backend, "not computed"));
-        self.cache
-            .entry(value_slot(key))
-            .and_compute_with(|current| {
-                let (count, deadline) = match current.map(moka::Entry::into_value) {
-                    None => (Some(0), Instant::now() + NO_EXPIRY),
-                    Some(Stored {
-                        held: Held::Value { bytes, .. },
-                        deadline,
-                    }) => (parse_counter(&bytes), deadline),
-                    Some(Stored { deadline, .. }) => (None, deadline),
+        let now = Instant::now();
+        self.table
+            .update(value_slot(key), now, &self.evictions, |current| {
+                let (count, deadline) = match current {
+                    None => (Some(0), now + NO_EXPIRY),
+                    Some((Held::Value { bytes, .. }, deadline)) => (parse_counter(bytes), deadline),
+                    Some((Held::Entry(_), deadline)) => (None, deadline),
                 };
                 match count.and_then(|n| n.checked_add(delta)) {
                     Some(sum) => {
-                        outcome = Ok(sum);
-                        let bytes = Bytes::from(sum.to_string());
                         let held = Held::Value {
                             key: Arc::from(key),
-                            bytes,
+                            bytes: Bytes::from(sum.to_string()),
                         };
-                        Op::Put(Stored { held, deadline })
+                        let weight = cost(&held) as u64;
+                        (Some((held, deadline, weight)), Ok(sum))
                     }
-                    None => {
-                        outcome = Err(StoreError::new(
+                    None => (
+                        None,
+                        Err(StoreError::new(
                             StoreErrorKind::Corrupt,
                             format!("{key}: not an integer counter, or adding {delta} overflows"),
-                        ));
-                        Op::Nop
-                    }
+                        )),
+                    ),
                 }
-            });
-        outcome
+            })
     }
 }
 

@@ -1,0 +1,374 @@
+//! The memory store's table: shards of a plain hash map behind a mutex, each bounded by bytes
+//! and evicting with CLOCK (second chance in insertion order), each entry expiring at its own
+//! deadline.
+//!
+//! It replaced moka here because a hit is one short critical section: lock, find, mark it
+//! visited, clone an `Arc`. moka's read path (epoch pin, read log, frequency sketch,
+//! housekeeping) cost a memory hit about 8 % of its server CPU on the peer rig, and a miss its
+//! insert, timer wheel and table growth (BENCHMARKS.md, "Against the other crates").
+//!
+//! Invariants, each with a test below:
+//! - an entry is answered only before its deadline; past it, the read removes it (`expired`);
+//! - a shard's bytes never exceed its share of the bound after an insert returns; an entry
+//!   heavier than that share is not kept (`size`);
+//! - every removal is counted once, by cause.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::super::evictions::{Cause, Evictions};
+use crate::CacheKey;
+
+/// Shards a store gets per this many bytes of bound (at most [`MAX_SHARDS`]): a small store is
+/// one shard, so its bound is not split into slices too thin for one large entry.
+const BYTES_PER_SHARD: u64 = 16 << 20;
+const MAX_SHARDS: u64 = 64;
+
+/// One slot: what it holds, what it weighs, and whether it was read since the clock hand
+/// last passed it.
+struct Slot<V> {
+    value: V,
+    deadline: Instant,
+    weight: u64,
+    visited: bool,
+    /// Which insertion of this key the slot is: a queue entry with another is stale.
+    seq: u64,
+}
+
+struct Shard<V> {
+    map: HashMap<CacheKey, Slot<V>>,
+    /// Keys in insertion order, with the insertion they name; the clock hand is the front.
+    order: VecDeque<(CacheKey, u64)>,
+    bytes: u64,
+    seq: u64,
+}
+
+/// A byte-bounded, expiring map from [`CacheKey`] to `V`.
+pub(super) struct Table<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    /// Picks a key's shard: keyed per table, so crafted URLs cannot aim at one shard.
+    picker: RandomState,
+    share: u64,
+}
+
+impl<V: Clone> Table<V> {
+    pub(super) fn new(max_bytes: u64) -> Self {
+        let n = (max_bytes / BYTES_PER_SHARD).clamp(1, MAX_SHARDS);
+        let n = if n.is_power_of_two() {
+            n
+        } else {
+            n.next_power_of_two() / 2
+        };
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::new(),
+                    order: VecDeque::new(),
+                    bytes: 0,
+                    seq: 0,
+                })
+            })
+            .collect();
+        Self {
+            shards,
+            picker: RandomState::new(),
+            share: max_bytes / n,
+        }
+    }
+
+    fn shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard<V>> {
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            let word = u64::from_le_bytes(key.primary()[8..16].try_into().unwrap_or_default());
+            (self.picker.hash_one(word) as usize) & (self.shards.len() - 1)
+        };
+        lock(&self.shards[i])
+    }
+
+    /// The value under `key` if it is there and alive at `now`; marks it read.
+    pub(super) fn get(&self, key: &CacheKey, now: Instant, evictions: &Evictions) -> Option<V> {
+        let mut shard = self.shard(key);
+        match shard.map.get_mut(key) {
+            None => return None,
+            Some(slot) if slot.deadline > now => {
+                slot.visited = true;
+                return Some(slot.value.clone());
+            }
+            Some(_) => {}
+        }
+        shard.take(key);
+        evictions.evicted(Cause::Expired);
+        None
+    }
+
+    /// Stores `value` under `key` until `deadline`, weighing `weight`, then evicts down to the
+    /// shard's share of the bound.
+    pub(super) fn insert(
+        &self,
+        key: CacheKey,
+        value: V,
+        deadline: Instant,
+        weight: u64,
+        evictions: &Evictions,
+    ) {
+        let mut shard = self.shard(&key);
+        if weight > self.share {
+            // Never fits: kept, it would evict the whole shard and then itself.
+            if shard.take(&key).is_some() {
+                evictions.evicted(Cause::Replaced);
+            }
+            evictions.evicted(Cause::Size);
+            return;
+        }
+        shard.put(key, value, deadline, weight, evictions);
+        shard.evict(self.share, evictions);
+    }
+
+    /// Removes `key`; whether it was there (alive or not).
+    pub(super) fn remove(&self, key: &CacheKey, evictions: &Evictions) -> Option<V> {
+        let taken = self.shard(key).take(key)?;
+        evictions.evicted(Cause::Explicit);
+        Some(taken.value)
+    }
+
+    /// Runs `f` on the value under `key` (alive at `now`) with the shard locked: what it
+    /// returns replaces it (`Some`) or leaves it as it is (`None`). One atomic read-modify-write.
+    pub(super) fn update<T>(
+        &self,
+        key: CacheKey,
+        now: Instant,
+        evictions: &Evictions,
+        f: impl FnOnce(Option<(&V, Instant)>) -> (Option<(V, Instant, u64)>, T),
+    ) -> T {
+        let mut shard = self.shard(&key);
+        let current = shard
+            .map
+            .get(&key)
+            .filter(|s| s.deadline > now)
+            .map(|s| (&s.value, s.deadline));
+        let (replace, out) = f(current);
+        if let Some((value, deadline, weight)) = replace {
+            if weight <= self.share {
+                shard.put(key, value, deadline, weight, evictions);
+                shard.evict(self.share, evictions);
+            }
+        }
+        out
+    }
+
+    /// Removes every entry `doomed` picks; how many.
+    pub(super) fn remove_where(
+        &self,
+        mut doomed: impl FnMut(&CacheKey, &V) -> bool,
+        evictions: &Evictions,
+    ) -> u64 {
+        let mut removed = 0;
+        for shard in &*self.shards {
+            let mut shard = lock(shard);
+            let victims: Vec<CacheKey> = shard
+                .map
+                .iter()
+                .filter(|(k, s)| doomed(k, &s.value))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &victims {
+                shard.take(k);
+                evictions.evicted(Cause::Explicit);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Drops what expired by `now`, then counts: (entries, bytes).
+    pub(super) fn sizes(&self, now: Instant, evictions: &Evictions) -> (u64, u64) {
+        let (mut entries, mut bytes) = (0, 0);
+        for shard in &*self.shards {
+            let mut shard = lock(shard);
+            let expired: Vec<CacheKey> = shard
+                .map
+                .iter()
+                .filter(|(_, s)| s.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &expired {
+                shard.take(k);
+                evictions.evicted(Cause::Expired);
+            }
+            entries += shard.map.len() as u64;
+            bytes += shard.bytes;
+        }
+        (entries, bytes)
+    }
+}
+
+impl<V> Shard<V> {
+    fn put(&mut self, key: CacheKey, value: V, deadline: Instant, weight: u64, ev: &Evictions) {
+        if let Some(slot) = self.map.get_mut(&key) {
+            // Replaced in place: it keeps its place in the queue.
+            self.bytes = self.bytes - slot.weight + weight;
+            slot.value = value;
+            slot.deadline = deadline;
+            slot.weight = weight;
+            ev.evicted(Cause::Replaced);
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.order.push_back((key.clone(), seq));
+        self.map.insert(
+            key,
+            Slot {
+                value,
+                deadline,
+                weight,
+                visited: false,
+                seq,
+            },
+        );
+        self.bytes += weight;
+        self.compact();
+    }
+
+    fn take(&mut self, key: &CacheKey) -> Option<Slot<V>> {
+        let slot = self.map.remove(key)?;
+        self.bytes -= slot.weight;
+        self.compact();
+        Some(slot)
+    }
+
+    /// CLOCK: from the front, a slot read since the hand last passed goes round again
+    /// (unmarked), any other is evicted — an expired one as expired — until the shard fits.
+    fn evict(&mut self, share: u64, ev: &Evictions) {
+        let now = Instant::now();
+        while self.bytes > share {
+            let Some((key, seq)) = self.order.pop_front() else {
+                return;
+            };
+            let Some(slot) = self.map.get_mut(&key).filter(|s| s.seq == seq) else {
+                continue; // stale: removed or re-inserted since
+            };
+            if slot.visited && slot.deadline > now {
+                slot.visited = false;
+                self.order.push_back((key, seq));
+                continue;
+            }
+            let expired = slot.deadline <= now;
+            if let Some(slot) = self.map.remove(&key) {
+                self.bytes -= slot.weight;
+            }
+            ev.evicted(if expired { Cause::Expired } else { Cause::Size });
+        }
+    }
+
+    /// Drops stale queue entries once they outnumber the live ones, so the queue stays within
+    /// twice the map (plus a little).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a critical section leaves the shard consistent (each step is whole).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn key(i: u32) -> CacheKey {
+        CacheKey::from_parts("t", &[&i.to_be_bytes()])
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn an_entry_is_answered_until_its_deadline_and_never_after() {
+        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        let now = Instant::now();
+        t.insert(key(1), "v", now + Duration::from_secs(1), 10, &ev);
+        assert_eq!(t.get(&key(1), now, &ev), Some("v"));
+        assert_eq!(t.get(&key(1), now + Duration::from_secs(1), &ev), None);
+        // The expired read removed it: gone for every later reader too.
+        assert_eq!(t.get(&key(1), now, &ev), None);
+        assert_eq!(t.sizes(now, &ev), (0, 0));
+    }
+
+    #[test]
+    fn the_bytes_stay_within_the_bound_and_read_entries_outlive_unread_ones() {
+        let (t, ev) = (Table::new(1000), Evictions::new("t"));
+        let now = Instant::now();
+        for i in 0..10 {
+            t.insert(key(i), i, later(), 100, &ev);
+        }
+        // Key 0 is read, so the hand passes it over once.
+        assert_eq!(t.get(&key(0), now, &ev), Some(0));
+        for i in 10..15 {
+            t.insert(key(i), i, later(), 100, &ev);
+            assert!(t.sizes(now, &ev).1 <= 1000);
+        }
+        assert_eq!(
+            t.get(&key(0), now, &ev),
+            Some(0),
+            "a read entry was evicted first"
+        );
+        assert_eq!(t.get(&key(1), now, &ev), None);
+        assert_eq!(t.sizes(now, &ev), (10, 1000));
+    }
+
+    #[test]
+    fn an_entry_heavier_than_the_bound_is_not_kept_and_replaces_nothing_stale() {
+        let (t, ev) = (Table::new(1000), Evictions::new("t"));
+        let now = Instant::now();
+        t.insert(key(1), "small", later(), 10, &ev);
+        t.insert(key(2), "kept", later(), 10, &ev);
+        t.insert(key(1), "huge", later(), 5000, &ev);
+        // The old value under the key is not answered in place of the one refused.
+        assert_eq!(t.get(&key(1), now, &ev), None);
+        assert_eq!(t.get(&key(2), now, &ev), Some("kept"));
+    }
+
+    #[test]
+    fn removed_and_reinserted_keys_leave_the_queue_bounded() {
+        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        for round in 0..10_000u32 {
+            t.insert(key(round % 3), round, later(), 10, &ev);
+            t.remove(&key(round % 3), &ev);
+        }
+        let shard = lock(&t.shards[0]);
+        assert!(
+            shard.order.len() <= 64 + 2 * shard.map.len(),
+            "{}",
+            shard.order.len()
+        );
+    }
+
+    #[test]
+    fn an_update_is_one_read_modify_write_that_ignores_expired_values() {
+        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        let now = Instant::now();
+        t.insert(key(1), 5, now + Duration::from_secs(1), 8, &ev);
+        let seen = t.update(key(1), now, &ev, |cur| {
+            let v = cur.map_or(0, |(v, _)| *v);
+            (Some((v + 1, later(), 8)), v)
+        });
+        assert_eq!((seen, t.get(&key(1), now, &ev)), (5, Some(6)));
+        let seen = t.update(key(2), now + Duration::from_secs(2), &ev, |cur| {
+            (None, cur.map(|(v, _)| *v))
+        });
+        assert_eq!(seen, None);
+    }
+}
