@@ -61,7 +61,7 @@ pub struct CacheConfig {
     pub connect_timeout_ms: u64,
     /// Redis: the most one command may take before it counts as a miss (default 200).
     pub command_timeout_ms: u64,
-    /// Redis: how many connections (default 4).
+    /// Redis: how many connections (default: one per CPU the process may run on, at most 4).
     pub pool_size: usize,
     /// Whether an unreachable Redis fails [`build`](Self::build) (default `false`: the cache
     /// starts anyway, every lookup a miss until Redis answers). Only start-up is concerned: once
@@ -88,7 +88,7 @@ impl Default for CacheConfig {
             max_bytes: 128 * 1024 * 1024,
             connect_timeout_ms: 1000,
             command_timeout_ms: 200,
-            pool_size: 4,
+            pool_size: crate::redis_url::default_pool_size(),
             require_redis_at_start: false,
             breaker_failures: 5,
             breaker_cooldown_ms: 2000,
@@ -551,7 +551,8 @@ mod tests {
         assert_eq!(c.key_prefix, "env");
         assert!(c.require_redis_at_start);
         assert_eq!(c.command_timeout_ms, 150);
-        assert_eq!(c.pool_size, 4);
+        // Untouched by a variable under another prefix: the default.
+        assert_eq!(c.pool_size, crate::redis_url::default_pool_size());
 
         let e = CacheConfig::from_vars("CACHE", [("CACHE_MAX_BYTES", "-1")]).unwrap_err();
         assert_eq!(e.field(), "CACHE_MAX_BYTES");

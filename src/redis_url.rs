@@ -37,3 +37,13 @@ pub(crate) fn tls_unavailable(url: &str) -> Option<String> {
 
 /// The URL without its password, for messages.
 pub(crate) use crate::redact::redact_url as redact;
+
+/// The default number of Redis connections: one per CPU this process may run on, at most 4.
+///
+/// fred pipelines the commands of concurrent requests on a connection, so fewer connections
+/// carry more commands per write: on one CPU a single connection served Redis hits about 1.1x
+/// as fast as four (BENCHMARKS.md, "Against the other crates"). More CPUs get more
+/// connections, so one connection's writer does not become the bottleneck.
+pub(crate) fn default_pool_size() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}

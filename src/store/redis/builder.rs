@@ -15,8 +15,6 @@ use crate::{StoreError, StoreErrorKind};
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
 /// The default connect timeout.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The default number of connections.
-pub(crate) const DEFAULT_POOL_SIZE: usize = 4;
 /// The default number of consecutive failures that opens the breaker.
 pub(crate) const DEFAULT_BREAKER_FAILURES: u32 = 5;
 /// The default time an open breaker waits before probing.
@@ -28,7 +26,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Configures a [`RedisStore`]; made by [`RedisStore::builder`] or [`RedisStore::builder_with_pool`].
 ///
 /// Every setting has a safe default: a 200 ms command timeout, a 1 s connect timeout,
-/// reconnection forever with exponential back-off (50 ms up to 2 s), 4 connections, and a breaker
+/// reconnection forever with exponential back-off (50 ms up to 2 s), one connection per CPU (at
+/// most 4), and a breaker
 /// that opens after 5 consecutive failures for 2 s.
 ///
 /// ```no_run
@@ -94,7 +93,7 @@ impl RedisStoreBuilder {
     fn new(source: Source) -> Self {
         Self {
             source,
-            pool_size: DEFAULT_POOL_SIZE,
+            pool_size: crate::redis_url::default_pool_size(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             reconnect_min: Duration::from_millis(50),
@@ -106,7 +105,8 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// How many connections to open (default 4). Ignored for a pool the app supplied.
+    /// How many connections to open (default: one per CPU the process may run on, at most 4).
+    /// Ignored for a pool the app supplied.
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
