@@ -79,6 +79,13 @@ impl CacheKey {
         self.variant.as_ref()
     }
 
+    /// What tells this key from every other: its variant hash if it has one, else its primary
+    /// hash. Each hash commits to everything that makes the key (the prefix included) under its
+    /// own domain, so two keys share an id only if they are equal.
+    pub(crate) fn id(&self) -> [u8; 32] {
+        self.variant.unwrap_or(self.primary)
+    }
+
     /// The key without its variant part.
     #[must_use]
     pub fn without_variant(&self) -> Self {

@@ -44,18 +44,26 @@ pub struct MemoryStore {
 #[derive(Debug, Clone)]
 enum Held {
     Entry(Entry),
-    /// Under `value_slot`'s key; `key` is the readable one, for pattern removal.
-    Value {
-        key: Arc<str>,
-        bytes: Bytes,
-    },
+    /// Under `value_slot`'s key. Boxed: values are rare, and every slot is as large as its
+    /// largest variant.
+    Value(Box<Value>),
+}
+
+/// A raw value; `key` is the readable one, for pattern removal.
+#[derive(Debug, Clone)]
+struct Value {
+    key: Arc<str>,
+    bytes: Bytes,
 }
 
 /// What one entry costs the process beyond the allocations [`cost`] counts: the table's
-/// bookkeeping for it (its hash-map bucket with the key, at the map's load factor, and its
-/// place in the eviction queue, a second copy of the key). Measured, not derived: with
-/// `benches/drivers/memory_bound.rs` filling a store that never evicts (see BENCHMARKS.md).
-const ENTRY_OVERHEAD: usize = 480;
+/// bookkeeping for it (its hash-map bucket at the map's load factor, the boxed key, its place
+/// in the eviction queue) and the heap's slack under churn. Measured, not derived: with
+/// `benches/drivers/memory_bound.rs` filling a 128 MiB store with 200k distinct 1 KiB responses
+/// (so it evicts all along), peak RSS growth was 1.05x the bound with this figure and 1.11x
+/// with moka's old 480 B (see BENCHMARKS.md). A store that never evicts grows less than its
+/// weight (16 B bodies: 105 MiB for 125 MiB weighed).
+const ENTRY_OVERHEAD: usize = 640;
 
 /// What a `Bytes` that has been cloned or sliced adds: its shared control block.
 const SHARED_BYTES: usize = 32;
@@ -91,9 +99,13 @@ fn churn_slack(body_len: usize) -> usize {
 /// allocation (`Content-Length`, a computed `ETag`) do not, which errs on the side of the bound.
 fn cost(held: &Held) -> usize {
     let own = match held {
-        Held::Value { key, bytes } => {
-            // The `Arc<str>` (two counters and the key), the bytes and their control block.
-            allocated(16 + key.len()) + allocated(bytes.len()) + SHARED_BYTES
+        Held::Value(v) => {
+            // The box, the `Arc<str>` (two counters and the key), the bytes and their control
+            // block.
+            allocated(std::mem::size_of::<Value>())
+                + allocated(16 + v.key.len())
+                + allocated(v.bytes.len())
+                + SHARED_BYTES
         }
         Held::Entry(Entry::Response(r)) => {
             let pairs = std::mem::size_of::<(HeaderName, HeaderValue)>() * r.headers.len();
@@ -176,7 +188,7 @@ impl MemoryStore {
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
         match self.table.get(key, Instant::now(), &self.evictions)? {
             Held::Entry(entry) => Some(entry),
-            Held::Value { .. } => None,
+            Held::Value(_) => None,
         }
     }
 

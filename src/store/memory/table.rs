@@ -27,23 +27,61 @@ use crate::CacheKey;
 const BYTES_PER_SHARD: u64 = 16 << 20;
 const MAX_SHARDS: u64 = 64;
 
+/// What the map is keyed by: a key's variant hash, else its primary hash ([`CacheKey::id`]).
+/// 32 bytes instead of a whole `CacheKey` in every bucket and queue entry: most of what an
+/// entry costs the table beyond its value.
+type Id = [u8; 32];
+
 /// One slot: what it holds, what it weighs, and whether it was read since the clock hand
 /// last passed it.
 struct Slot<V> {
     value: V,
     deadline: Instant,
-    weight: u64,
-    visited: bool,
+    weight: u32,
     /// Which insertion of this key the slot is: a queue entry with another is stale.
-    seq: u64,
+    seq: u32,
+    visited: bool,
+    /// The whole key, for removal by what it prints as (`clear_prefix`).
+    key: Box<CacheKey>,
 }
 
 struct Shard<V> {
-    map: HashMap<CacheKey, Slot<V>>,
+    map: HashMap<Id, Slot<V>, IdHasher>,
     /// Keys in insertion order, with the insertion they name; the clock hand is the front.
-    order: VecDeque<(CacheKey, u64)>,
+    order: VecDeque<(Id, u32)>,
     bytes: u64,
-    seq: u64,
+    seq: u32,
+}
+
+/// Hashes an [`Id`] by eight of its bytes, mixed with the table's random seed: the id is
+/// already a SHA-256 output, so a full hash over it would buy nothing.
+#[derive(Clone)]
+struct IdHasher(u64);
+
+impl BuildHasher for IdHasher {
+    type Hasher = IdHash;
+    fn build_hasher(&self) -> IdHash {
+        IdHash(self.0)
+    }
+}
+
+struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length then its bytes: take eight bytes of the latter.
+        if let Some(word) = bytes.get(..8).and_then(|b| b.try_into().ok()) {
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+    fn finish(&self) -> u64 {
+        // A keyed mix (splitmix64's finaliser): ids aimed at one bucket need the seed.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 /// A byte-bounded, expiring map from [`CacheKey`] to `V`.
@@ -51,6 +89,7 @@ pub(super) struct Table<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     /// Picks a key's shard: keyed per table, so crafted URLs cannot aim at one shard.
     picker: RandomState,
+    seed: u64,
     share: u64,
 }
 
@@ -62,10 +101,12 @@ impl<V: Clone> Table<V> {
         } else {
             n.next_power_of_two() / 2
         };
+        let picker = RandomState::new();
+        let seed = picker.hash_one(0x5eed_u64);
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
+                    map: HashMap::with_hasher(IdHasher(seed)),
                     order: VecDeque::new(),
                     bytes: 0,
                     seq: 0,
@@ -74,25 +115,27 @@ impl<V: Clone> Table<V> {
             .collect();
         Self {
             shards,
-            picker: RandomState::new(),
+            picker,
+            seed,
             share: max_bytes / n,
         }
     }
 
-    fn shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard<V>> {
+    fn shard(&self, id: &Id) -> MutexGuard<'_, Shard<V>> {
         let i = if self.shards.len() == 1 {
             0
         } else {
-            let word = u64::from_le_bytes(key.primary()[8..16].try_into().unwrap_or_default());
-            (self.picker.hash_one(word) as usize) & (self.shards.len() - 1)
+            let word = u64::from_le_bytes(id[8..16].try_into().unwrap_or_default());
+            (self.picker.hash_one(word ^ self.seed) as usize) & (self.shards.len() - 1)
         };
         lock(&self.shards[i])
     }
 
     /// The value under `key` if it is there and alive at `now`; marks it read.
     pub(super) fn get(&self, key: &CacheKey, now: Instant, evictions: &Evictions) -> Option<V> {
-        let mut shard = self.shard(key);
-        match shard.map.get_mut(key) {
+        let id = key.id();
+        let mut shard = self.shard(&id);
+        match shard.map.get_mut(&id) {
             None => return None,
             Some(slot) if slot.deadline > now => {
                 slot.visited = true;
@@ -100,7 +143,7 @@ impl<V: Clone> Table<V> {
             }
             Some(_) => {}
         }
-        shard.take(key);
+        shard.take(&id);
         evictions.evicted(Cause::Expired);
         None
     }
@@ -115,22 +158,24 @@ impl<V: Clone> Table<V> {
         weight: u64,
         evictions: &Evictions,
     ) {
-        let mut shard = self.shard(&key);
+        let id = key.id();
+        let mut shard = self.shard(&id);
         if weight > self.share {
             // Never fits: kept, it would evict the whole shard and then itself.
-            if shard.take(&key).is_some() {
+            if shard.take(&id).is_some() {
                 evictions.evicted(Cause::Replaced);
             }
             evictions.evicted(Cause::Size);
             return;
         }
-        shard.put(key, value, deadline, weight, evictions);
+        shard.put(id, key, value, deadline, weight, evictions);
         shard.evict(self.share, evictions);
     }
 
     /// Removes `key`; whether it was there (alive or not).
     pub(super) fn remove(&self, key: &CacheKey, evictions: &Evictions) -> Option<V> {
-        let taken = self.shard(key).take(key)?;
+        let id = key.id();
+        let taken = self.shard(&id).take(&id)?;
         evictions.evicted(Cause::Explicit);
         Some(taken.value)
     }
@@ -144,16 +189,17 @@ impl<V: Clone> Table<V> {
         evictions: &Evictions,
         f: impl FnOnce(Option<(&V, Instant)>) -> (Option<(V, Instant, u64)>, T),
     ) -> T {
-        let mut shard = self.shard(&key);
+        let id = key.id();
+        let mut shard = self.shard(&id);
         let current = shard
             .map
-            .get(&key)
+            .get(&id)
             .filter(|s| s.deadline > now)
             .map(|s| (&s.value, s.deadline));
         let (replace, out) = f(current);
         if let Some((value, deadline, weight)) = replace {
             if weight <= self.share {
-                shard.put(key, value, deadline, weight, evictions);
+                shard.put(id, key, value, deadline, weight, evictions);
                 shard.evict(self.share, evictions);
             }
         }
@@ -169,11 +215,11 @@ impl<V: Clone> Table<V> {
         let mut removed = 0;
         for shard in &*self.shards {
             let mut shard = lock(shard);
-            let victims: Vec<CacheKey> = shard
+            let victims: Vec<Id> = shard
                 .map
                 .iter()
-                .filter(|(k, s)| doomed(k, &s.value))
-                .map(|(k, _)| k.clone())
+                .filter(|(_, s)| doomed(&s.key, &s.value))
+                .map(|(id, _)| *id)
                 .collect();
             for k in &victims {
                 shard.take(k);
@@ -189,11 +235,11 @@ impl<V: Clone> Table<V> {
         let (mut entries, mut bytes) = (0, 0);
         for shard in &*self.shards {
             let mut shard = lock(shard);
-            let expired: Vec<CacheKey> = shard
+            let expired: Vec<Id> = shard
                 .map
                 .iter()
                 .filter(|(_, s)| s.deadline <= now)
-                .map(|(k, _)| k.clone())
+                .map(|(id, _)| *id)
                 .collect();
             for k in &expired {
                 shard.take(k);
@@ -207,36 +253,48 @@ impl<V: Clone> Table<V> {
 }
 
 impl<V> Shard<V> {
-    fn put(&mut self, key: CacheKey, value: V, deadline: Instant, weight: u64, ev: &Evictions) {
-        if let Some(slot) = self.map.get_mut(&key) {
+    fn put(
+        &mut self,
+        id: Id,
+        key: CacheKey,
+        value: V,
+        deadline: Instant,
+        weight: u64,
+        ev: &Evictions,
+    ) {
+        // `insert` refuses anything heavier than the shard's share, which fits in a u32 weight
+        // unless the bound is over 4 GiB a shard: then the weight is clamped.
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        if let Some(slot) = self.map.get_mut(&id) {
             // Replaced in place: it keeps its place in the queue.
-            self.bytes = self.bytes - slot.weight + weight;
+            self.bytes = self.bytes - u64::from(slot.weight) + u64::from(weight);
             slot.value = value;
             slot.deadline = deadline;
             slot.weight = weight;
             ev.evicted(Cause::Replaced);
             return;
         }
-        self.seq += 1;
+        self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.order.push_back((key.clone(), seq));
+        self.order.push_back((id, seq));
         self.map.insert(
-            key,
+            id,
             Slot {
                 value,
                 deadline,
                 weight,
-                visited: false,
                 seq,
+                visited: false,
+                key: Box::new(key),
             },
         );
-        self.bytes += weight;
+        self.bytes += u64::from(weight);
         self.compact();
     }
 
-    fn take(&mut self, key: &CacheKey) -> Option<Slot<V>> {
-        let slot = self.map.remove(key)?;
-        self.bytes -= slot.weight;
+    fn take(&mut self, id: &Id) -> Option<Slot<V>> {
+        let slot = self.map.remove(id)?;
+        self.bytes -= u64::from(slot.weight);
         self.compact();
         Some(slot)
     }
@@ -246,20 +304,20 @@ impl<V> Shard<V> {
     fn evict(&mut self, share: u64, ev: &Evictions) {
         let now = Instant::now();
         while self.bytes > share {
-            let Some((key, seq)) = self.order.pop_front() else {
+            let Some((id, seq)) = self.order.pop_front() else {
                 return;
             };
-            let Some(slot) = self.map.get_mut(&key).filter(|s| s.seq == seq) else {
+            let Some(slot) = self.map.get_mut(&id).filter(|s| s.seq == seq) else {
                 continue; // stale: removed or re-inserted since
             };
             if slot.visited && slot.deadline > now {
                 slot.visited = false;
-                self.order.push_back((key, seq));
+                self.order.push_back((id, seq));
                 continue;
             }
             let expired = slot.deadline <= now;
-            if let Some(slot) = self.map.remove(&key) {
-                self.bytes -= slot.weight;
+            if let Some(slot) = self.map.remove(&id) {
+                self.bytes -= u64::from(slot.weight);
             }
             ev.evicted(if expired { Cause::Expired } else { Cause::Size });
         }
@@ -271,7 +329,7 @@ impl<V> Shard<V> {
         if self.order.len() > 2 * self.map.len() + 64 {
             let map = &self.map;
             self.order
-                .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
+                .retain(|(id, seq)| map.get(id).is_some_and(|s| s.seq == *seq));
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{cost, Held, MemoryStore};
+use super::{cost, Held, MemoryStore, Value};
 use crate::store::glob;
 use crate::{CacheKey, StoreError, StoreErrorKind};
 
@@ -26,14 +26,14 @@ impl MemoryStore {
             .table
             .get(&value_slot(key), Instant::now(), &self.evictions)?
         {
-            Held::Value { bytes, .. } => Some(bytes),
+            Held::Value(v) => Some(v.bytes),
             Held::Entry(_) => None,
         }
     }
 
     pub(super) fn remove_matching(&self, pattern: &str) -> u64 {
         self.table.remove_where(
-            |_, v| matches!(v, Held::Value { key, .. } if glob::matches(pattern, key)),
+            |_, v| matches!(v, Held::Value(v) if glob::matches(pattern, &v.key)),
             &self.evictions,
         )
     }
@@ -41,7 +41,7 @@ impl MemoryStore {
     pub(super) fn insert_value(&self, key: &str, bytes: Bytes, deadline: Instant) {
         let key: Arc<str> = Arc::from(key);
         let slot = value_slot(&key);
-        self.keep(slot, Held::Value { key, bytes }, deadline);
+        self.keep(slot, Held::Value(Box::new(Value { key, bytes })), deadline);
     }
 
     /// `incr_value`: one atomic read-modify-write of the slot (its shard is locked), keeping
@@ -52,15 +52,15 @@ impl MemoryStore {
             .update(value_slot(key), now, &self.evictions, |current| {
                 let (count, deadline) = match current {
                     None => (Some(0), now + NO_EXPIRY),
-                    Some((Held::Value { bytes, .. }, deadline)) => (parse_counter(bytes), deadline),
+                    Some((Held::Value(v), deadline)) => (parse_counter(&v.bytes), deadline),
                     Some((Held::Entry(_), deadline)) => (None, deadline),
                 };
                 match count.and_then(|n| n.checked_add(delta)) {
                     Some(sum) => {
-                        let held = Held::Value {
+                        let held = Held::Value(Box::new(Value {
                             key: Arc::from(key),
                             bytes: Bytes::from(sum.to_string()),
-                        };
+                        }));
                         let weight = cost(&held) as u64;
                         (Some((held, deadline, weight)), Ok(sum))
                     }
