@@ -76,19 +76,22 @@ impl std::hash::Hasher for IdHash {
     }
     fn write_usize(&mut self, _: usize) {}
     fn finish(&self) -> u64 {
-        // A keyed mix (splitmix64's finaliser): ids aimed at one bucket need the seed.
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(self.0)
     }
+}
+
+/// splitmix64's finaliser: applied to an id's word xor the table's seed, ids aimed at one
+/// bucket or shard need the seed.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A byte-bounded, expiring map from [`CacheKey`] to `V`.
 pub(super) struct Table<V> {
     shards: Box<[Mutex<Shard<V>>]>,
-    /// Picks a key's shard: keyed per table, so crafted URLs cannot aim at one shard.
-    picker: RandomState,
+    /// Keys the bucket and shard hashes, so crafted URLs cannot aim at one.
     seed: u64,
     share: u64,
 }
@@ -101,8 +104,7 @@ impl<V: Clone> Table<V> {
         } else {
             n.next_power_of_two() / 2
         };
-        let picker = RandomState::new();
-        let seed = picker.hash_one(0x5eed_u64);
+        let seed = RandomState::new().hash_one(0x5eed_u64);
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
@@ -115,7 +117,6 @@ impl<V: Clone> Table<V> {
             .collect();
         Self {
             shards,
-            picker,
             seed,
             share: max_bytes / n,
         }
@@ -126,7 +127,9 @@ impl<V: Clone> Table<V> {
             0
         } else {
             let word = u64::from_le_bytes(id[8..16].try_into().unwrap_or_default());
-            (self.picker.hash_one(word ^ self.seed) as usize) & (self.shards.len() - 1)
+            // The bucket hash mixes bytes 0..8; the shard takes other bytes, so a shard's map
+            // still spreads over all its buckets.
+            (mix(word ^ self.seed.rotate_left(32)) as usize) & (self.shards.len() - 1)
         };
         lock(&self.shards[i])
     }
