@@ -13,6 +13,12 @@
 //! stored only if the sequence read then is the one noted, so nothing was invalidated between
 //! the two and the generations read are those of before the handler ran. A miss never waits
 //! on the store for its stamp.
+//!
+//! The poll also loads every name the store has counters for, when there are at most
+//! [`MAX_NAMES`] ([`Store::all_generations`]): the mirror is then *complete*, any name it does
+//! not hold is at `0`, and a miss on a URL never seen stamps its entry from the mirror, with no
+//! read at write time. It stays complete through this cache's own bumps and is dropped with
+//! the names on any other change, until the next poll loads it again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -65,6 +71,8 @@ const UNKNOWN: u64 = u64::MAX;
 struct Mirror {
     seq: u64,
     names: HashMap<Arc<str>, u64>,
+    /// `names` holds every name the store has a counter for at `seq`: any other is at `0`.
+    complete: bool,
     /// How many times `seq` changed: a poll whose answer is older than `seq` is taken only if
     /// nothing newer arrived while it was out.
     changes: u64,
@@ -75,6 +83,7 @@ impl Default for Mirror {
         Self {
             seq: UNKNOWN,
             names: HashMap::new(),
+            complete: false,
             changes: 0,
         }
     }
@@ -109,6 +118,7 @@ impl Mirror {
             known && (seen.seq == self.seq || (bumped && seen.seq == self.seq.wrapping_add(1)));
         if !follows {
             self.names.clear();
+            self.complete = false;
         }
         if seen.seq != self.seq {
             self.changes += 1;
@@ -116,10 +126,36 @@ impl Mirror {
         self.seq = seen.seq;
         if self.names.len() + names.len() > MAX_NAMES {
             self.names.clear();
+            self.complete = false;
         }
         for (name, gen) in names.iter().zip(&seen.gens) {
             self.names.insert(name.clone(), *gen);
         }
+    }
+}
+
+impl Mirror {
+    /// The generation of `name` as of `seq`, if known: held, or `0` in a complete mirror.
+    fn get(&self, name: &Arc<str>) -> Option<u64> {
+        match self.names.get(name) {
+            Some(gen) => Some(*gen),
+            None => self.complete.then_some(0),
+        }
+    }
+
+    /// Takes in every name the store has, read by a poll sent when the mirror had seen
+    /// `changes` changes; ignored if anything changed since (it may be older than what is
+    /// known).
+    fn load(&mut self, all: Generations, names: Vec<Arc<str>>, changes: u64) {
+        if changes != self.changes {
+            return;
+        }
+        if all.seq != self.seq {
+            self.changes += 1;
+        }
+        self.seq = all.seq;
+        self.names = names.into_iter().zip(all.gens).collect();
+        self.complete = true;
     }
 }
 
@@ -160,11 +196,16 @@ impl Gens {
                 return Some(Ok(Validity::Valid));
             }
             let mirror = self.mirror();
+            if mirror.seq != UNKNOWN && stamp.seq > mirror.seq {
+                // Stamped by a process that knew a newer sequence than this mirror does: what
+                // the mirror holds may be older than the stamp, so the store decides.
+                return None;
+            }
             let mut unknown = false;
             let mut validity = Validity::Valid;
             for (name, gen) in &stamp.names {
-                match mirror.names.get(name) {
-                    Some(now) => validity = validity.and(Validity::of(*gen, *now)),
+                match mirror.get(name) {
+                    Some(now) => validity = validity.and(Validity::of(*gen, now)),
                     None => unknown = true,
                 }
                 if validity == Validity::Invalid {
@@ -220,8 +261,7 @@ impl Gens {
         self.poll_in_background();
         {
             let mirror = self.mirror();
-            let known: Option<Vec<u64>> =
-                names.iter().map(|n| mirror.names.get(n).copied()).collect();
+            let known: Option<Vec<u64>> = names.iter().map(|n| mirror.get(n)).collect();
             if let Some(gens) = known {
                 return Ok(Generations::new(mirror.seq, gens));
             }
@@ -265,7 +305,7 @@ impl Gens {
         }
         self.poll_in_background();
         let mirror = self.mirror();
-        let known: Option<Vec<u64>> = names.iter().map(|n| mirror.names.get(n).copied()).collect();
+        let known: Option<Vec<u64>> = names.iter().map(|n| mirror.get(n)).collect();
         match known {
             Some(gens) => Pending::Ready(stamp(Generations::new(mirror.seq, gens), names)),
             None if mirror.seq == UNKNOWN => Pending::Deferred { seq: 0, names },
@@ -326,11 +366,24 @@ impl Gens {
         self.seq.store(mirror.seq, Ordering::Release);
     }
 
-    /// Reads the store's sequence: a change drops what the mirror knew.
+    /// Reads the store's sequence: a change drops what the mirror knew. Then, unless the
+    /// mirror is complete at that sequence already, loads every name if the store lists them.
     async fn refresh(&self) -> Result<(), StoreError> {
         let changes = self.mirror().changes;
         let now = self.store.generations(&self.prefix, &[]).await?;
         self.observe(&now, &[], Source::Poll { changes });
+        let (changes, complete, seq) = {
+            let m = self.mirror();
+            (m.changes, m.complete, m.seq)
+        };
+        if complete && seq == now.seq {
+            return Ok(());
+        }
+        if let Some((all, names)) = self.store.all_generations(&self.prefix, MAX_NAMES).await? {
+            let mut mirror = self.mirror();
+            mirror.load(all, names, changes);
+            self.seq.store(mirror.seq, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -437,6 +490,29 @@ mod tests {
         let sent = m.changes;
         m.observe(&at(0, &[]), &[], Source::Poll { changes: sent });
         assert_eq!((m.seq, m.names.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_complete_mirror_knows_every_name_until_someone_else_changes_one() {
+        let (a, b) = (names(&["tag:a"]), names(&["path:/never-bumped"]));
+        let mut m = Mirror::default();
+        let sent = m.changes;
+        m.load(at(5, &[1 << 24]), a.clone(), sent);
+        assert_eq!(
+            (m.seq, m.get(&a[0]), m.get(&b[0])),
+            (5, Some(1 << 24), Some(0))
+        );
+        // Our own bump, nobody else's: still complete.
+        m.observe(&at(6, &[2 << 24]), &a, Source::Bump);
+        assert_eq!((m.get(&a[0]), m.get(&b[0])), (Some(2 << 24), Some(0)));
+        // Someone else's (the sequence moved by more): nothing is known until reloaded.
+        m.observe(&at(9, &[]), &[], Source::Poll { changes: m.changes });
+        assert_eq!((m.get(&a[0]), m.get(&b[0])), (None, None));
+        // A load sent before a change it did not see is not taken.
+        let sent = m.changes;
+        m.observe(&at(10, &[3 << 24]), &a, Source::Bump);
+        m.load(at(9, &[2 << 24]), a.clone(), sent);
+        assert_eq!((m.seq, m.get(&b[0])), (10, None));
     }
 
     #[test]

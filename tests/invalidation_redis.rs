@@ -272,3 +272,119 @@ async fn with_the_lease_one_refresh_runs_fleet_wide_after_a_soft_invalidation() 
     }
     assert_eq!(a.calls.get() + b.calls.get(), 2, "one refresh fleet-wide");
 }
+
+/// How many times `server` ran `command` (`INFO commandstats`).
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["info", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Once a poll has loaded every counter the store has, a miss on URLs never seen stamps their
+/// entries from the mirror: no `HMGET` per miss. Those entries hold for another process and
+/// are invalidated as any other, here and there.
+#[tokio::test]
+async fn misses_on_new_urls_read_no_counters_once_the_mirror_holds_them_all() {
+    let Some(server) = RedisServer::start("complete_mirror") else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    // `a` polls at once, then not again for the length of the test: any HMGET is a miss's.
+    let a = Site::new(cache(
+        connect(&server.url()).await,
+        &prefix,
+        Duration::from_secs(30),
+    ));
+    let b = Site::new(cache(connect(&server.url()).await, &prefix, POLL));
+    // A counter exists; `a`'s first poll loads the whole list (real time: a real poll of a real
+    // Redis, a few milliseconds).
+    a.cache.invalidate_tag("platform:other").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = calls(&server, "hmget");
+    a.expect(TWITTER, "miss").await;
+    a.expect(TWITTER, "hit").await;
+    assert_eq!(
+        calls(&server, "hmget"),
+        before,
+        "a counter was read for a miss"
+    );
+    b.expect(TWITTER, "hit").await;
+
+    // Invalidated by `a`: within the poll there, then filled again by `b`, whose entries hold
+    // here; at once here.
+    a.cache.invalidate_tag("platform:twitter").await.unwrap();
+    until_miss(&b, TWITTER[0]).await;
+    b.expect(&TWITTER[1..], "miss").await;
+    a.expect(TWITTER, "hit").await;
+    a.cache.invalidate_tag("platform:twitter").await.unwrap();
+    a.expect(TWITTER, "miss").await;
+}
+
+/// The same for a prefix nothing was ever invalidated under (no counters hash at all).
+#[tokio::test]
+async fn misses_read_no_counters_where_nothing_was_ever_invalidated() {
+    let Some(server) = RedisServer::start("complete_mirror_empty") else {
+        return;
+    };
+    let a = Site::new(cache(
+        connect(&server.url()).await,
+        &fresh_prefix(),
+        Duration::from_secs(30),
+    ));
+    // The first request starts the poll, which loads the (empty) list.
+    a.expect(&TWITTER[..1], "miss").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = calls(&server, "hmget");
+    a.expect(&TWITTER[1..], "miss").await;
+    a.expect(TWITTER, "hit").await;
+    assert_eq!(
+        calls(&server, "hmget"),
+        before,
+        "a counter was read for a miss"
+    );
+}
+
+/// `all_generations` lists every counter with the sequence in one read, or nothing past `max`.
+#[tokio::test]
+async fn the_store_lists_all_its_counters_up_to_a_bound() {
+    use std::sync::Arc;
+    use tower_response_cache::{Purge, Store};
+    let Some(server) = RedisServer::start("all_generations") else {
+        return;
+    };
+    let store = connect(&server.url()).await;
+    let prefix = fresh_prefix();
+    let none = store.all_generations(&prefix, 2).await.unwrap().unwrap();
+    assert_eq!(
+        (none.0.seq, none.1.len()),
+        (0, 0),
+        "no hash yet: complete and empty"
+    );
+    let names: Vec<Arc<str>> = ["tag:a", "tag:b", "path:/c"].map(Arc::from).to_vec();
+    store
+        .bump_generations(&prefix, &names, Purge::Hard)
+        .await
+        .unwrap();
+    let bumped = store
+        .bump_generations(&prefix, &names[..1], Purge::Soft)
+        .await
+        .unwrap();
+    assert_eq!(store.all_generations(&prefix, 2).await.unwrap(), None);
+    let (all, mut listed) = store.all_generations(&prefix, 3).await.unwrap().unwrap();
+    assert_eq!(all.seq, bumped.seq);
+    let mut pairs: Vec<(Arc<str>, u64)> = listed.drain(..).zip(all.gens).collect();
+    pairs.sort();
+    let hard = Purge::Hard.increment();
+    assert_eq!(
+        pairs,
+        [
+            (Arc::from("path:/c"), hard),
+            (Arc::from("tag:a"), hard + 1),
+            (Arc::from("tag:b"), hard),
+        ]
+    );
+}

@@ -99,6 +99,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         purge: Purge,
     ) -> StoreFuture<'a, Generations>;
 
+    /// Every name bumped under `prefix` with its generation, and the sequence, read in one
+    /// atomic step; `None` when there are more than `max` names, or the store cannot list them
+    /// (the default). A cache that holds them all knows every other name is at `0` and needs
+    /// no read for it: a miss on a URL never seen then stamps its entry without a round trip.
+    fn all_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Option<(Generations, Vec<Arc<str>>)>> {
+        let _ = (prefix, max);
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Like [`generations`](Self::generations) when the store can answer without waiting and
     /// is itself the authority (an in-process store); `None` (the default) means "ask
     /// `generations`". A store that answers here is read on every check and never polled.

@@ -26,6 +26,16 @@ end
 return out
 ";
 
+/// `1` then the whole hash (field, value, …) if it has at most `ARGV[1]` fields besides the
+/// sequence, else just `0`: one atomic read, bounded. (The flag tells "too many" from a hash
+/// that does not exist yet, whose empty reply is as good as a complete list.)
+const ALL: &str = r"
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) + 1 then return { '0' } end
+local all = redis.call('HGETALL', KEYS[1])
+table.insert(all, 1, '1')
+return all
+";
+
 /// The hash holding `prefix`'s counters.
 pub(super) fn gens_key(prefix: &str) -> String {
     format!("{{{prefix}}}:gens")
@@ -51,6 +61,40 @@ impl RedisStore {
             .await
             .map_err(Failure::into_error)?;
         counters(values, names.len())
+    }
+
+    /// One `EVAL` of the bounded `HGETALL` script: every name's generation and the sequence,
+    /// or `None` past `max` names.
+    pub(super) async fn read_all_generations(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Option<(Generations, Vec<Arc<str>>)>, StoreError> {
+        let eval = Box::pin(self.shared.client.eval::<Vec<String>, _, _, _>(
+            ALL,
+            gens_key(prefix),
+            max.to_string(),
+        ));
+        let reply = self.call("EVAL", eval).await.map_err(Failure::into_error)?;
+        let (flag, flat) = reply.split_first().ok_or_else(corrupt)?;
+        if flag != "1" {
+            return Ok(None);
+        }
+        if flat.len() % 2 != 0 {
+            return Err(corrupt());
+        }
+        let mut seq = 0;
+        let (mut names, mut gens) = (Vec::new(), Vec::new());
+        for pair in flat.chunks_exact(2) {
+            let value = pair[1].parse::<u64>().map_err(|_| corrupt())?;
+            if pair[0] == SEQ {
+                seq = value;
+            } else {
+                names.push(Arc::from(pair[0].as_str()));
+                gens.push(value);
+            }
+        }
+        Ok(Some((Generations::new(seq, gens), names)))
     }
 
     /// One `EVAL` of the bump script.

@@ -426,4 +426,12 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, super::Generations> {
         Box::pin(self.bump(prefix, names, purge))
     }
+
+    fn all_generations<'a>(
+        &'a self,
+        prefix: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Option<(super::Generations, Vec<Arc<str>>)>> {
+        Box::pin(self.read_all_generations(prefix, max))
+    }
 }
