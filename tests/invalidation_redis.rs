@@ -273,15 +273,6 @@ async fn with_the_lease_one_refresh_runs_fleet_wide_after_a_soft_invalidation() 
     assert_eq!(a.calls.get() + b.calls.get(), 2, "one refresh fleet-wide");
 }
 
-/// How many times `server` ran `command` (`INFO commandstats`).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let stats = server.cli(&["info", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
 
 /// Once a poll has loaded every counter the store has, a miss on URLs never seen stamps their
 /// entries from the mirror: no `HMGET` per miss. Those entries hold for another process and
@@ -304,11 +295,11 @@ async fn misses_on_new_urls_read_no_counters_once_the_mirror_holds_them_all() {
     a.cache.invalidate_tag("platform:other").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let before = calls(&server, "hmget");
+    let before = server.calls("hmget");
     a.expect(TWITTER, "miss").await;
     a.expect(TWITTER, "hit").await;
     assert_eq!(
-        calls(&server, "hmget"),
+        server.calls("hmget"),
         before,
         "a counter was read for a miss"
     );
@@ -338,11 +329,11 @@ async fn misses_read_no_counters_where_nothing_was_ever_invalidated() {
     // The first request starts the poll, which loads the (empty) list.
     a.expect(&TWITTER[..1], "miss").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = calls(&server, "hmget");
+    let before = server.calls("hmget");
     a.expect(&TWITTER[1..], "miss").await;
     a.expect(TWITTER, "hit").await;
     assert_eq!(
-        calls(&server, "hmget"),
+        server.calls("hmget"),
         before,
         "a counter was read for a miss"
     );

@@ -33,15 +33,6 @@ fn since(before: &RedisServerStats, after: &RedisServerStats) -> (u64, u64, u64)
     )
 }
 
-/// How many times the server ran `command` (`INFO commandstats`).
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let stats = server.cli(&["info", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
 
 fn entry(len: usize) -> Entry {
     Entry::from(CachedResponse::new(
@@ -73,7 +64,7 @@ async fn the_servers_lookups_match_the_caches() {
     let before = store.server_stats().await.unwrap();
     // Every command that reads the invalidation counters, run alone or inside the poll's script.
     let counter_reads = |server: &RedisServer| {
-        calls(server, "hmget") + calls(server, "hlen") + calls(server, "hgetall")
+        server.calls("hmget") + server.calls("hlen") + server.calls("hgetall")
     };
     let reads_before = counter_reads(&server);
     assert_eq!(before.servers, 1);

@@ -156,6 +156,17 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, self.cluster, args)
     }
+
+    /// How many times the server ran `command` (`INFO commandstats`), scripts' calls included.
+    #[allow(dead_code)] // not every binary that includes this file counts commands
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.cli(&["info", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
 }
 
 impl Drop for RedisServer {
