@@ -273,7 +273,6 @@ async fn with_the_lease_one_refresh_runs_fleet_wide_after_a_soft_invalidation() 
     assert_eq!(a.calls.get() + b.calls.get(), 2, "one refresh fleet-wide");
 }
 
-
 /// Once a poll has loaded every counter the store has, a miss on URLs never seen stamps their
 /// entries from the mirror: no `HMGET` per miss. Those entries hold for another process and
 /// are invalidated as any other, here and there.

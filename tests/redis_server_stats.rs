@@ -33,7 +33,6 @@ fn since(before: &RedisServerStats, after: &RedisServerStats) -> (u64, u64, u64)
     )
 }
 
-
 fn entry(len: usize) -> Entry {
     Entry::from(CachedResponse::new(
         StatusCode::OK,
