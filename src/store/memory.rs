@@ -18,9 +18,11 @@ use values::value_slot;
 /// An in-process store; the default.
 ///
 /// Bounded by what its entries cost in memory — body, headers and the store's own bookkeeping
-/// per entry, as the allocator counts them — evicting the least useful first, so the process
-/// grows by about the bound when the store is full. Hits hand out the stored body `Bytes` without copying. Cloning is cheap and
-/// shares the same entries.
+/// per entry, as the allocator counts them — so the process grows by about the bound when the
+/// store is full. It evicts with CLOCK: in insertion order, passing over (once) an entry read
+/// since the hand last came by, which keeps hot pages much as LRU would. Each entry expires at
+/// its own deadline. Hits hand out the stored body `Bytes` without copying. Cloning is cheap
+/// and shares the same entries.
 ///
 /// The store is the authority on its invalidation counters ([`Generations`]): every cache on it
 /// (through any clone) sees an invalidation at once.
