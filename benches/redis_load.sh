@@ -53,25 +53,9 @@ for bin in redis-server redis-cli redis-benchmark taskset; do
     command -v "$bin" >/dev/null || { say "SKIPPED: $bin not installed"; exit 0; }
 done
 
-# A free loopback port, never 6379; checked twice: the kernel's answer, then nobody answering PING.
-free_port() {
-    local p
-    while :; do
-        p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        [[ $p != 6379 ]] && ! redis-cli -p "$p" ping >/dev/null 2>&1 && { echo "$p"; return; }
-    done
-}
-
-PORT=$(free_port)
-REDIS_URL="redis://127.0.0.1:$PORT/0"
-taskset -c "$REDIS_CPU" redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$TMP" --logfile "$TMP/redis.log" &
-PIDS+=("$!")
-for _ in $(seq 1 100); do
-    redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-redis-cli -p "$PORT" ping >/dev/null || { say "redis-server did not start:"; cat "$TMP/redis.log" >&2; exit 1; }
+# shellcheck source=benches/redis_here.sh
+. "$(dirname "$0")/redis_here.sh"
+start_redis "$REDIS_CPU"
 
 say "# machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 say "# $(redis-server --version | cut -d' ' -f1-3)"
