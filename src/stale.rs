@@ -84,17 +84,16 @@ pub(crate) fn found<B: Body>(
     }
 }
 
-/// Whether a fresh `entry` is refreshed early at `now` (XFetch), with a fresh draw of `U`.
+/// Whether a fresh `entry` is refreshed early at `now` (XFetch), with a fresh draw of `U`
+/// (not drawn for an entry computed in no time, which the test never passes).
 fn refreshes_early(entry: &CachedResponse, now: u64, beta: f64) -> bool {
     entry.compute_millis > 0 && early_at(entry, now, beta, uniform())
 }
 
 /// XFetch's test (Vattani et al.): `compute * beta * -ln(u) >= r`, `r` the milliseconds of
-/// freshness left and `u` in (0, 1]. An entry computed in under a millisecond never passes.
+/// freshness left and `u` in (0, 1]. A fresh entry has at least 1 ms left, so one computed in
+/// under a millisecond never passes.
 fn early_at(entry: &CachedResponse, now: u64, beta: f64, u: f64) -> bool {
-    if entry.compute_millis == 0 {
-        return false;
-    }
     let left = entry
         .ttl
         .as_millis()

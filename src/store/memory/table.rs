@@ -215,43 +215,42 @@ impl<V: Clone> Table<V> {
         mut doomed: impl FnMut(&CacheKey, &V) -> bool,
         evictions: &Evictions,
     ) -> u64 {
-        let mut removed = 0;
+        let doomed = |s: &Slot<V>| doomed(&s.key, &s.value);
+        self.sweep(doomed, Cause::Explicit, evictions).0
+    }
+
+    /// Drops what expired by `now`, then counts: (entries, bytes).
+    pub(super) fn sizes(&self, now: Instant, evictions: &Evictions) -> (u64, u64) {
+        let (_, entries, bytes) = self.sweep(|s| s.deadline <= now, Cause::Expired, evictions);
+        (entries, bytes)
+    }
+
+    /// Removes, shard by shard, every slot `doomed` picks (counted as `cause`): how many, and
+    /// the entries and bytes left.
+    fn sweep(
+        &self,
+        mut doomed: impl FnMut(&Slot<V>) -> bool,
+        cause: Cause,
+        evictions: &Evictions,
+    ) -> (u64, u64, u64) {
+        let (mut removed, mut entries, mut bytes) = (0, 0, 0);
         for shard in &*self.shards {
             let mut shard = lock(shard);
             let victims: Vec<Id> = shard
                 .map
                 .iter()
-                .filter(|(_, s)| doomed(&s.key, &s.value))
+                .filter(|(_, s)| doomed(s))
                 .map(|(id, _)| *id)
                 .collect();
-            for k in &victims {
-                shard.take(k);
-                evictions.evicted(Cause::Explicit);
-                removed += 1;
+            for id in &victims {
+                shard.take(id);
+                evictions.evicted(cause);
             }
-        }
-        removed
-    }
-
-    /// Drops what expired by `now`, then counts: (entries, bytes).
-    pub(super) fn sizes(&self, now: Instant, evictions: &Evictions) -> (u64, u64) {
-        let (mut entries, mut bytes) = (0, 0);
-        for shard in &*self.shards {
-            let mut shard = lock(shard);
-            let expired: Vec<Id> = shard
-                .map
-                .iter()
-                .filter(|(_, s)| s.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            for k in &expired {
-                shard.take(k);
-                evictions.evicted(Cause::Expired);
-            }
+            removed += victims.len() as u64;
             entries += shard.map.len() as u64;
             bytes += shard.bytes;
         }
-        (entries, bytes)
+        (removed, entries, bytes)
     }
 }
 
