@@ -140,9 +140,10 @@ impl MemoryStore {
     /// A store holding at most about `max_bytes` of entries.
     #[must_use]
     pub fn new(max_bytes: u64) -> Self {
+        let evictions = Arc::new(Evictions::new("http"));
         Self {
-            table: Arc::new(Table::new(max_bytes)),
-            evictions: Arc::new(Evictions::new("http")),
+            table: Arc::new(Table::new(max_bytes, evictions.clone())),
+            evictions,
             gens: Arc::default(),
         }
     }
@@ -169,13 +170,13 @@ impl MemoryStore {
     /// How many live entries it holds (dropping the expired ones first).
     #[must_use]
     pub fn entry_count(&self) -> u64 {
-        self.table.sizes(Instant::now(), &self.evictions).0
+        self.table.sizes(Instant::now()).0
     }
 
     /// The approximate bytes of all live entries (dropping the expired ones first).
     #[must_use]
     pub fn weighted_size(&self) -> u64 {
-        self.table.sizes(Instant::now(), &self.evictions).1
+        self.table.sizes(Instant::now()).1
     }
 }
 
@@ -188,7 +189,7 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// The entry under `key`.
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        match self.table.get(key, Instant::now(), &self.evictions)? {
+        match self.table.get(key, Instant::now())? {
             Held::Entry(entry) => Some(entry),
             Held::Value(_) => None,
         }
@@ -197,8 +198,7 @@ impl MemoryStore {
     /// Stores `held` under `key` until `deadline`.
     fn keep(&self, key: CacheKey, held: Held, deadline: Instant) {
         let weight = cost(&held) as u64;
-        self.table
-            .insert(key, held, deadline, weight, &self.evictions);
+        self.table.insert(key, held, deadline, weight);
     }
 }
 
@@ -224,14 +224,14 @@ impl Store for MemoryStore {
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> StoreFuture<'a, bool> {
-        let removed = self.table.remove(key, &self.evictions).is_some();
+        let removed = self.table.remove(key).is_some();
         Box::pin(std::future::ready(Ok(removed)))
     }
 
     fn clear_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         let removed = self
             .table
-            .remove_where(|k, _| k.to_string().starts_with(prefix), &self.evictions);
+            .remove_where(|k, _| k.to_string().starts_with(prefix));
         Box::pin(std::future::ready(Ok(removed)))
     }
 
@@ -245,10 +245,7 @@ impl Store for MemoryStore {
     }
 
     fn remove_value<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        let removed = self
-            .table
-            .remove(&value_slot(key), &self.evictions)
-            .is_some();
+        let removed = self.table.remove(&value_slot(key)).is_some();
         Box::pin(std::future::ready(Ok(removed)))
     }
 

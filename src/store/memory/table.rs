@@ -16,7 +16,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::super::evictions::{Cause, Evictions};
@@ -93,11 +93,13 @@ pub(super) struct Table<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     /// Keys the bucket and shard hashes, so crafted URLs cannot aim at one.
     seed: u64,
+    /// Where every removal is counted, by cause.
+    evictions: Arc<Evictions>,
     share: u64,
 }
 
 impl<V: Clone> Table<V> {
-    pub(super) fn new(max_bytes: u64) -> Self {
+    pub(super) fn new(max_bytes: u64, evictions: Arc<Evictions>) -> Self {
         let n = (max_bytes / BYTES_PER_SHARD).clamp(1, MAX_SHARDS);
         let n = if n.is_power_of_two() {
             n
@@ -118,6 +120,7 @@ impl<V: Clone> Table<V> {
         Self {
             shards,
             seed,
+            evictions,
             share: max_bytes / n,
         }
     }
@@ -135,7 +138,7 @@ impl<V: Clone> Table<V> {
     }
 
     /// The value under `key` if it is there and alive at `now`; marks it read.
-    pub(super) fn get(&self, key: &CacheKey, now: Instant, evictions: &Evictions) -> Option<V> {
+    pub(super) fn get(&self, key: &CacheKey, now: Instant) -> Option<V> {
         let id = key.id();
         let mut shard = self.shard(&id);
         match shard.map.get_mut(&id) {
@@ -147,39 +150,32 @@ impl<V: Clone> Table<V> {
             Some(_) => {}
         }
         shard.take(&id);
-        evictions.evicted(Cause::Expired);
+        self.evictions.evicted(Cause::Expired);
         None
     }
 
     /// Stores `value` under `key` until `deadline`, weighing `weight`, then evicts down to the
     /// shard's share of the bound.
-    pub(super) fn insert(
-        &self,
-        key: CacheKey,
-        value: V,
-        deadline: Instant,
-        weight: u64,
-        evictions: &Evictions,
-    ) {
+    pub(super) fn insert(&self, key: CacheKey, value: V, deadline: Instant, weight: u64) {
         let id = key.id();
         let mut shard = self.shard(&id);
         if weight > self.share {
             // Never fits: kept, it would evict the whole shard and then itself.
             if shard.take(&id).is_some() {
-                evictions.evicted(Cause::Replaced);
+                self.evictions.evicted(Cause::Replaced);
             }
-            evictions.evicted(Cause::Size);
+            self.evictions.evicted(Cause::Size);
             return;
         }
-        shard.put(id, key, value, deadline, weight, evictions);
-        shard.evict(self.share, evictions);
+        shard.put(id, key, value, deadline, weight, &self.evictions);
+        shard.evict(self.share, &self.evictions);
     }
 
     /// Removes `key`; whether it was there (alive or not).
-    pub(super) fn remove(&self, key: &CacheKey, evictions: &Evictions) -> Option<V> {
+    pub(super) fn remove(&self, key: &CacheKey) -> Option<V> {
         let id = key.id();
         let taken = self.shard(&id).take(&id)?;
-        evictions.evicted(Cause::Explicit);
+        self.evictions.evicted(Cause::Explicit);
         Some(taken.value)
     }
 
@@ -189,7 +185,6 @@ impl<V: Clone> Table<V> {
         &self,
         key: CacheKey,
         now: Instant,
-        evictions: &Evictions,
         f: impl FnOnce(Option<(&V, Instant)>) -> (Option<(V, Instant, u64)>, T),
     ) -> T {
         let id = key.id();
@@ -202,37 +197,28 @@ impl<V: Clone> Table<V> {
         let (replace, out) = f(current);
         if let Some((value, deadline, weight)) = replace {
             if weight <= self.share {
-                shard.put(id, key, value, deadline, weight, evictions);
-                shard.evict(self.share, evictions);
+                shard.put(id, key, value, deadline, weight, &self.evictions);
+                shard.evict(self.share, &self.evictions);
             }
         }
         out
     }
 
     /// Removes every entry `doomed` picks; how many.
-    pub(super) fn remove_where(
-        &self,
-        mut doomed: impl FnMut(&CacheKey, &V) -> bool,
-        evictions: &Evictions,
-    ) -> u64 {
+    pub(super) fn remove_where(&self, mut doomed: impl FnMut(&CacheKey, &V) -> bool) -> u64 {
         let doomed = |s: &Slot<V>| doomed(&s.key, &s.value);
-        self.sweep(doomed, Cause::Explicit, evictions).0
+        self.sweep(doomed, Cause::Explicit).0
     }
 
     /// Drops what expired by `now`, then counts: (entries, bytes).
-    pub(super) fn sizes(&self, now: Instant, evictions: &Evictions) -> (u64, u64) {
-        let (_, entries, bytes) = self.sweep(|s| s.deadline <= now, Cause::Expired, evictions);
+    pub(super) fn sizes(&self, now: Instant) -> (u64, u64) {
+        let (_, entries, bytes) = self.sweep(|s| s.deadline <= now, Cause::Expired);
         (entries, bytes)
     }
 
     /// Removes, shard by shard, every slot `doomed` picks (counted as `cause`): how many, and
     /// the entries and bytes left.
-    fn sweep(
-        &self,
-        mut doomed: impl FnMut(&Slot<V>) -> bool,
-        cause: Cause,
-        evictions: &Evictions,
-    ) -> (u64, u64, u64) {
+    fn sweep(&self, mut doomed: impl FnMut(&Slot<V>) -> bool, cause: Cause) -> (u64, u64, u64) {
         let (mut removed, mut entries, mut bytes) = (0, 0, 0);
         for shard in &*self.shards {
             let mut shard = lock(shard);
@@ -244,7 +230,7 @@ impl<V: Clone> Table<V> {
                 .collect();
             for id in &victims {
                 shard.take(id);
-                evictions.evicted(cause);
+                self.evictions.evicted(cause);
             }
             removed += victims.len() as u64;
             entries += shard.map.len() as u64;
@@ -357,56 +343,56 @@ mod tests {
 
     #[test]
     fn an_entry_is_answered_until_its_deadline_and_never_after() {
-        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
         let now = Instant::now();
-        t.insert(key(1), "v", now + Duration::from_secs(1), 10, &ev);
-        assert_eq!(t.get(&key(1), now, &ev), Some("v"));
-        assert_eq!(t.get(&key(1), now + Duration::from_secs(1), &ev), None);
+        t.insert(key(1), "v", now + Duration::from_secs(1), 10);
+        assert_eq!(t.get(&key(1), now), Some("v"));
+        assert_eq!(t.get(&key(1), now + Duration::from_secs(1)), None);
         // The expired read removed it: gone for every later reader too.
-        assert_eq!(t.get(&key(1), now, &ev), None);
-        assert_eq!(t.sizes(now, &ev), (0, 0));
+        assert_eq!(t.get(&key(1), now), None);
+        assert_eq!(t.sizes(now), (0, 0));
     }
 
     #[test]
     fn the_bytes_stay_within_the_bound_and_read_entries_outlive_unread_ones() {
-        let (t, ev) = (Table::new(1000), Evictions::new("t"));
+        let t = Table::new(1000, Arc::new(Evictions::new("t")));
         let now = Instant::now();
         for i in 0..10 {
-            t.insert(key(i), i, later(), 100, &ev);
+            t.insert(key(i), i, later(), 100);
         }
         // Key 0 is read, so the hand passes it over once.
-        assert_eq!(t.get(&key(0), now, &ev), Some(0));
+        assert_eq!(t.get(&key(0), now), Some(0));
         for i in 10..15 {
-            t.insert(key(i), i, later(), 100, &ev);
-            assert!(t.sizes(now, &ev).1 <= 1000);
+            t.insert(key(i), i, later(), 100);
+            assert!(t.sizes(now).1 <= 1000);
         }
         assert_eq!(
-            t.get(&key(0), now, &ev),
+            t.get(&key(0), now),
             Some(0),
             "a read entry was evicted first"
         );
-        assert_eq!(t.get(&key(1), now, &ev), None);
-        assert_eq!(t.sizes(now, &ev), (10, 1000));
+        assert_eq!(t.get(&key(1), now), None);
+        assert_eq!(t.sizes(now), (10, 1000));
     }
 
     #[test]
     fn an_entry_heavier_than_the_bound_is_not_kept_and_replaces_nothing_stale() {
-        let (t, ev) = (Table::new(1000), Evictions::new("t"));
+        let t = Table::new(1000, Arc::new(Evictions::new("t")));
         let now = Instant::now();
-        t.insert(key(1), "small", later(), 10, &ev);
-        t.insert(key(2), "kept", later(), 10, &ev);
-        t.insert(key(1), "huge", later(), 5000, &ev);
+        t.insert(key(1), "small", later(), 10);
+        t.insert(key(2), "kept", later(), 10);
+        t.insert(key(1), "huge", later(), 5000);
         // The old value under the key is not answered in place of the one refused.
-        assert_eq!(t.get(&key(1), now, &ev), None);
-        assert_eq!(t.get(&key(2), now, &ev), Some("kept"));
+        assert_eq!(t.get(&key(1), now), None);
+        assert_eq!(t.get(&key(2), now), Some("kept"));
     }
 
     #[test]
     fn removed_and_reinserted_keys_leave_the_queue_bounded() {
-        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
         for round in 0..10_000u32 {
-            t.insert(key(round % 3), round, later(), 10, &ev);
-            t.remove(&key(round % 3), &ev);
+            t.insert(key(round % 3), round, later(), 10);
+            t.remove(&key(round % 3));
         }
         let shard = lock(&t.shards[0]);
         assert!(
@@ -418,15 +404,15 @@ mod tests {
 
     #[test]
     fn an_update_is_one_read_modify_write_that_ignores_expired_values() {
-        let (t, ev) = (Table::new(1 << 20), Evictions::new("t"));
+        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
         let now = Instant::now();
-        t.insert(key(1), 5, now + Duration::from_secs(1), 8, &ev);
-        let seen = t.update(key(1), now, &ev, |cur| {
+        t.insert(key(1), 5, now + Duration::from_secs(1), 8);
+        let seen = t.update(key(1), now, |cur| {
             let v = cur.map_or(0, |(v, _)| *v);
             (Some((v + 1, later(), 8)), v)
         });
-        assert_eq!((seen, t.get(&key(1), now, &ev)), (5, Some(6)));
-        let seen = t.update(key(2), now + Duration::from_secs(2), &ev, |cur| {
+        assert_eq!((seen, t.get(&key(1), now)), (5, Some(6)));
+        let seen = t.update(key(2), now + Duration::from_secs(2), |cur| {
             (None, cur.map(|(v, _)| *v))
         });
         assert_eq!(seen, None);

@@ -22,20 +22,15 @@ pub(super) fn value_slot(key: &str) -> CacheKey {
 
 impl MemoryStore {
     pub(super) fn value(&self, key: &str) -> Option<Bytes> {
-        match self
-            .table
-            .get(&value_slot(key), Instant::now(), &self.evictions)?
-        {
+        match self.table.get(&value_slot(key), Instant::now())? {
             Held::Value(v) => Some(v.bytes),
             Held::Entry(_) => None,
         }
     }
 
     pub(super) fn remove_matching(&self, pattern: &str) -> u64 {
-        self.table.remove_where(
-            |_, v| matches!(v, Held::Value(v) if glob::matches(pattern, &v.key)),
-            &self.evictions,
-        )
+        self.table
+            .remove_where(|_, v| matches!(v, Held::Value(v) if glob::matches(pattern, &v.key)))
     }
 
     pub(super) fn insert_value(&self, key: &str, bytes: Bytes, deadline: Instant) {
@@ -48,31 +43,30 @@ impl MemoryStore {
     /// the deadline of a counter that exists.
     pub(super) fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         let now = Instant::now();
-        self.table
-            .update(value_slot(key), now, &self.evictions, |current| {
-                let (count, deadline) = match current {
-                    None => (Some(0), now + NO_EXPIRY),
-                    Some((Held::Value(v), deadline)) => (parse_counter(&v.bytes), deadline),
-                    Some((Held::Entry(_), deadline)) => (None, deadline),
-                };
-                match count.and_then(|n| n.checked_add(delta)) {
-                    Some(sum) => {
-                        let held = Held::Value(Box::new(Value {
-                            key: Arc::from(key),
-                            bytes: Bytes::from(sum.to_string()),
-                        }));
-                        let weight = cost(&held) as u64;
-                        (Some((held, deadline, weight)), Ok(sum))
-                    }
-                    None => (
-                        None,
-                        Err(StoreError::new(
-                            StoreErrorKind::Corrupt,
-                            format!("{key}: not an integer counter, or adding {delta} overflows"),
-                        )),
-                    ),
+        self.table.update(value_slot(key), now, |current| {
+            let (count, deadline) = match current {
+                None => (Some(0), now + NO_EXPIRY),
+                Some((Held::Value(v), deadline)) => (parse_counter(&v.bytes), deadline),
+                Some((Held::Entry(_), deadline)) => (None, deadline),
+            };
+            match count.and_then(|n| n.checked_add(delta)) {
+                Some(sum) => {
+                    let held = Held::Value(Box::new(Value {
+                        key: Arc::from(key),
+                        bytes: Bytes::from(sum.to_string()),
+                    }));
+                    let weight = cost(&held) as u64;
+                    (Some((held, deadline, weight)), Ok(sum))
                 }
-            })
+                None => (
+                    None,
+                    Err(StoreError::new(
+                        StoreErrorKind::Corrupt,
+                        format!("{key}: not an integer counter, or adding {delta} overflows"),
+                    )),
+                ),
+            }
+        })
     }
 }
 
