@@ -48,6 +48,15 @@ impl Write {
             return None;
         }
         let names = self.names(res.headers());
+        // No entry carries any of them (an in-process store knows): a bump would change nothing
+        // but grow the counters and send every entry to the slow check.
+        if names
+            .iter()
+            .all(|n| shared.store.may_carry(&shared.prefix, n) == Some(false))
+        {
+            return None;
+        }
+        let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
         let shared = shared.clone();
         Some(Box::pin(async move {
             let bump = shared.gens.bump(&names, Purge::Hard);
@@ -68,9 +77,8 @@ impl Write {
     }
 
     /// `path:` of the request's path, and of each same-host `Location` / `Content-Location`.
-    fn names(&self, headers: &HeaderMap) -> Vec<Arc<str>> {
-        let base = self.uri.path();
-        let mut paths = vec![base.to_owned()];
+    fn names(&self, headers: &HeaderMap) -> Vec<String> {
+        let mut names = vec![path_name(self.uri.path())];
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let mut values = headers.get_all(&name).iter();
             // One value, or the header is malformed and ignored.
@@ -79,15 +87,13 @@ impl Write {
             };
             let Ok(value) = value.to_str() else { continue };
             if let Some(path) = self.same_host_path(value.trim()) {
-                if !paths.contains(&path) {
-                    paths.push(path);
+                let path = path_name(&path);
+                if !names.contains(&path) {
+                    names.push(path);
                 }
             }
         }
-        paths
-            .into_iter()
-            .map(|p| Arc::from(format!("path:{p}")))
-            .collect()
+        names
     }
 
     /// The path `reference` names, resolved against the request's URI (RFC 3986 §5.2), when it
@@ -144,6 +150,14 @@ impl Write {
             None => self.host.as_ref()?.to_str().ok(),
         }
     }
+}
+
+/// The name a write invalidates `path` by, as entries carry it (see `names`).
+fn path_name(path: &str) -> String {
+    let mut name = String::with_capacity("path:".len() + path.len());
+    name.push_str("path:");
+    name.push_str(path);
+    name
 }
 
 fn is_scheme(s: &str) -> bool {
@@ -238,8 +252,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::LOCATION, "/items/7".parse().unwrap());
         headers.insert(header::CONTENT_LOCATION, "/items".parse().unwrap());
-        let names: Vec<String> = w.names(&headers).iter().map(|n| n.to_string()).collect();
-        assert_eq!(names, ["path:/items", "path:/items/7"]);
+        assert_eq!(w.names(&headers), ["path:/items", "path:/items/7"]);
         // Two Locations: malformed, ignored; a value that is not text too.
         headers.append(header::LOCATION, "/other".parse().unwrap());
         headers.insert(

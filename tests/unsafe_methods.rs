@@ -278,6 +278,46 @@ async fn writes_invalidate_on_the_memory_store() {
     all(|| on(Arc::new(MemoryStore::new(16 << 20)))).await;
 }
 
+/// On the memory store, a write to paths no entry was ever stamped with bumps nothing: the
+/// counters do not grow with every path written to, and cached pages keep their fast check.
+/// The store decides, not the cache: a second cache sharing the store still reaches the
+/// first one's entries, and a carried `Location` is still dropped.
+#[tokio::test]
+async fn writes_no_entry_carries_bump_nothing_on_the_memory_store() {
+    let store: Arc<dyn tower_response_cache::Store> = Arc::new(MemoryStore::new(16 << 20));
+    let site = Site::new(on(store.clone()));
+    let other = Site::new(on(store.clone()));
+    let prefix = site.cache.key_prefix().to_owned();
+    let gen_of = |path: &str| {
+        let (store, prefix) = (store.clone(), prefix.clone());
+        let name: Arc<str> = Arc::from(format!("path:{path}"));
+        async move { store.generations(&prefix, &[name]).await.unwrap().gens[0] }
+    };
+    let seq = site.seq().await;
+    for path in ["/items", "/items/7", "/plain"] {
+        let res = site.send("POST", path, &[]).await;
+        assert_eq!(res.status, StatusCode::CREATED);
+        assert!(res.cache_status().contains("fwd=bypass; detail=method"));
+    }
+    assert_eq!(site.seq().await, seq, "nothing was cached: nothing bumped");
+    assert_eq!(gen_of("/items").await, 0, "no counter made for the path");
+
+    // Cached through the other cache: this one's write still drops it.
+    other.fill(ITEMS).await;
+    site.send("POST", "/items", &[]).await;
+    assert_eq!(site.seq().await, seq + 1);
+    assert_ne!(gen_of("/items").await, 0);
+    other.expect(ITEMS, "miss").await;
+
+    // Only the Location is carried: still one invalidation, and it drops that page.
+    site.fill(ITEM_7).await;
+    site.send("POST", "/plain", &[("x-location", "/items/7")])
+        .await;
+    assert_eq!(site.seq().await, seq + 2);
+    site.expect(ITEM_7, "miss").await;
+    other.expect(ITEMS, "hit").await;
+}
+
 /// A store that only answers asynchronously takes the boxed invalidation's waiting path.
 #[tokio::test]
 async fn writes_invalidate_on_a_store_that_answers_later() {

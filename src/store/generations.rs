@@ -113,13 +113,51 @@ pub(crate) fn bumps(gen: u64) -> u64 {
 
 /// The memory store's counters: one sequence for the whole store (read with one atomic load,
 /// the hit path's fast check) and a generation per prefix and name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GenerationTable {
     /// Written only under `names`' lock, so a reader holding it sees `seq` and the generations
     /// of one moment.
     seq: AtomicU64,
     // A std lock: held for a few map operations, never across an await.
     names: Mutex<HashMap<Arc<str>, NameGens>>,
+    /// The names an entry may carry: one bit per hash of (prefix, name), set whenever the
+    /// name's generation is read and never cleared. Every entry's stamp is such a read (taken
+    /// before its handler runs), so a clear bit means no entry carries the name: bumping it
+    /// would invalidate nothing. A hash shared by two names only costs a needless bump.
+    carried: Box<[AtomicU64]>,
+}
+
+/// 2^18 bits (32 KiB): the filter fills up only with hundreds of thousands of distinct names,
+/// and then a write's invalidation is simply always made.
+const CARRIED_WORDS: usize = 1 << 12;
+
+impl Default for GenerationTable {
+    fn default() -> Self {
+        Self {
+            seq: AtomicU64::default(),
+            names: Mutex::default(),
+            carried: (0..CARRIED_WORDS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// The filter's bit of `name` under `prefix`: FNV-1a over the bytes, then mixed.
+fn carried_bit(prefix: &str, name: &str) -> (usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(prefix.as_bytes());
+    // Not a byte of UTF-8: `ab` + `c` and `a` + `bc` stay apart.
+    eat(&[0xff]);
+    eat(name.as_bytes());
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    let bit = (h as usize) % (CARRIED_WORDS * 64);
+    (bit / 64, 1 << (bit % 64))
 }
 
 /// One prefix's generations by name.
@@ -131,6 +169,15 @@ impl GenerationTable {
             return Generations::new(self.seq.load(Ordering::Acquire), Vec::new());
         }
         let table = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            let (word, bit) = carried_bit(prefix, name);
+            let word = &self.carried[word];
+            // SeqCst with the load in `may_carry`: a read that set the bit before a write's
+            // check is seen by it; one that did not began after it (see `may_carry`).
+            if word.load(Ordering::SeqCst) & bit == 0 {
+                word.fetch_or(bit, Ordering::SeqCst);
+            }
+        }
         let seq = self.seq.load(Ordering::Acquire);
         let gens = match table.get(prefix) {
             Some(map) => names
@@ -140,6 +187,15 @@ impl GenerationTable {
             None => vec![0; names.len()],
         };
         Generations::new(seq, gens)
+    }
+
+    /// Whether an entry may carry `name` under `prefix`: `false` only if its generation was
+    /// never read. A miss reads its names before calling its handler, so
+    /// a miss that reads one after this said `false` calls its handler after the write that
+    /// asked had been answered: it sees what the write did.
+    pub(crate) fn may_carry(&self, prefix: &str, name: &str) -> bool {
+        let (word, bit) = carried_bit(prefix, name);
+        self.carried[word].load(Ordering::SeqCst) & bit != 0
     }
 
     pub(crate) fn bump(&self, prefix: &str, names: &[Arc<str>], purge: Purge) -> Generations {
@@ -189,6 +245,22 @@ mod tests {
         assert_eq!(Validity::of(old, old + HARD), Validity::Invalid);
         assert_eq!(bumps(old + HARD), 6);
         assert_eq!(bumps(3 * HARD + 2), 5);
+    }
+
+    #[test]
+    fn a_name_may_be_carried_once_its_generation_was_read_under_its_prefix() {
+        let table = GenerationTable::default();
+        let a: Vec<Arc<str>> = vec![Arc::from("path:/a")];
+        assert!(!table.may_carry("p", "path:/a"));
+        table.bump("p", &a, Purge::Hard);
+        assert!(!table.may_carry("p", "path:/a"), "a bump is no read");
+        table.read("p", &a);
+        assert!(table.may_carry("p", "path:/a"));
+        assert!(!table.may_carry("q", "path:/a"), "another prefix");
+        assert!(!table.may_carry("p", "path:/b"));
+        // The sequence alone reads no name.
+        table.read("p", &[]);
+        assert!(!table.may_carry("p", "path:/b"));
     }
 
     #[test]

@@ -281,6 +281,10 @@ impl Store for MemoryStore {
     ) -> Option<Result<Generations, StoreError>> {
         Some(Ok(self.gens.read(prefix, names)))
     }
+
+    fn may_carry(&self, prefix: &str, name: &str) -> Option<bool> {
+        Some(self.gens.may_carry(prefix, name))
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Whether an entry in this store may carry `name` under `prefix` (see
+    /// [`generations`](Self::generations)): `Some(false)` only when none can, because the
+    /// name's generation was never read; `None` (the default) when the store cannot tell, as a
+    /// store shared with other processes cannot. Asked only of names an entry's stamp reads
+    /// before its handler runs (its request's `path:` names), never of a handler's own tags. A successful write through the layer skips its invalidation when none of the
+    /// names it would bump may be carried: the memory store's counters then do not grow with
+    /// every path written to, and its entries stay on the fast check.
+    fn may_carry(&self, prefix: &str, name: &str) -> Option<bool> {
+        let _ = (prefix, name);
+        None
+    }
+
     // Leases, for fleet-wide stampede control (`CacheLayer::lease`): one process at a time
     // computes a missing entry. The defaults suit a store no other process shares (an
     // in-process store, where the layer's own coalescing already does this): every lease is
