@@ -125,7 +125,8 @@ pub(crate) struct StoredBody {
 impl StoredBody {
     pub(crate) fn new(chunks: &[Bytes], etag: Option<&[u8]>) -> Self {
         let len: usize = chunks.iter().map(Bytes::len).sum();
-        let digits = len.to_string();
+        let mut buf = crate::hit::itoa_buf();
+        let digits = crate::hit::format_u64(&mut buf, len as u64);
         let etag_len = etag.map_or(0, <[u8]>::len);
         let mut all = Vec::with_capacity(len + digits.len() + etag_len);
         for chunk in chunks {

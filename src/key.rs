@@ -1,6 +1,7 @@
 //! Cache keys: which parts of a request name a stored response, canonicalised, length-delimited
 //! and hashed so that two different requests never share a key and keys stay short.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -204,15 +205,18 @@ fn is_tracking(name: &str) -> bool {
         )
 }
 
+/// One decoded query pair: borrowed from the query string unless decoding changed it.
+pub(crate) type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// The canonical form of a query string: decoded pairs, filtered, sorted by name then value.
-pub(crate) fn canonical_query(query: Option<&str>, rule: &QueryKey) -> Vec<(String, String)> {
+/// Pairs that need no decoding borrow from `query`: a plain query costs one allocation.
+pub(crate) fn canonical_query<'a>(query: Option<&'a str>, rule: &QueryKey) -> Vec<QueryPair<'a>> {
     let Some(q) = query else { return Vec::new() };
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+    let mut pairs: Vec<QueryPair<'a>> = form_urlencoded::parse(q.as_bytes())
         .filter(|(k, _)| match rule {
             QueryKey::All { keep_tracking } => *keep_tracking || !is_tracking(k),
             QueryKey::Only(names) => names.iter().any(|n| n == k),
         })
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     pairs.sort_unstable();
     pairs

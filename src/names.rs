@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::header::HeaderName;
 
-use crate::key::{canonical_query, client_uri, user_hash};
+use crate::key::{canonical_query, client_uri, user_hash, QueryPair};
 use crate::policy::RoutePolicy;
 use crate::route::route_label;
 use crate::shared::Shared;
@@ -104,17 +104,64 @@ pub(crate) fn path_pattern_name(pattern: &str) -> Arc<str> {
 }
 
 /// The `url:` name of a path and its canonical query.
-pub(crate) fn url_name(path: &str, query: &[(String, String)]) -> Arc<str> {
+pub(crate) fn url_name(path: &str, query: &[QueryPair<'_>]) -> Arc<str> {
     if query.is_empty() {
-        return Arc::from(format!("url:{path}"));
+        return name("url:", path);
     }
-    let start = format!("url:{path}?");
-    let at = start.len();
-    let mut out = form_urlencoded::Serializer::for_suffix(start, at);
-    for (k, v) in query {
-        out.append_pair(k, v);
-    }
-    Arc::from(out.finish())
+    NAME.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.push_str("url:");
+        buf.push_str(path);
+        buf.push('?');
+        let at = buf.len();
+        let mut out = form_urlencoded::Serializer::for_suffix(std::mem::take(buf), at);
+        for (k, v) in query {
+            out.append_pair(k, v);
+        }
+        *buf = out.finish();
+        Arc::from(buf.as_str())
+    })
+}
+
+thread_local! {
+    /// Where a name is put together before its one allocation, its `Arc`.
+    static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The `prefix:` names made last on this thread: the ancestors of neighbouring requests'
+    /// paths are mostly the same (`prefix:/`, `prefix:/items/`), so their entries share them.
+    static PREFIXES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `kind` followed by `rest`, in one allocation.
+fn name(kind: &str, rest: &str) -> Arc<str> {
+    NAME.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.push_str(kind);
+        buf.push_str(rest);
+        Arc::from(buf.as_str())
+    })
+}
+
+/// The `prefix:` name of `ancestor`, shared with the last entries that had it.
+fn prefix_name(ancestor: &str) -> Arc<str> {
+    const KIND: &str = "prefix:";
+    PREFIXES.with_borrow_mut(|recent| {
+        let same = |n: &Arc<str>| n.len() == KIND.len() + ancestor.len() && n.ends_with(ancestor);
+        if let Some(n) = recent.iter().find(|n| same(n)) {
+            return n.clone();
+        }
+        let made = name(KIND, ancestor);
+        if recent.len() == MAX_PREFIXES {
+            recent.remove(0);
+        }
+        recent.push(made.clone());
+        made
+    })
+}
+
+/// The namespace name, one allocation shared by every entry.
+fn namespace() -> Arc<str> {
+    static NS: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(NAMESPACE));
+    NS.clone()
 }
 
 /// The `user:` name of a hashed identity.
@@ -127,7 +174,7 @@ pub(crate) struct Request<'a> {
     /// The path as the client sent it.
     pub(crate) path: &'a str,
     /// Its canonical query, as the route keys it.
-    pub(crate) query: &'a [(String, String)],
+    pub(crate) query: &'a [QueryPair<'a>],
     /// The route template the request matched (axum's `MatchedPath`).
     pub(crate) template: Option<&'a str>,
     /// The route's tags, `{param}` unfilled.
@@ -139,7 +186,7 @@ pub(crate) struct Request<'a> {
 /// Every name the entry of `req` carries, the namespace first.
 pub(crate) fn names(req: &Request<'_>) -> Vec<Arc<str>> {
     let mut names = Vec::with_capacity(4 + req.tags.len() + MAX_PREFIXES);
-    names.push(Arc::from(NAMESPACE));
+    names.push(namespace());
     if !req.tags.is_empty() {
         let params = req
             .template
@@ -149,9 +196,9 @@ pub(crate) fn names(req: &Request<'_>) -> Vec<Arc<str>> {
             names.push(tag_name(&fill(tag, &params)));
         }
     }
-    names.push(Arc::from(format!("path:{}", req.path)));
+    names.push(name("path:", req.path));
     for (i, _) in req.path.match_indices('/').take(MAX_PREFIXES) {
-        names.push(Arc::from(format!("prefix:{}", &req.path[..=i])));
+        names.push(prefix_name(&req.path[..=i]));
     }
     names.push(url_name(req.path, req.query));
     if let Some(user) = req.user {
@@ -286,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_request_is_named_by_namespace_tags_path_prefixes_url_and_user() {
-        let query = [("limit".to_owned(), "5".to_owned())];
+        let query = [("limit".into(), "5".into())];
         let tags = [Arc::from("platform:{platform}"), Arc::from("static")];
         let names = names(&Request {
             path: "/influencers/twitter",
@@ -308,6 +355,35 @@ mod tests {
                 "user:abc",
             ]
         );
+    }
+
+    #[test]
+    fn neighbouring_requests_share_their_ancestors_names_and_nothing_else() {
+        let of = |path| {
+            names(&Request {
+                path,
+                query: &[],
+                template: None,
+                tags: &[],
+                user: None,
+            })
+        };
+        let (a, b) = (of("/a/b"), of("/a/c"));
+        assert_eq!(
+            strs(&b),
+            ["*", "path:/a/c", "prefix:/", "prefix:/a/", "url:/a/c"]
+        );
+        for i in [0, 2, 3] {
+            assert!(Arc::ptr_eq(&a[i], &b[i]), "{} is shared", a[i]);
+        }
+        assert_ne!(a[1], b[1]);
+        // A prefix that only looks like another one's tail is its own name.
+        assert_eq!(
+            strs(&of("/b/a/"))[2..5],
+            ["prefix:/", "prefix:/b/", "prefix:/b/a/"]
+        );
+        let q = [("q".into(), "a b&c".into())];
+        assert_eq!(&*url_name("/x", &q), "url:/x?q=a+b%26c");
     }
 
     #[test]
