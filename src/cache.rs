@@ -497,6 +497,7 @@ impl ResponseCacheBuilder {
                 delegated: RwLock::default(),
                 vary: moka::sync::Cache::new(100_000),
                 variants: Variants::new(),
+                varied: std::sync::atomic::AtomicBool::new(false),
                 flights: Flights::new(),
                 coalesce_wait: self.coalesce_wait,
                 shadow: self.shadow,

@@ -3,6 +3,7 @@
 //! and one entry per variant, written by [`write`](crate::write)), then the response made from a
 //! fresh one, or its 304, with `Age` and this cache's `Cache-Status` member.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -222,6 +223,7 @@ fn learn_vary(
 ) -> CacheKey {
     counters.set_varies();
     let variant = primary.with_variant(&names, headers);
+    shared.varied.store(true, Ordering::Release);
     shared.vary.insert(*primary.primary(), names);
     variant
 }

@@ -2,7 +2,7 @@
 //! state learned at run time (delegated routes, `Vary` names, flights).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) vary: moka::sync::Cache<[u8; 32], Arc<[HeaderName]>>,
     /// How many variants of each varying URL were stored, for `CacheLayer::max_variants`.
     pub(crate) variants: Variants,
+    /// Set before any `Vary` record is kept (learned from the store or stored): until then
+    /// `vary` and `variants` are empty, and storing a plain entry has nothing there to clear.
+    pub(crate) varied: AtomicBool,
     pub(crate) flights: Flights,
     /// How long a miss waits for a concurrent miss of the same key; zero disables coalescing.
     pub(crate) coalesce_wait: Duration,

@@ -2,6 +2,7 @@
 //! without waiting (memory), otherwise in the background, with a bound on writes in flight.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -191,6 +192,7 @@ pub(crate) fn target(
     // Remembered as long as the entry is kept: stale windows included.
     let ttl_ms = u64::try_from(entry.keep_for().as_millis()).unwrap_or(u64::MAX);
     let id = variant.variant().unwrap_or(primary.primary());
+    shared.varied.store(true, Ordering::Release);
     if shared.variants.admit(
         primary.primary(),
         id,
@@ -216,8 +218,11 @@ pub(crate) async fn store(
     let (ttl, bytes) = (entry.keep_for(), entry.body.len());
     let result = match target {
         Target::Primary => {
-            shared.vary.invalidate(primary.primary());
-            shared.variants.forget(primary.primary());
+            // The URL may have varied before: its records would send lookups to variants.
+            if shared.varied.load(Ordering::Acquire) {
+                shared.vary.invalidate(primary.primary());
+                shared.variants.forget(primary.primary());
+            }
             shared.store.put(primary, Entry::from(entry), ttl).await
         }
         Target::Variant(names, variant) => {

@@ -160,3 +160,41 @@ async fn the_default_cap_keeps_a_hundred_variants_and_invalidate_resets_it() {
     let r = send(&app, with_lines(&["es"])).await;
     assert_eq!((r.text(), r.cache_status()), ("hola #131", MISS));
 }
+
+/// A URL that varied, then answers without `Vary`: its plain entry replaces the learned record,
+/// so the next request is a hit on it (the learned `Vary` would send every lookup to a variant
+/// that is no longer stored).
+#[tokio::test]
+async fn a_url_that_stops_varying_is_hit_through_its_plain_entry() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let fx = Fixture::new();
+    let calls = Calls::default();
+    let varies = Arc::new(AtomicBool::new(true));
+    let (c, v) = (calls.clone(), varies.clone());
+    let app = Router::new().route(
+        "/page",
+        route_get(move || {
+            let n = c.bump();
+            let vary = v
+                .load(Ordering::SeqCst)
+                .then_some((header::VARY, "Accept-Language"));
+            async move { (axum::response::AppendHeaders(vary), format!("#{n}")) }
+        })
+        .layer(fx.cache.route()),
+    );
+    let ask = || send(&app, with_lines(&["es"]));
+    assert_eq!(ask().await.cache_status(), MISS);
+    assert_eq!(ask().await.cache_status(), hit(60));
+    assert_eq!(fx.entries(), 2, "the Vary record and one variant");
+
+    varies.store(false, Ordering::SeqCst);
+    fx.clock.advance(Duration::from_secs(61));
+    let plain = ask().await;
+    assert_eq!((plain.text(), plain.cache_status()), ("#2", MISS));
+    let again = ask().await;
+    assert_eq!(again.text(), "#2");
+    assert_eq!(again.cache_status(), hit(60));
+    assert_eq!(calls.get(), 2);
+}
