@@ -10,6 +10,7 @@ use http::StatusCode;
 
 use crate::conditional::strong_etag;
 use crate::entry::{Grace, Stamp};
+use crate::headers::{format_u64, itoa_buf};
 use crate::policy::storable_headers;
 use crate::write::Write;
 use crate::CachedResponse;
@@ -125,8 +126,8 @@ pub(crate) struct StoredBody {
 impl StoredBody {
     pub(crate) fn new(chunks: &[Bytes], etag: Option<&[u8]>) -> Self {
         let len: usize = chunks.iter().map(Bytes::len).sum();
-        let mut buf = crate::hit::itoa_buf();
-        let digits = crate::hit::format_u64(&mut buf, len as u64);
+        let mut buf = itoa_buf();
+        let digits = format_u64(&mut buf, len as u64);
         let etag_len = etag.map_or(0, <[u8]>::len);
         let mut all = Vec::with_capacity(len + digits.len() + etag_len);
         for chunk in chunks {

@@ -70,6 +70,26 @@ impl fmt::Debug for StoredHeaders {
     }
 }
 
+/// A buffer for [`format_u64`].
+pub(crate) fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, without the formatting machinery: this runs on every hit (`Age`,
+/// `Cache-Status`) and every stored entry (`Content-Length`).
+pub(crate) fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
 #[cfg(test)]
 mod tests {
     use http::{header, HeaderMap};

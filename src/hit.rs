@@ -12,6 +12,7 @@ use http_body::Body;
 
 use crate::conditional::{not_modified, Validators};
 use crate::head::hit_headers;
+use crate::headers::{format_u64, itoa_buf};
 use crate::log::log_store_error;
 use crate::metrics::RouteCounters;
 use crate::policy::RoutePolicy;
@@ -383,22 +384,4 @@ fn hit_values(
         status: status.clone(),
     }));
     (age, status)
-}
-
-pub(crate) fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `n` in decimal, without the formatting machinery: this runs on every hit.
-pub(crate) fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }

@@ -16,7 +16,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use crate::entry::Freshness;
-use crate::hit::{answer, format_u64, hit, itoa_buf};
+use crate::headers::{format_u64, itoa_buf};
+use crate::hit::{answer, hit};
 use crate::metrics::RouteCounters;
 use crate::policy::RoutePolicy;
 use crate::shared::Shared;
