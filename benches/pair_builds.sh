@@ -6,7 +6,9 @@
 #
 #   benches/pair_builds.sh BASE_BIN NEW_BIN [ROUTE...]
 #
-# ROUTE is `GET:/path` or `POST:/path` (default: GET:/bare GET:/cached POST:/app/post).
+# ROUTE is `GET:/path`, `POST:/path` or `MISS:/path`, which asks `/path?n=<random>` (each
+# request a miss that stores, through benches/random_miss.lua; both servers' stores grow
+# alike). Default: GET:/bare GET:/cached POST:/app/post.
 # Settings (environment): DUR (10 s), ROUNDS (6), CONNS (32), SERVER_CPU (0), WRK_CPU (1).
 set -euo pipefail
 BASE=$1 NEW=$2
@@ -36,9 +38,10 @@ printf 'wrk.method = "POST"\nwrk.body = "{}"\nwrk.headers["Content-Type"] = "app
 
 for route in $ROUTES; do
     method=${route%%:*} path=${route#*:}
-    script=()
+    script=() verb=$method
     [[ $method == POST ]] && script=(-s "$TMP/post.lua")
-    curl -fsS -o /dev/null -X "$method" "$URL_base$path"; curl -fsS -o /dev/null -X "$method" "$URL_new$path"
+    [[ $method == MISS ]] && script=(-s "$(dirname "$0")/random_miss.lua") verb=GET
+    curl -fsS -o /dev/null -X "$verb" "$URL_base$path"; curl -fsS -o /dev/null -X "$verb" "$URL_new$path"
     echo ""
     echo "### $method $path: $ROUNDS rounds of ${DUR} s"
     echo ""
