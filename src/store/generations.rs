@@ -150,7 +150,7 @@ fn carried_bit(prefix: &str, name: &str) -> (usize, u64) {
         }
     };
     eat(prefix.as_bytes());
-    // Not a byte of UTF-8: `ab` + `c` and `a` + `bc` stay apart.
+    // Not a byte of UTF-8: prefix `ab` with name `c` and `a` with `bc` stay apart.
     eat(&[0xff]);
     eat(name.as_bytes());
     h ^= h >> 33;
@@ -190,9 +190,9 @@ impl GenerationTable {
     }
 
     /// Whether an entry may carry `name` under `prefix`: `false` only if its generation was
-    /// never read. A miss reads its names before calling its handler, so
-    /// a miss that reads one after this said `false` calls its handler after the write that
-    /// asked had been answered: it sees what the write did.
+    /// never read. A miss reads its names before calling its handler, so a miss that reads one
+    /// after this said `false` calls its handler after the write that asked had been answered:
+    /// it sees what the write did.
     pub(crate) fn may_carry(&self, prefix: &str, name: &str) -> bool {
         let (word, bit) = carried_bit(prefix, name);
         self.carried[word].load(Ordering::SeqCst) & bit != 0

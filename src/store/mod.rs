@@ -128,9 +128,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`generations`](Self::generations)): `Some(false)` only when none can, because the
     /// name's generation was never read; `None` (the default) when the store cannot tell, as a
     /// store shared with other processes cannot. Asked only of names an entry's stamp reads
-    /// before its handler runs (its request's `path:` names), never of a handler's own tags. A successful write through the layer skips its invalidation when none of the
-    /// names it would bump may be carried: the memory store's counters then do not grow with
-    /// every path written to, and its entries stay on the fast check.
+    /// before its handler runs (its request's `path:` names), never of a handler's own tags.
+    ///
+    /// A successful write through the layer skips its invalidation when none of the names it
+    /// would bump may be carried: the memory store's counters then do not grow with every path
+    /// written to, and its entries stay on the fast check.
     fn may_carry(&self, prefix: &str, name: &str) -> Option<bool> {
         let _ = (prefix, name);
         None
