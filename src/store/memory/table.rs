@@ -341,9 +341,14 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    /// A table bounded by `bytes`, with its own eviction counters.
+    fn table<V: Clone>(bytes: u64) -> Table<V> {
+        Table::new(bytes, Arc::new(Evictions::new("t")))
+    }
+
     #[test]
     fn an_entry_is_answered_until_its_deadline_and_never_after() {
-        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
+        let t = table(1 << 20);
         let now = Instant::now();
         t.insert(key(1), "v", now + Duration::from_secs(1), 10);
         assert_eq!(t.get(&key(1), now), Some("v"));
@@ -355,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_bytes_stay_within_the_bound_and_read_entries_outlive_unread_ones() {
-        let t = Table::new(1000, Arc::new(Evictions::new("t")));
+        let t = table(1000);
         let now = Instant::now();
         for i in 0..10 {
             t.insert(key(i), i, later(), 100);
@@ -377,7 +382,7 @@ mod tests {
 
     #[test]
     fn an_entry_heavier_than_the_bound_is_not_kept_and_replaces_nothing_stale() {
-        let t = Table::new(1000, Arc::new(Evictions::new("t")));
+        let t = table(1000);
         let now = Instant::now();
         t.insert(key(1), "small", later(), 10);
         t.insert(key(2), "kept", later(), 10);
@@ -389,7 +394,7 @@ mod tests {
 
     #[test]
     fn removed_and_reinserted_keys_leave_the_queue_bounded() {
-        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
+        let t = table(1 << 20);
         for round in 0..10_000u32 {
             t.insert(key(round % 3), round, later(), 10);
             t.remove(&key(round % 3));
@@ -404,7 +409,7 @@ mod tests {
 
     #[test]
     fn an_update_is_one_read_modify_write_that_ignores_expired_values() {
-        let t = Table::new(1 << 20, Arc::new(Evictions::new("t")));
+        let t = table(1 << 20);
         let now = Instant::now();
         t.insert(key(1), 5, now + Duration::from_secs(1), 8);
         let seen = t.update(key(1), now, |cur| {
