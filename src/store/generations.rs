@@ -168,16 +168,17 @@ impl GenerationTable {
         if names.is_empty() {
             return Generations::new(self.seq.load(Ordering::Acquire), Vec::new());
         }
-        let table = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        // Outside the lock: a write's check takes none either. SeqCst with the load in
+        // `may_carry`: a read that set the bit before a write's check is seen by it; one that
+        // did not began after it (see `may_carry`).
         for name in names {
             let (word, bit) = carried_bit(prefix, name);
             let word = &self.carried[word];
-            // SeqCst with the load in `may_carry`: a read that set the bit before a write's
-            // check is seen by it; one that did not began after it (see `may_carry`).
             if word.load(Ordering::SeqCst) & bit == 0 {
                 word.fetch_or(bit, Ordering::SeqCst);
             }
         }
+        let table = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.seq.load(Ordering::Acquire);
         let gens = match table.get(prefix) {
             Some(map) => names
