@@ -118,7 +118,11 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 drop(entered);
-                ResponseFuture::fill(plan.run(inner, req).instrument(span))
+                if plan.settled() {
+                    ResponseFuture::fill(plan.run_settled(inner, req).instrument(span))
+                } else {
+                    ResponseFuture::fill(plan.run(inner, req).instrument(span))
+                }
             }
         }
     }
