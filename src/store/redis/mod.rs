@@ -10,12 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::WithOptions;
 use fred::prelude::*;
-use fred::types::Expiration;
 
 use super::{Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::log::RateLimit;
 use crate::{CacheKey, Entry};
 
+mod batch;
 mod breaker;
 mod builder;
 mod clear;
@@ -32,7 +32,9 @@ pub use stats::{RedisServerStats, RedisStats};
 
 /// A store on Redis or Redis Cluster, shared by every process that points at it.
 ///
-/// One `GET` per lookup, one `SET … PX ttl` per store, so Redis expires entries itself. Values
+/// One `GET` per lookup, one `SET … PX ttl` per store, so Redis expires entries itself; the
+/// `GET`s and `SET`s of requests that arrive together leave in one write (see `batch.rs`: one
+/// write and one wake-up of Redis per turn of the runtime, not per request). Values
 /// are [`Entry::encode`]'s versioned bytes; a value that does not decode (corrupt, from another
 /// program, from a future version) is a miss, counted, and overwritten by the next store. Keys
 /// are [`CacheKey`]'s printable form, so operators can
@@ -74,6 +76,7 @@ struct Shared {
     breaker: Breaker,
     counters: Counters,
     log_limit: RateLimit,
+    batch: batch::Batch,
 }
 
 pub(super) struct Parts {
@@ -119,6 +122,7 @@ impl RedisStore {
                 breaker: parts.breaker,
                 counters: Counters::default(),
                 log_limit: RateLimit::new(),
+                batch: batch::Batch::default(),
             }),
         }
     }
@@ -240,10 +244,7 @@ impl RedisStore {
         let found = self
             // Boxed where it is made: fred's futures are several KiB, and every future that
             // held this one unboxed would be copied around with it.
-            .call(
-                "GET",
-                Box::pin(self.shared.client.get::<Option<Bytes>, _>(key.as_str())),
-            )
+            .call("GET", self.batched_get(key.clone()))
             .await;
         let counters = &self.shared.counters;
         match found {
@@ -280,13 +281,7 @@ impl RedisStore {
             return self.remove_key(key).await.map(drop);
         }
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let set = Box::pin(self.shared.client.set::<(), _, _>(
-            key.to_string(),
-            entry.encode(),
-            Some(Expiration::PX(millis)),
-            None,
-            false,
-        ));
+        let set = self.batched_set(key.to_string(), entry.encode(), millis);
         self.call("SET", set).await.map_err(Failure::into_error)
     }
 

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::Expiration;
 use std::time::Duration;
 
 use super::{Failure, RedisStore};
@@ -11,8 +10,7 @@ use crate::{StoreError, StoreErrorKind};
 
 impl RedisStore {
     pub(super) async fn get_raw(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let get = Box::pin(self.shared.client.get::<Option<Bytes>, _>(key));
-        match self.call("GET", get).await {
+        match self.call("GET", self.batched_get(key.to_owned())).await {
             Ok(found) => Ok(found),
             // A hash or list under a value key: not ours, so a miss, as for responses.
             Err(Failure::Foreign) => {
@@ -34,13 +32,7 @@ impl RedisStore {
             return self.remove_raw(key).await.map(drop);
         }
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let set = Box::pin(self.shared.client.set::<(), _, _>(
-            key,
-            value,
-            Some(Expiration::PX(millis)),
-            None,
-            false,
-        ));
+        let set = self.batched_set(key.to_owned(), value, millis);
         self.call("SET", set).await.map_err(Failure::into_error)
     }
 
