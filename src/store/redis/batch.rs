@@ -11,12 +11,17 @@
 //! requests of the turn queue theirs, then polls every queued command once before fred's
 //! connection task runs: they leave in one write.
 //!
+//! A command sent while none of this store's is waiting for Redis goes at once, from its own
+//! task: batching pays only when commands overlap, and a lone one (a quiet server, a client
+//! sending one request at a time) would otherwise wait for the runtime's turn to end.
+//!
 //! A request still waits through the store's breaker and command timeout as before; only the
 //! task that polls its command changes. Commands and their options are the same: fred still
 //! applies the command timeout and routes each command to its node of a cluster.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::Poll;
 
@@ -30,10 +35,26 @@ use super::RedisStore;
 
 type Queued = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The commands queued for the next write.
+/// The commands queued for the next write, and how many are waiting for Redis.
 #[derive(Default)]
 pub(super) struct Batch {
     queued: Mutex<Vec<Queued>>,
+    waiting: AtomicUsize,
+}
+
+/// One command counted in [`Batch::waiting`] until it is answered or dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> (Self, usize) {
+        (Self(count), count.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RedisStore {
@@ -43,6 +64,10 @@ impl RedisStore {
         &self,
         command: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
+        let (_waiting, before) = Waiting::new(&self.shared.batch.waiting);
+        if before == 0 {
+            return command.await;
+        }
         let (tx, rx) = oneshot::channel();
         let queued: Queued = Box::pin(async move {
             // Nobody waits for an answer to a request that gave up: it is dropped.
