@@ -3,8 +3,6 @@
 //! after it), lookups and stores made at once reach Redis in a handful of reads, not one each,
 //! and every request still gets its own answer.
 
-#![cfg(feature = "redis")]
-
 mod common;
 
 use std::time::Duration;
