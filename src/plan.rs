@@ -26,6 +26,34 @@ use crate::status::{gateway_timeout, handled, mark, with_status};
 use crate::{names::take_handler_tags, shadow, trace};
 use crate::{CacheKey, CachedResponse, ResponseBody};
 
+/// What a plan needs of the inner service: a tower service over the request, that it and its
+/// futures can move into a task (a background refresh, a boxed fill).
+pub(crate) trait Inner<ReqB, ResB>:
+    Service<Request<ReqB>, Response = Response<ResB>, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqB, ResB> Inner<ReqB, ResB> for S
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+}
+
+/// A response body whose frames can move into a task.
+pub(crate) trait SendBody: Body<Data: Send, Error: Send> + Send + 'static {}
+
+impl<B> SendBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+}
+
 /// A request that may be served from or stored in the cache, as `call` found it.
 pub(crate) struct Plan {
     pub(crate) shared: Arc<Shared>,
@@ -63,13 +91,9 @@ impl Plan {
         req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Inner<ReqB, ResB>,
         ReqB: Send + 'static,
-        ResB: Body + Send + 'static,
-        ResB::Data: Send,
-        ResB::Error: Send,
+        ResB: SendBody,
     {
         let shared = self.shared.clone();
         let (wanted, shadow) = (self.mark, self.policy.shadow);
@@ -86,13 +110,9 @@ impl Plan {
         req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Inner<ReqB, ResB>,
         ReqB: Send + 'static,
-        ResB: Body + Send + 'static,
-        ResB::Data: Send,
-        ResB::Error: Send,
+        ResB: SendBody,
     {
         let shared = self.shared.clone();
         let (wanted, shadow) = (self.mark, self.policy.shadow);
@@ -102,9 +122,7 @@ impl Plan {
             self.looked.take()
         };
         let fallback = self.fallback.take();
-        // One time budget for all of this request's reads from the store.
-        let deadline =
-            (self.shared.lookup_timeout).and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let deadline = read_budget(&shared);
         let res = self
             .settle(inner, req, key, (false, deadline), fallback)
             .await?;
@@ -124,23 +142,16 @@ impl Plan {
         req: Request<ReqB>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Inner<ReqB, ResB>,
         ReqB: Send + 'static,
-        ResB: Body + Send + 'static,
-        ResB::Data: Send,
-        ResB::Error: Send,
+        ResB: SendBody,
     {
         let (shared, policy, counters) = (
             self.shared.clone(),
             self.policy.clone(),
             self.counters.clone(),
         );
-        // One time budget for all of this request's reads from the store.
-        let deadline = shared
-            .lookup_timeout
-            .and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let deadline = read_budget(&shared);
         let (timer, traced) = (counters.timer(), trace::lookup_start());
         let looked = lookup(&shared, &counters, &self.primary, req.headers(), deadline).await;
         counters.looked_up(timer);
@@ -193,13 +204,9 @@ impl Plan {
         fallback: Option<Arc<CachedResponse>>,
     ) -> Result<Response<ResponseBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Inner<ReqB, ResB>,
         ReqB: Send + 'static,
-        ResB: Body + Send + 'static,
-        ResB::Data: Send,
-        ResB::Error: Send,
+        ResB: SendBody,
     {
         let (shared, policy, counters) = (
             self.shared.clone(),
@@ -274,13 +281,9 @@ impl Plan {
         ready: bool,
         early: bool,
     ) where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Inner<ReqB, ResB>,
         ReqB: Send + 'static,
-        ResB: Body + Send + 'static,
-        ResB::Data: Send,
-        ResB::Error: Send,
+        ResB: SendBody,
     {
         if self.is_head {
             return;
@@ -423,6 +426,11 @@ impl Plan {
         // request that waits on the store, hits included.
         Ok(Box::pin(miss.respond(res)).await)
     }
+}
+
+/// When this request's reads from the store must be done: one time budget for all of them.
+fn read_budget(shared: &Shared) -> Option<tokio::time::Instant> {
+    (shared.lookup_timeout).and_then(|t| tokio::time::Instant::now().checked_add(t))
 }
 
 /// `res` as it leaves the async part: marked as handled by this cache when an enclosing layer
