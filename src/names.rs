@@ -99,8 +99,14 @@ pub(crate) fn path_pattern_name(pattern: &str) -> Arc<str> {
                 .map_or(prefix.len(), |(i, _)| i + 1);
             Arc::from(format!("prefix:{}", &prefix[..cut]))
         }
-        _ => Arc::from(format!("path:{pattern}")),
+        _ => path_name(pattern),
     }
+}
+
+/// The `path:` name of `path`: what every entry of a request for it carries, and what a
+/// write to it bumps.
+pub(crate) fn path_name(path: &str) -> Arc<str> {
+    name("path:", path)
 }
 
 /// The `url:` name of a path and its canonical query.
@@ -196,7 +202,7 @@ pub(crate) fn names(req: &Request<'_>) -> Vec<Arc<str>> {
             names.push(tag_name(&fill(tag, &params)));
         }
     }
-    names.push(name("path:", req.path));
+    names.push(path_name(req.path));
     for (i, _) in req.path.match_indices('/').take(MAX_PREFIXES) {
         names.push(prefix_name(&req.path[..=i]));
     }

@@ -11,6 +11,7 @@ use http::{Method, Request, Response, Uri};
 
 use crate::key::client_uri;
 use crate::log::log_store_error;
+use crate::names::path_name;
 use crate::shared::Shared;
 use crate::{Purge, StoreError, StoreErrorKind};
 
@@ -56,7 +57,6 @@ impl Write {
         {
             return None;
         }
-        let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
         let shared = shared.clone();
         Some(Box::pin(async move {
             let bump = shared.gens.bump(&names, Purge::Hard);
@@ -77,7 +77,7 @@ impl Write {
     }
 
     /// `path:` of the request's path, and of each same-host `Location` / `Content-Location`.
-    fn names(&self, headers: &HeaderMap) -> Vec<String> {
+    fn names(&self, headers: &HeaderMap) -> Vec<Arc<str>> {
         let mut names = vec![path_name(self.uri.path())];
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let mut values = headers.get_all(&name).iter();
@@ -150,14 +150,6 @@ impl Write {
             None => self.host.as_ref()?.to_str().ok(),
         }
     }
-}
-
-/// The name a write invalidates `path` by, as entries carry it (see `names`).
-fn path_name(path: &str) -> String {
-    let mut name = String::with_capacity("path:".len() + path.len());
-    name.push_str("path:");
-    name.push_str(path);
-    name
 }
 
 fn is_scheme(s: &str) -> bool {
@@ -252,7 +244,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::LOCATION, "/items/7".parse().unwrap());
         headers.insert(header::CONTENT_LOCATION, "/items".parse().unwrap());
-        assert_eq!(w.names(&headers), ["path:/items", "path:/items/7"]);
+        let names = w.names(&headers);
+        assert_eq!(
+            names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["path:/items", "path:/items/7"]
+        );
         // Two Locations: malformed, ignored; a value that is not text too.
         headers.append(header::LOCATION, "/other".parse().unwrap());
         headers.insert(
