@@ -240,12 +240,7 @@ impl RedisStore {
     }
 
     async fn get_entry(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
-        let key = key.to_string();
-        let found = self
-            // Boxed where it is made: fred's futures are several KiB, and every future that
-            // held this one unboxed would be copied around with it.
-            .call("GET", self.batched_get(key.clone()))
-            .await;
+        let found = self.call("GET", self.batched_get(key.to_string())).await;
         let counters = &self.shared.counters;
         match found {
             Ok(Some(bytes)) => match Entry::decode(bytes) {
@@ -254,7 +249,8 @@ impl RedisStore {
                     Ok(Some(entry))
                 }
                 Err(e) => {
-                    self.corrupt(&key, &e);
+                    // Printed again only here: a hit sends its key and keeps no copy.
+                    self.corrupt(&key.to_string(), &e);
                     Ok(None)
                 }
             },
@@ -263,7 +259,7 @@ impl RedisStore {
                 Ok(None)
             }
             Err(Failure::Foreign) => {
-                self.corrupt(&key, &"not a string value");
+                self.corrupt(&key.to_string(), &"not a string value");
                 Ok(None)
             }
             Err(Failure::Store(e)) => Err(e),
