@@ -116,11 +116,8 @@ impl Plan {
     {
         let shared = self.shared.clone();
         let (wanted, shadow) = (self.mark, self.policy.shadow);
-        let key = if self.forced {
-            None
-        } else {
-            self.looked.take()
-        };
+        // `None` when forced: `call` looks up nothing for a forced miss.
+        let key = self.looked.take();
         let fallback = self.fallback.take();
         let deadline = read_budget(&shared);
         let res = self

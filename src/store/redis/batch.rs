@@ -115,27 +115,15 @@ impl RedisStore {
     async fn send_batch(self) {
         // Runs after the tasks already runnable: the other requests of this turn queue theirs.
         tokio::task::yield_now().await;
-        let mut commands: Vec<Option<Queued>> = std::mem::take(&mut *self.shared.batch.lock())
-            .into_iter()
-            .map(Some)
-            .collect();
+        let mut commands = std::mem::take(&mut *self.shared.batch.lock());
         // Each first poll hands a command to fred's connection task, which runs only after
-        // this task yields, and then finds them all.
+        // this task yields, and then finds them all. Answered commands are dropped.
         std::future::poll_fn(|cx| {
-            let mut pending = false;
-            for slot in &mut commands {
-                if let Some(command) = slot {
-                    if command.as_mut().poll(cx).is_ready() {
-                        *slot = None;
-                    } else {
-                        pending = true;
-                    }
-                }
-            }
-            if pending {
-                Poll::Pending
-            } else {
+            commands.retain_mut(|command| command.as_mut().poll(cx).is_pending());
+            if commands.is_empty() {
                 Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await;
