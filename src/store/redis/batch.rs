@@ -59,10 +59,11 @@ impl Drop for Waiting<'_> {
 
 impl RedisStore {
     /// The answer of `command` (a fred call on a clone of this store), sent with the other
-    /// commands of this turn.
+    /// commands of this turn. Boxed, like every call (see [`RedisStore::call`]): this future
+    /// and the queued one stay small.
     pub(super) async fn batched<T: Send + 'static>(
         &self,
-        command: impl Future<Output = Result<T, Error>> + Send + 'static,
+        command: Pin<Box<impl Future<Output = Result<T, Error>> + Send + 'static>>,
     ) -> Result<T, Error> {
         let (_waiting, before) = Waiting::new(&self.shared.batch.waiting);
         if before == 0 {
@@ -91,7 +92,7 @@ impl RedisStore {
         key: String,
     ) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send + '_ {
         let store = self.clone();
-        self.batched(async move { store.shared.client.get(key).await })
+        self.batched(Box::pin(async move { store.shared.client.get(key).await }))
     }
 
     /// `SET key value PX millis`, batched.
@@ -103,13 +104,13 @@ impl RedisStore {
     ) -> impl Future<Output = Result<(), Error>> + Send + '_ {
         let store = self.clone();
         let expiry = Some(Expiration::PX(millis));
-        self.batched(async move {
+        self.batched(Box::pin(async move {
             store
                 .shared
                 .client
                 .set(key, value, expiry, None, false)
                 .await
-        })
+        }))
     }
 
     async fn send_batch(self) {

@@ -25,7 +25,7 @@ impl RedisStore {
     /// Removes every key matching the glob `pattern`; how many were removed.
     pub(super) async fn remove_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         let keys = self
-            .call("SCAN", self.scan(pattern))
+            .call("SCAN", Box::pin(self.scan(pattern)))
             .await
             .map_err(Failure::into_error)?;
         let mut batches: Vec<Vec<Key>> = Vec::new();
@@ -47,7 +47,7 @@ impl RedisStore {
         let mut removed = 0;
         for batch in batches {
             // UNLINK frees the values off Redis's main thread, unlike DEL.
-            let unlink = self.shared.client.unlink::<u64, _>(batch);
+            let unlink = Box::pin(self.shared.client.unlink::<u64, _>(batch));
             removed += self
                 .call("UNLINK", unlink)
                 .await

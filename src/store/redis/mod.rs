@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,13 +149,27 @@ impl RedisStore {
     /// # Errors
     /// When Redis does not answer within the command timeout, or the breaker is open.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call("PING", self.shared.client.ping::<()>(None))
+        self.call("PING", Box::pin(self.shared.client.ping::<()>(None)))
             .await
             .map_err(Failure::into_error)
     }
 
     /// Runs one Redis call through the breaker and the command timeout.
+    ///
+    /// The call comes boxed: a fred command's future is ~5 KB, and every future that held one
+    /// by value (this one, the timeout around it, the store's boxed `get`) would copy it
+    /// whole each time it moves — 20 KB per `GET` when the batching held it unboxed.
     async fn call<T>(
+        &self,
+        op: &'static str,
+        call: Pin<Box<impl Future<Output = Result<T, fred::error::Error>>>>,
+    ) -> Result<T, Failure> {
+        self.guarded(op, call).await
+    }
+
+    /// [`RedisStore::call`] for a call that is already small: a boxed command, or a
+    /// [batched](RedisStore::batched) one (which boxes its command).
+    async fn guarded<T>(
         &self,
         op: &'static str,
         call: impl Future<Output = Result<T, fred::error::Error>>,
@@ -240,7 +255,7 @@ impl RedisStore {
     }
 
     async fn get_entry(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
-        let found = self.call("GET", self.batched_get(key.to_string())).await;
+        let found = self.guarded("GET", self.batched_get(key.to_string())).await;
         let counters = &self.shared.counters;
         match found {
             Ok(Some(bytes)) => match Entry::decode(bytes) {
@@ -278,7 +293,7 @@ impl RedisStore {
         }
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let set = self.batched_set(key.to_string(), entry.encode(), millis);
-        self.call("SET", set).await.map_err(Failure::into_error)
+        self.guarded("SET", set).await.map_err(Failure::into_error)
     }
 
     async fn remove_key(&self, key: &CacheKey) -> Result<bool, StoreError> {
@@ -424,5 +439,42 @@ impl Store for RedisStore {
         max: usize,
     ) -> StoreFuture<'a, Option<(super::Generations, Vec<Arc<str>>)>> {
         Box::pin(self.read_all_generations(prefix, max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `call` returns, without calling it (nor needing a store).
+    fn future_size<'a, A: ?Sized + 'a, F: Future>(
+        _call: impl FnOnce(&'a RedisStore, &'a A) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request that reaches Redis moves these futures (into the store's box, the
+    /// timeout, the batch): they must not hold a fred command's future by value. They were
+    /// ~21 KB each when the batching did; boxed commands make them a few hundred bytes.
+    #[test]
+    fn the_futures_a_request_moves_stay_small() {
+        const MOST: usize = 2048;
+        let entry = Entry::Vary(Arc::from(Vec::new()));
+        let sizes = [
+            ("get_entry", future_size(RedisStore::get_entry)),
+            (
+                "put_entry",
+                future_size(|s, k: &CacheKey| s.put_entry(k, &entry, Duration::ZERO)),
+            ),
+            ("get_raw", future_size(RedisStore::get_raw)),
+            (
+                "put_raw",
+                future_size(|s, k: &str| s.put_raw(k, Bytes::new(), Duration::ZERO)),
+            ),
+            ("ping", future_size(|s, _: &()| s.ping())),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= MOST, "{name}'s future is {size} bytes");
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::{StoreError, StoreErrorKind};
 
 impl RedisStore {
     pub(super) async fn get_raw(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self.call("GET", self.batched_get(key.to_owned())).await {
+        match self.guarded("GET", self.batched_get(key.to_owned())).await {
             Ok(found) => Ok(found),
             // A hash or list under a value key: not ours, so a miss, as for responses.
             Err(Failure::Foreign) => {
@@ -33,7 +33,7 @@ impl RedisStore {
         }
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let set = self.batched_set(key.to_owned(), value, millis);
-        self.call("SET", set).await.map_err(Failure::into_error)
+        self.guarded("SET", set).await.map_err(Failure::into_error)
     }
 
     pub(super) async fn remove_raw(&self, key: &str) -> Result<bool, StoreError> {
